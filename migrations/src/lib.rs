@@ -1,0 +1,22 @@
+//! Parley's schema, one migration per change. The server applies pending migrations on start;
+//! `parley-server migrate up|down|status` runs them by hand.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_directory;
+mod m20261122_000002_conversations;
+mod m20261122_000003_invitations_outbox_requests;
+
+/// Every migration, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_directory::Migration),
+            Box::new(m20261122_000002_conversations::Migration),
+            Box::new(m20261122_000003_invitations_outbox_requests::Migration),
+        ]
+    }
+}

@@ -1,0 +1,604 @@
+//! ConversationService: conversations, their lifecycle, messages and the timeline.
+
+use std::sync::Arc;
+
+use parley::pb::{self, conversation_service_server::ConversationService};
+use tonic::{Request, Response, Status};
+
+use super::{Begun, State, actor, begin_mutation, convert};
+use crate::domain::model::{ConversationKind, History, Permission, TimelineItem};
+use crate::domain::principal::{Actor, Principal};
+use crate::domain::rules::{self, RequestedPolicy};
+use crate::domain::validate::{self, Violations};
+use crate::error::Error;
+use crate::store::{self, conversations as convs, directory as dir, timeline::Only};
+
+pub struct Conversations(pub Arc<State>);
+
+const LIST_CONVERSATIONS: &str = "ListConversations";
+
+/// What ListTimeline, ListMessages and ListEvents ask for.
+pub(crate) struct TimelineQuery<'a> {
+    /// The List method, which page tokens are bound to.
+    pub list: &'static str,
+    pub conversation_id: &'a str,
+    pub order: i32,
+    pub page_size: i32,
+    pub page_token: &'a str,
+    pub only: Only,
+}
+
+/// A page of a conversation's timeline as the caller may read it.
+pub(crate) async fn timeline_page(
+    state: &State,
+    p: &Principal,
+    query: TimelineQuery<'_>,
+) -> Result<(Vec<TimelineItem>, String), Error> {
+    let TimelineQuery {
+        list,
+        conversation_id,
+        order,
+        page_size,
+        page_token,
+        only,
+    } = query;
+    let mut v = Violations::default();
+    let id = v.check(validate::conversation_id(
+        "conversation_id",
+        conversation_id,
+    ));
+    let order = v
+        .check(validate::enum_field::<pb::Order>("order", order))
+        .flatten();
+    let size = v.check(validate::page_size(page_size));
+    v.finish()?;
+    let (Some(id), Some(size)) = (id, size) else {
+        return Err(Error::Internal("validated fields missing".into()));
+    };
+    let newest_first = order == Some(pb::Order::NewestFirst);
+    let scope = format!(
+        "{}/{id}/{}",
+        p.tenant_id,
+        if newest_first { "desc" } else { "asc" }
+    );
+    let after = match state.pager.open(page_token, list, &scope)? {
+        Some(k) => Some(
+            k.parse::<i64>()
+                .map_err(|_| Error::field("page_token", "is not a page token of this list"))?,
+        ),
+        None => None,
+    };
+    let (_, window) = state.read_access(p, &id).await?;
+    let mut items =
+        store::timeline::list(&state.db, &id, window, only, newest_first, after, size + 1).await?;
+    let next = super::next_page(&state.pager, list, &scope, &mut items, size, |i| {
+        i.seq.to_string()
+    });
+    Ok((items, next))
+}
+
+fn policy_request(p: Option<pb::Policy>, v: &mut Violations) -> Option<RequestedPolicy> {
+    let p = p?;
+    Some(RequestedPolicy {
+        add_internal: v
+            .check(validate::enum_field::<Permission>(
+                "policy.add_internal",
+                p.add_internal,
+            ))
+            .flatten(),
+        add_external: v
+            .check(validate::enum_field::<Permission>(
+                "policy.add_external",
+                p.add_external,
+            ))
+            .flatten(),
+        remove: v
+            .check(validate::enum_field::<Permission>(
+                "policy.remove",
+                p.remove,
+            ))
+            .flatten(),
+        lock_external_roster_on_first_message: p.lock_external_roster_on_first_message,
+        new_participant_history: v
+            .check(validate::enum_field::<History>(
+                "policy.new_participant_history",
+                p.new_participant_history,
+            ))
+            .flatten(),
+        max_participants: p.max_participants,
+    })
+}
+
+impl Conversations {
+    async fn create(
+        &self,
+        p: Principal,
+        req: pb::CreateConversationRequest,
+    ) -> Result<pb::Conversation, Error> {
+        let state = &self.0;
+        let req_for_key = req.clone();
+        let mut v = Violations::default();
+        let kind = v
+            .check(validate::enum_field::<ConversationKind>("kind", req.kind))
+            .flatten();
+        if req.kind == 0 {
+            v.check::<()>(Err(Error::field("kind", "must be GROUP or DIRECT")));
+        }
+        v.check(validate::max_chars(
+            "title",
+            &req.title,
+            validate::MAX_TITLE_LEN,
+        ));
+        for (i, id) in req.participant_ids.iter().enumerate() {
+            v.check(validate::id_field(&format!("participant_ids[{i}]"), id));
+        }
+        let requested = policy_request(req.policy, &mut v);
+        v.finish()?;
+        let kind = kind.unwrap_or(ConversationKind::Group);
+        let Actor::User(owner_id) = actor(&p) else {
+            return Err(Error::NoPermission(
+                "a service must act for a user (x-parley-act-as) to create a conversation",
+            ));
+        };
+        let mut others: Vec<String> = Vec::new();
+        for id in req.participant_ids {
+            if id != owner_id && !others.contains(&id) {
+                others.push(id);
+            }
+        }
+        let max_initial = state.config.limits.max_initial_participants;
+        if others.len() + 1 > max_initial {
+            return Err(Error::TooManyInitialParticipants { max: max_initial });
+        }
+        if kind == ConversationKind::Direct {
+            if others.len() != 1 {
+                return Err(Error::field(
+                    "participant_ids",
+                    "a DIRECT conversation takes exactly one other user",
+                ));
+            }
+            if !req.title.is_empty() {
+                return Err(Error::field("title", "a DIRECT conversation has no title"));
+            }
+        }
+        let policy = rules::resolve_policy(requested, state.config.limits.max_participants)?;
+        if others.len() as i64 + 1 > i64::from(policy.max_participants) {
+            return Err(Error::field(
+                "policy.max_participants",
+                "is below the number of participants at creation",
+            ));
+        }
+        let owner = dir::get_user(&state.db, &p.tenant_id, &owner_id)
+            .await?
+            .ok_or_else(|| Error::UserNotFound(owner_id.clone()))?;
+        let mut found = dir::users_by_id(&state.db, &p.tenant_id, &others).await?;
+        let mut people = Vec::with_capacity(others.len());
+        for id in &others {
+            let user = found
+                .remove(id)
+                .ok_or_else(|| Error::UserNotFound(id.clone()))?;
+            if user.status == crate::domain::model::UserStatus::Deactivated {
+                return Err(Error::UserDeactivated(id.clone()));
+            }
+            people.push(user);
+        }
+        let m = begin_mutation!(state, &p, "CreateConversation", req_for_key);
+        let c = convs::create(
+            &m.tx,
+            convs::NewConversation {
+                tenant_id: p.tenant_id.clone(),
+                kind,
+                title: req.title,
+                policy,
+                owner,
+                others: people,
+            },
+        )
+        .await?;
+        m.finish(convert::conversation(&c)).await
+    }
+
+    async fn update(
+        &self,
+        p: Principal,
+        req: pb::UpdateConversationRequest,
+    ) -> Result<pb::Conversation, Error> {
+        let server_max = self.0.config.limits.max_participants;
+        let conv = req
+            .conversation
+            .clone()
+            .ok_or_else(|| Error::field("conversation", "is required"))?;
+        let mut v = Violations::default();
+        let id = v.check(validate::conversation_id("conversation.id", &conv.id));
+        let paths: Vec<String> = match &req.update_mask {
+            Some(mask) if !mask.paths.is_empty() => mask.paths.clone(),
+            _ => {
+                let mut implied = Vec::new();
+                if !conv.title.is_empty() {
+                    implied.push("title".to_owned());
+                }
+                if conv.policy.is_some() {
+                    implied.push("policy".to_owned());
+                }
+                implied
+            }
+        };
+        if paths.is_empty() {
+            v.check::<()>(Err(Error::field("update_mask", "names no field to update")));
+        }
+        let policy = conv.policy.unwrap_or_default();
+        let mut patch = convs::ConversationPatch::default();
+        for path in &paths {
+            let whole = path == "policy";
+            match path.as_str() {
+                "title" => {
+                    v.check(validate::max_chars(
+                        "conversation.title",
+                        &conv.title,
+                        validate::MAX_TITLE_LEN,
+                    ));
+                    patch.title = Some(conv.title.clone());
+                }
+                "policy"
+                | "policy.add_internal"
+                | "policy.add_external"
+                | "policy.remove"
+                | "policy.lock_external_roster_on_first_message"
+                | "policy.new_participant_history"
+                | "policy.max_participants" => {
+                    let named = |field: &str| whole || path == &format!("policy.{field}");
+                    let mut permission = |field: &str, raw: i32| -> Option<Permission> {
+                        if !named(field) {
+                            return None;
+                        }
+                        let name = format!("conversation.policy.{field}");
+                        let value = v
+                            .check(validate::enum_field::<Permission>(&name, raw))
+                            .flatten();
+                        if value.is_none() && !whole {
+                            v.check::<()>(Err(Error::field(name, "must name a value")));
+                        }
+                        value
+                    };
+                    if let Some(x) = permission("add_internal", policy.add_internal) {
+                        patch.add_internal = Some(x);
+                    }
+                    if let Some(x) = permission("add_external", policy.add_external) {
+                        patch.add_external = Some(x);
+                    }
+                    if let Some(x) = permission("remove", policy.remove) {
+                        if x == Permission::Participants {
+                            v.check::<()>(Err(Error::field(
+                                "conversation.policy.remove",
+                                "must be OWNER or ADMINS",
+                            )));
+                        }
+                        patch.remove = Some(x);
+                    }
+                    if named("lock_external_roster_on_first_message") {
+                        patch.lock_external_roster_on_first_message = policy
+                            .lock_external_roster_on_first_message
+                            .or((!whole).then_some(false));
+                    }
+                    if named("new_participant_history") {
+                        let value = v
+                            .check(validate::enum_field::<History>(
+                                "conversation.policy.new_participant_history",
+                                policy.new_participant_history,
+                            ))
+                            .flatten();
+                        if value.is_none() && !whole {
+                            v.check::<()>(Err(Error::field(
+                                "conversation.policy.new_participant_history",
+                                "must name a value",
+                            )));
+                        }
+                        patch.new_participant_history = value;
+                    }
+                    if named("max_participants") && (policy.max_participants != 0 || !whole) {
+                        if (2..=server_max).contains(&policy.max_participants) {
+                            patch.max_participants = Some(policy.max_participants);
+                        } else {
+                            v.check::<()>(Err(Error::field(
+                                "conversation.policy.max_participants",
+                                format!("{} is outside 2..{server_max}", policy.max_participants),
+                            )));
+                        }
+                    }
+                }
+                other => {
+                    v.check::<()>(Err(Error::field(
+                        "update_mask",
+                        format!("{other} cannot be updated"),
+                    )));
+                }
+            }
+        }
+        v.finish()?;
+        let id = id.unwrap_or_default();
+        let m = begin_mutation!(self.0, &p, "UpdateConversation", req);
+        let c = convs::update(&m.tx, &p.tenant_id, &actor(&p), &id, &conv.etag, patch).await?;
+        m.finish(convert::conversation(&c)).await
+    }
+
+    async fn check_access(
+        &self,
+        p: Principal,
+        req: pb::CheckAccessRequest,
+    ) -> Result<pb::CheckAccessResponse, Error> {
+        let mut v = Violations::default();
+        let id = v.check(validate::conversation_id(
+            "conversation_id",
+            &req.conversation_id,
+        ));
+        v.check(validate::id_field("user_id", &req.user_id));
+        v.finish()?;
+        let id = id.unwrap_or_default();
+        if !p.is_service() && p.id != req.user_id {
+            return Err(Error::NoPermission(
+                "only services may ask about another user's access",
+            ));
+        }
+        let c = store::get_conversation(&self.0.db, &p.tenant_id, &id).await?;
+        let participant = store::get_participant(&self.0.db, &id, &req.user_id).await?;
+        Ok(rules::access(&c, participant.as_ref()))
+    }
+
+    async fn get(&self, p: Principal, id: &str) -> Result<pb::Conversation, Error> {
+        let id = validate::conversation_id("id", id)?;
+        let (c, _) = self.0.read_access(&p, &id).await?;
+        Ok(convert::conversation(&c))
+    }
+
+    async fn transition<Req: prost::Message>(
+        &self,
+        p: Principal,
+        method: &'static str,
+        id: &str,
+        request_id: &str,
+        req: &Req,
+        to: convs::Transition,
+    ) -> Result<pb::Conversation, Error> {
+        let id = validate::conversation_id("id", id)?;
+        let m = match self.0.begin(&p, method, request_id, req).await? {
+            Begun::Replayed(reply) => return Ok(reply),
+            Begun::Fresh(m) => m,
+        };
+        let c = convs::transition(&m.tx, &p.tenant_id, &actor(&p), &id, to).await?;
+        m.finish(convert::conversation(&c)).await
+    }
+}
+
+#[tonic::async_trait]
+impl ConversationService for Conversations {
+    async fn create_conversation(
+        &self,
+        request: Request<pb::CreateConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        self.0
+            .handle("CreateConversation", request, |p, req| self.create(p, req))
+            .await
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<pb::GetConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        self.0
+            .handle("GetConversation", request, |p, req| async move {
+                self.get(p, &req.id).await
+            })
+            .await
+    }
+
+    async fn list_conversations(
+        &self,
+        request: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        self.0
+            .handle(LIST_CONVERSATIONS, request, |p, req| async move {
+                let size = validate::page_size(req.page_size)?;
+                let a = actor(&p);
+                let scope = format!("{}/{}", p.tenant_id, a.id());
+                let before = self
+                    .0
+                    .pager
+                    .open(&req.page_token, LIST_CONVERSATIONS, &scope)?;
+                let mut list = match &a {
+                    Actor::User(u) => {
+                        convs::list_for_user(
+                            &self.0.db,
+                            &p.tenant_id,
+                            u,
+                            before.as_deref(),
+                            size + 1,
+                        )
+                        .await?
+                    }
+                    Actor::Admin(_) => {
+                        convs::list_for_tenant(
+                            &self.0.db,
+                            &p.tenant_id,
+                            before.as_deref(),
+                            size + 1,
+                        )
+                        .await?
+                    }
+                };
+                let next_page_token = super::next_page(
+                    &self.0.pager,
+                    LIST_CONVERSATIONS,
+                    &scope,
+                    &mut list,
+                    size,
+                    |c| c.id.clone(),
+                );
+                Ok(pb::ListConversationsResponse {
+                    conversations: list.iter().map(convert::conversation).collect(),
+                    next_page_token,
+                })
+            })
+            .await
+    }
+
+    async fn update_conversation(
+        &self,
+        request: Request<pb::UpdateConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        self.0
+            .handle("UpdateConversation", request, |p, req| self.update(p, req))
+            .await
+    }
+
+    async fn archive_conversation(
+        &self,
+        request: Request<pb::ArchiveConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        self.0
+            .handle("ArchiveConversation", request, |p, req| async move {
+                self.transition(
+                    p,
+                    "ArchiveConversation",
+                    &req.id,
+                    &req.request_id,
+                    &req,
+                    convs::Transition::Archive,
+                )
+                .await
+            })
+            .await
+    }
+
+    async fn unarchive_conversation(
+        &self,
+        request: Request<pb::UnarchiveConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        self.0
+            .handle("UnarchiveConversation", request, |p, req| async move {
+                self.transition(
+                    p,
+                    "UnarchiveConversation",
+                    &req.id,
+                    &req.request_id,
+                    &req,
+                    convs::Transition::Unarchive,
+                )
+                .await
+            })
+            .await
+    }
+
+    async fn close_conversation(
+        &self,
+        request: Request<pb::CloseConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        self.0
+            .handle("CloseConversation", request, |p, req| async move {
+                self.transition(
+                    p,
+                    "CloseConversation",
+                    &req.id,
+                    &req.request_id,
+                    &req,
+                    convs::Transition::Close,
+                )
+                .await
+            })
+            .await
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::Message>, Status> {
+        self.0
+            .handle("SendMessage", request, |p, req| async move {
+                let mut v = Violations::default();
+                let id = v.check(validate::conversation_id(
+                    "conversation_id",
+                    &req.conversation_id,
+                ));
+                if req.body.is_empty() {
+                    v.check::<()>(Err(Error::field("body", "must not be empty")));
+                }
+                v.check(validate::max_chars(
+                    "body",
+                    &req.body,
+                    validate::MAX_BODY_LEN,
+                ));
+                v.finish()?;
+                let id = id.unwrap_or_default();
+                let m = begin_mutation!(self.0, &p, "SendMessage", req);
+                let item =
+                    convs::send_message(&m.tx, &p.tenant_id, &actor(&p), &id, req.body.clone())
+                        .await?;
+                let message = convert::message(&item)
+                    .ok_or_else(|| Error::Internal("a sent message is not a message".into()))?;
+                m.finish(message).await
+            })
+            .await
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        self.0
+            .handle("ListMessages", request, |p, req| async move {
+                let (items, next_page_token) = timeline_page(
+                    &self.0,
+                    &p,
+                    TimelineQuery {
+                        list: "ListMessages",
+                        conversation_id: &req.conversation_id,
+                        order: req.order,
+                        page_size: req.page_size,
+                        page_token: &req.page_token,
+                        only: Only::Messages,
+                    },
+                )
+                .await?;
+                Ok(pb::ListMessagesResponse {
+                    messages: items.iter().filter_map(convert::message).collect(),
+                    next_page_token,
+                })
+            })
+            .await
+    }
+
+    async fn list_timeline(
+        &self,
+        request: Request<pb::ListTimelineRequest>,
+    ) -> Result<Response<pb::ListTimelineResponse>, Status> {
+        self.0
+            .handle("ListTimeline", request, |p, req| async move {
+                let (items, next_page_token) = timeline_page(
+                    &self.0,
+                    &p,
+                    TimelineQuery {
+                        list: "ListTimeline",
+                        conversation_id: &req.conversation_id,
+                        order: req.order,
+                        page_size: req.page_size,
+                        page_token: &req.page_token,
+                        only: Only::All,
+                    },
+                )
+                .await?;
+                Ok(pb::ListTimelineResponse {
+                    items: items.iter().map(convert::timeline_item).collect(),
+                    next_page_token,
+                })
+            })
+            .await
+    }
+
+    async fn check_access(
+        &self,
+        request: Request<pb::CheckAccessRequest>,
+    ) -> Result<Response<pb::CheckAccessResponse>, Status> {
+        self.0
+            .handle("CheckAccess", request, |p, req| self.check_access(p, req))
+            .await
+    }
+}

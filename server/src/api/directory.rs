@@ -1,0 +1,236 @@
+//! DirectoryService: the tenant's users and groups, written by the identity system.
+
+use std::sync::Arc;
+
+use parley::pb::{self, directory_service_server::DirectoryService};
+use tonic::{Request, Response, Status};
+
+use super::{State, convert, require_service};
+use crate::domain::model::{Group, User, UserKind, UserStatus, now_micros};
+use crate::domain::validate::{self, Violations};
+use crate::error::Error;
+use crate::store::directory as dir;
+
+pub struct Directory(pub Arc<State>);
+
+const LIST_USERS: &str = "ListUsers";
+
+#[tonic::async_trait]
+impl DirectoryService for Directory {
+    async fn upsert_user(
+        &self,
+        request: Request<pb::UpsertUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        self.0
+            .handle("UpsertUser", request, |p, req| async move {
+                require_service(&p)?;
+                let u = req
+                    .user
+                    .ok_or_else(|| Error::field("user", "is required"))?;
+                let mut v = Violations::default();
+                v.check(validate::id_field("user.id", &u.id));
+                v.check(validate::max_chars(
+                    "user.display_name",
+                    &u.display_name,
+                    validate::MAX_NAME_LEN,
+                ));
+                if !u.email.is_empty() {
+                    v.check(validate::email("user.email", &u.email));
+                }
+                let kind = v
+                    .check(validate::enum_field::<UserKind>("user.kind", u.kind))
+                    .flatten();
+                if u.kind == 0 {
+                    v.check::<()>(Err(Error::field(
+                        "user.kind",
+                        "must be INTERNAL or EXTERNAL",
+                    )));
+                }
+                let status = v
+                    .check(validate::enum_field::<UserStatus>("user.status", u.status))
+                    .flatten();
+                v.finish()?;
+                let now = now_micros();
+                let user = dir::upsert_user(
+                    &self.0.db,
+                    User {
+                        tenant_id: p.tenant_id.clone(),
+                        display_name: if u.display_name.is_empty() {
+                            u.id.clone()
+                        } else {
+                            u.display_name
+                        },
+                        id: u.id,
+                        email: u.email,
+                        kind: kind.unwrap_or(UserKind::Internal),
+                        status: status.unwrap_or(UserStatus::Active),
+                        create_time: now,
+                        update_time: now,
+                    },
+                )
+                .await?;
+                Ok(convert::user(&user))
+            })
+            .await
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        self.0
+            .handle("GetUser", request, |p, req| async move {
+                require_service(&p)?;
+                validate::id_field("id", &req.id)?;
+                let user = dir::get_user(&self.0.db, &p.tenant_id, &req.id)
+                    .await?
+                    .ok_or(Error::UserNotFound(req.id))?;
+                Ok(convert::user(&user))
+            })
+            .await
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        self.0
+            .handle(LIST_USERS, request, |p, req| async move {
+                require_service(&p)?;
+                let size = validate::page_size(req.page_size)?;
+                let after = self
+                    .0
+                    .pager
+                    .open(&req.page_token, LIST_USERS, &p.tenant_id)?;
+                let mut users =
+                    dir::list_users(&self.0.db, &p.tenant_id, after.as_deref(), size + 1).await?;
+                let next_page_token = super::next_page(
+                    &self.0.pager,
+                    LIST_USERS,
+                    &p.tenant_id,
+                    &mut users,
+                    size,
+                    |u| u.id.clone(),
+                );
+                Ok(pb::ListUsersResponse {
+                    users: users.iter().map(convert::user).collect(),
+                    next_page_token,
+                })
+            })
+            .await
+    }
+
+    async fn search_users(
+        &self,
+        request: Request<pb::SearchUsersRequest>,
+    ) -> Result<Response<pb::SearchUsersResponse>, Status> {
+        self.0
+            .handle("SearchUsers", request, |p, req| async move {
+                require_service(&p)?;
+                let query = req.query.trim();
+                if query.is_empty() {
+                    return Err(Error::field("query", "must not be empty"));
+                }
+                validate::max_chars("query", query, validate::MAX_EMAIL_LEN)?;
+                let size = validate::page_size(req.page_size)?;
+                let users = dir::search_users(&self.0.db, &p.tenant_id, query, size).await?;
+                Ok(pb::SearchUsersResponse {
+                    users: users.iter().map(convert::user).collect(),
+                })
+            })
+            .await
+    }
+
+    async fn deactivate_user(
+        &self,
+        request: Request<pb::DeactivateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        self.0
+            .handle("DeactivateUser", request, |p, req| async move {
+                require_service(&p)?;
+                validate::id_field("id", &req.id)?;
+                let user = dir::deactivate_user(&self.0.db, &p.tenant_id, &req.id).await?;
+                Ok(convert::user(&user))
+            })
+            .await
+    }
+
+    async fn upsert_group(
+        &self,
+        request: Request<pb::UpsertGroupRequest>,
+    ) -> Result<Response<pb::Group>, Status> {
+        self.0
+            .handle("UpsertGroup", request, |p, req| async move {
+                require_service(&p)?;
+                let g = req
+                    .group
+                    .ok_or_else(|| Error::field("group", "is required"))?;
+                let mut v = Violations::default();
+                v.check(validate::id_field("group.id", &g.id));
+                v.check(validate::max_chars(
+                    "group.name",
+                    &g.name,
+                    validate::MAX_NAME_LEN,
+                ));
+                if g.member_ids.len() > 10_000 {
+                    v.check::<()>(Err(Error::field(
+                        "group.member_ids",
+                        "at most 10000 members",
+                    )));
+                }
+                for (i, m) in g.member_ids.iter().enumerate() {
+                    v.check(validate::id_field(&format!("group.member_ids[{i}]"), m));
+                }
+                v.finish()?;
+                let mut members = g.member_ids;
+                members.sort();
+                members.dedup();
+                let group = dir::upsert_group(
+                    &self.0.db,
+                    &p.tenant_id,
+                    Group {
+                        name: if g.name.is_empty() {
+                            g.id.clone()
+                        } else {
+                            g.name
+                        },
+                        id: g.id,
+                        member_ids: members,
+                        update_time: now_micros(),
+                    },
+                )
+                .await?;
+                Ok(convert::group(&group))
+            })
+            .await
+    }
+
+    async fn get_group(
+        &self,
+        request: Request<pb::GetGroupRequest>,
+    ) -> Result<Response<pb::Group>, Status> {
+        self.0
+            .handle("GetGroup", request, |p, req| async move {
+                require_service(&p)?;
+                validate::id_field("id", &req.id)?;
+                Ok(convert::group(
+                    &dir::get_group(&self.0.db, &p.tenant_id, &req.id).await?,
+                ))
+            })
+            .await
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.0
+            .handle("DeleteGroup", request, |p, req| async move {
+                require_service(&p)?;
+                validate::id_field("id", &req.id)?;
+                dir::delete_group(&self.0.db, &p.tenant_id, &req.id).await?;
+                Ok(())
+            })
+            .await
+    }
+}

@@ -1,0 +1,420 @@
+//! The gRPC transport: one file per service. Handlers decode and validate the request, call
+//! the store (which applies the domain rules inside its transaction) and encode the reply.
+
+mod conversation;
+mod convert;
+mod directory;
+mod notification;
+mod participant;
+
+use std::{future::Future, sync::Arc, time::Instant};
+
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+
+use crate::auth::{KeyFile, Verifier};
+use crate::config::Config;
+use crate::domain::model::Conversation;
+use crate::domain::model::{UserKind, UserStatus, now_micros};
+use crate::domain::paging::Pager;
+use crate::domain::principal::{Actor, Principal, PrincipalKind};
+use crate::domain::rules::{self, ReadWindow};
+use crate::domain::validate;
+use crate::error::Error;
+use crate::store::{
+    self, directory as dir,
+    requests::{self, RequestKey},
+};
+
+/// The metadata key a service principal names the user it acts for with.
+pub const ACT_AS_HEADER: &str = "x-parley-act-as";
+
+/// What every handler shares.
+pub struct State {
+    pub config: Config,
+    pub db: DatabaseConnection,
+    pub verifier: Verifier,
+    pub pager: Pager,
+    limiter: Option<RateLimiter>,
+}
+
+type RateLimiter = governor::DefaultKeyedRateLimiter<(String, String)>;
+
+fn rate_limiter(per_second: u32) -> Option<RateLimiter> {
+    let rate = std::num::NonZeroU32::new(per_second)?;
+    let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+    Some(governor::RateLimiter::keyed(
+        governor::Quota::per_second(rate).allow_burst(burst),
+    ))
+}
+
+impl State {
+    pub fn new(config: Config, db: DatabaseConnection, verifier: Verifier, key: &KeyFile) -> Self {
+        let limiter = rate_limiter(config.limits.rate_limit_per_second);
+        Self {
+            config,
+            db,
+            verifier,
+            pager: Pager::new(key.secret()),
+            limiter,
+        }
+    }
+
+    /// Each principal's calls per second on this replica (RESOURCE_EXHAUSTED with RetryInfo past it).
+    fn admit(&self, p: &Principal) -> Result<(), Error> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        if limiter.len() > 100_000 {
+            limiter.retain_recent();
+        }
+        let clock = governor::clock::DefaultClock::default();
+        limiter
+            .check_key(&(p.tenant_id.clone(), p.id.clone()))
+            .map_err(|not_until| Error::RateLimited {
+                retry_after: not_until.wait_time_from(governor::clock::Clock::now(&clock)),
+            })
+    }
+
+    /// Verifies the bearer token and resolves whom the call acts as.
+    async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Error> {
+        let authorization = match metadata.get("authorization") {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| Error::TokenInvalid("the authorization header is not text"))?,
+            ),
+        };
+        let mut principal = self.verifier.verify(authorization)?;
+        let act_as = match metadata.get(ACT_AS_HEADER) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| Error::field(ACT_AS_HEADER, "must be text"))?
+                    .to_owned(),
+            ),
+        };
+        match (principal.kind, act_as) {
+            (PrincipalKind::Service, Some(user_id)) => {
+                validate::id_field(ACT_AS_HEADER, &user_id)?;
+                let user = dir::get_user(&self.db, &principal.tenant_id, &user_id)
+                    .await?
+                    .ok_or_else(|| Error::UserNotFound(user_id.clone()))?;
+                if user.status == UserStatus::Deactivated {
+                    return Err(Error::UserDeactivated(user_id));
+                }
+                principal.acting_for = Some(user_id);
+            }
+            (PrincipalKind::Service, None) => {}
+            (_, Some(_)) => {
+                return Err(Error::NoPermission(
+                    "only service principals may act for another user",
+                ));
+            }
+            (_, None) => self.ensure_directory_entry(&principal).await?,
+        }
+        Ok(principal)
+    }
+
+    /// A user principal's first call adds it to the directory from its token claims.
+    async fn ensure_directory_entry(&self, p: &Principal) -> Result<(), Error> {
+        match dir::get_user(&self.db, &p.tenant_id, &p.id).await? {
+            Some(u) if u.status == UserStatus::Deactivated => {
+                Err(Error::UserDeactivated(p.id.clone()))
+            }
+            Some(_) => Ok(()),
+            None => {
+                let now = now_micros();
+                dir::insert_user_if_missing(
+                    &self.db,
+                    crate::domain::model::User {
+                        tenant_id: p.tenant_id.clone(),
+                        id: p.id.clone(),
+                        display_name: p.name.clone().unwrap_or_else(|| p.id.clone()),
+                        email: p.email.clone().unwrap_or_default(),
+                        kind: if p.kind == PrincipalKind::External {
+                            UserKind::External
+                        } else {
+                            UserKind::Internal
+                        },
+                        status: UserStatus::Active,
+                        create_time: now,
+                        update_time: now,
+                    },
+                )
+                .await
+            }
+        }
+    }
+
+    /// A conversation of the caller's tenant and the part of it the caller may read: any
+    /// participant, active or removed (rules 15, 18, 19), or a service acting as administrator.
+    pub(crate) async fn read_access(
+        &self,
+        p: &Principal,
+        conversation_id: &str,
+    ) -> Result<(Conversation, ReadWindow), Error> {
+        let c = store::get_conversation(&self.db, &p.tenant_id, conversation_id).await?;
+        let a = actor(p);
+        let caller = store::caller_participant(&self.db, conversation_id, &a).await?;
+        let window = rules::read_window(&c, &a, caller.as_ref())?;
+        Ok((c, window))
+    }
+
+    /// Runs one RPC: authenticates, calls `f`, maps its error, and logs one line.
+    pub(crate) async fn handle<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        f: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(Principal, Req) -> Fut,
+        Fut: Future<Output = Result<Resp, Error>>,
+    {
+        let started = Instant::now();
+        let (metadata, _, message) = request.into_parts();
+        let principal = match self.authenticate(&metadata).await {
+            Ok(p) => self.admit(&p).map(|()| p),
+            Err(e) => Err(e),
+        };
+        let (tenant, who) = match &principal {
+            Ok(p) => (p.tenant_id.clone(), p.actor().id().to_owned()),
+            Err(_) => (String::new(), String::new()),
+        };
+        let result = match principal {
+            Ok(p) => f(p, message).await,
+            Err(e) => Err(e),
+        };
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(reply) => {
+                tracing::info!(
+                    method,
+                    tenant,
+                    principal = who,
+                    code = ?tonic::Code::Ok,
+                    latency_ms,
+                    "rpc"
+                );
+                Ok(Response::new(reply))
+            }
+            Err(e) => {
+                let code = e.code();
+                let reason = e.reason().as_str_name();
+                tracing::info!(method, tenant, principal = who, code = ?code, reason, latency_ms, "rpc");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// A mutation's transaction, or the reply recorded for its `request_id`.
+pub(crate) enum Begun<R> {
+    Replayed(R),
+    Fresh(Mutation),
+}
+
+/// One write transaction that records its reply under the request id, if any.
+pub(crate) struct Mutation {
+    pub tx: DatabaseTransaction,
+    key: Option<RequestKey>,
+    db: DatabaseConnection,
+}
+
+fn decode<R: prost::Message + Default>(bytes: &[u8]) -> Result<R, Error> {
+    R::decode(bytes).map_err(|e| Error::Internal(format!("a recorded reply does not decode: {e}")))
+}
+
+impl State {
+    /// Starts a mutation: returns the recorded reply if this `request_id` was already
+    /// applied for this principal (AIP-155), else an open write transaction.
+    pub(crate) async fn begin<Req: prost::Message, R: prost::Message + Default>(
+        &self,
+        p: &Principal,
+        method: &'static str,
+        request_id: &str,
+        request: &Req,
+    ) -> Result<Begun<R>, Error> {
+        let key = if request_id.is_empty() {
+            None
+        } else {
+            validate::max_chars("request_id", request_id, validate::MAX_ID_LEN)?;
+            Some(RequestKey {
+                tenant_id: p.tenant_id.clone(),
+                principal_id: p.id.clone(),
+                request_id: request_id.to_owned(),
+                method,
+                fingerprint: hex::encode(Sha256::digest(request.encode_to_vec())),
+            })
+        };
+        if let Some(key) = &key
+            && let Some(bytes) = requests::recorded(&self.db, key).await?
+        {
+            return Ok(Begun::Replayed(decode(&bytes)?));
+        }
+        let tx = store::begin_write(&self.db).await?;
+        Ok(Begun::Fresh(Mutation {
+            tx,
+            key,
+            db: self.db.clone(),
+        }))
+    }
+}
+
+impl Mutation {
+    /// Records the reply under the request id and commits. If a concurrent call with the same
+    /// request id committed first, this one is rolled back and the winner's reply returned.
+    pub(crate) async fn finish<R: prost::Message + Default>(self, reply: R) -> Result<R, Error> {
+        let Mutation { tx, key, db } = self;
+        if let Some(key) = &key
+            && let Err(e) = requests::record(&tx, key, reply.encode_to_vec()).await
+        {
+            drop(tx);
+            if store::is_unique_violation(&e)
+                && let Some(bytes) = requests::recorded(&db, key).await?
+            {
+                return decode(&bytes);
+            }
+            return Err(e.into());
+        }
+        tx.commit().await?;
+        Ok(reply)
+    }
+}
+
+/// Starts a mutation or returns its recorded reply from the enclosing function.
+macro_rules! begin_mutation {
+    ($state:expr, $p:expr, $method:expr, $req:expr) => {
+        match $state.begin($p, $method, &$req.request_id, &$req).await? {
+            $crate::api::Begun::Replayed(reply) => return Ok(reply),
+            $crate::api::Begun::Fresh(m) => m,
+        }
+    };
+}
+pub(crate) use begin_mutation;
+
+/// Cuts a list read with `size + 1` rows down to `size` and seals the token of the page after
+/// it (empty on the last page).
+pub(crate) fn next_page<T>(
+    pager: &Pager,
+    list: &str,
+    scope: &str,
+    items: &mut Vec<T>,
+    size: u64,
+    key: impl Fn(&T) -> String,
+) -> String {
+    if items.len() as u64 <= size {
+        return String::new();
+    }
+    items.truncate(size as usize);
+    items
+        .last()
+        .map(|last| pager.seal(list, scope, &key(last)))
+        .unwrap_or_default()
+}
+
+/// The caller must be a service principal (DirectoryService, NotificationService).
+pub(crate) fn require_service(p: &Principal) -> Result<(), Error> {
+    if p.is_service() {
+        Ok(())
+    } else {
+        Err(Error::NoPermission(
+            "only service principals may call this method",
+        ))
+    }
+}
+
+/// Whom the call is judged as (for reads and writes on conversations).
+pub(crate) fn actor(p: &Principal) -> Actor {
+    p.actor()
+}
+
+/// How often the health service checks that the database answers.
+const HEALTH_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves every Parley service plus health and reflection until `shutdown` resolves.
+pub async fn serve(
+    state: Arc<State>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use parley::pb::{
+        conversation_service_server::ConversationServiceServer,
+        directory_service_server::DirectoryServiceServer,
+        notification_service_server::NotificationServiceServer,
+        participant_service_server::ParticipantServiceServer,
+    };
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // Health follows the database: every service (and "") is NOT_SERVING while it is unreachable.
+    let services = [
+        "",
+        <ConversationServiceServer<conversation::Conversations> as tonic::server::NamedService>::NAME,
+        <ParticipantServiceServer<participant::Participants> as tonic::server::NamedService>::NAME,
+        <DirectoryServiceServer<directory::Directory> as tonic::server::NamedService>::NAME,
+        <NotificationServiceServer<notification::Notifications> as tonic::server::NamedService>::NAME,
+    ];
+    let set_health = move |reporter: tonic_health::server::HealthReporter, up: bool| async move {
+        let status = if up {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        for service in services {
+            reporter.set_service_status(service, status).await;
+        }
+    };
+    set_health(health_reporter.clone(), true).await;
+    let watcher = {
+        let db = state.db.clone();
+        let reporter = health_reporter.clone();
+        tokio::spawn(async move {
+            let mut up = true;
+            let mut tick = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+            loop {
+                tick.tick().await;
+                let now_up = db.ping().await.is_ok();
+                if now_up != up {
+                    up = now_up;
+                    tracing::warn!(database_reachable = up, "health changed");
+                    set_health(reporter.clone(), up).await;
+                }
+            }
+        })
+    };
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(parley::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(parley::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(ConversationServiceServer::new(conversation::Conversations(
+            state.clone(),
+        )))
+        .add_service(ParticipantServiceServer::new(participant::Participants(
+            state.clone(),
+        )))
+        .add_service(DirectoryServiceServer::new(directory::Directory(
+            state.clone(),
+        )))
+        .add_service(NotificationServiceServer::new(notification::Notifications(
+            state,
+        )))
+        .serve_with_incoming_shutdown(
+            // Without TCP_NODELAY, replies of several segments wait for a delayed ACK (~40 ms).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await;
+    watcher.abort();
+    result?;
+    Ok(())
+}

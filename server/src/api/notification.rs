@@ -1,0 +1,105 @@
+//! NotificationService: the outbox a sibling notification service drains (service principals).
+
+use std::sync::Arc;
+
+use parley::pb::{self, notification_service_server::NotificationService};
+use tonic::{Request, Response, Status};
+
+use super::{State, convert, require_service};
+use crate::domain::validate;
+use crate::error::Error;
+use crate::store::outbox::{self, Recipient};
+
+pub struct Notifications(pub Arc<State>);
+
+const LIST_NOTIFICATIONS: &str = "ListNotifications";
+/// Most ids one AckNotifications call takes.
+const MAX_ACK: usize = 1_000;
+
+#[tonic::async_trait]
+impl NotificationService for Notifications {
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        self.0
+            .handle(LIST_NOTIFICATIONS, request, |p, req| async move {
+                require_service(&p)?;
+                let size = validate::page_size(req.page_size)?;
+                let scope = format!("{}/{}", p.tenant_id, req.include_acked);
+                let after = self
+                    .0
+                    .pager
+                    .open(&req.page_token, LIST_NOTIFICATIONS, &scope)?;
+                let mut list = outbox::list(
+                    &self.0.db,
+                    &p.tenant_id,
+                    req.include_acked,
+                    after.as_deref(),
+                    size + 1,
+                )
+                .await?;
+                let next_page_token = super::next_page(
+                    &self.0.pager,
+                    LIST_NOTIFICATIONS,
+                    &scope,
+                    &mut list,
+                    size,
+                    |n| n.id.clone(),
+                );
+                Ok(pb::ListNotificationsResponse {
+                    notifications: list
+                        .into_iter()
+                        .map(|n| pb::Notification {
+                            id: n.id,
+                            kind: n.kind as i32,
+                            recipient: Some(match n.recipient {
+                                Recipient::User(u) => {
+                                    pb::notification::Recipient::RecipientUserId(u)
+                                }
+                                Recipient::Email(e) => {
+                                    pb::notification::Recipient::RecipientEmail(e)
+                                }
+                            }),
+                            conversation_id: n.conversation_id,
+                            actor_id: n.actor_id,
+                            subject_ids: n.subject_ids,
+                            invitation_token: n.invitation_token.unwrap_or_default(),
+                            create_time: Some(convert::timestamp(n.create_time)),
+                        })
+                        .collect(),
+                    next_page_token,
+                })
+            })
+            .await
+    }
+
+    async fn ack_notifications(
+        &self,
+        request: Request<pb::AckNotificationsRequest>,
+    ) -> Result<Response<pb::AckNotificationsResponse>, Status> {
+        self.0
+            .handle("AckNotifications", request, |p, req| async move {
+                require_service(&p)?;
+                if req.ids.is_empty() {
+                    return Err(Error::field("ids", "name at least one notification"));
+                }
+                if req.ids.len() > MAX_ACK {
+                    return Err(Error::field(
+                        "ids",
+                        format!("at most {MAX_ACK} ids per call"),
+                    ));
+                }
+                let mut v = validate::Violations::default();
+                for (i, id) in req.ids.iter().enumerate() {
+                    v.check(validate::conversation_id(&format!("ids[{i}]"), id));
+                }
+                v.finish()?;
+                let acked = outbox::ack(&self.0.db, &p.tenant_id, &req.ids).await?;
+                Ok(pb::AckNotificationsResponse {
+                    acked: acked as i32,
+                })
+            })
+            .await
+    }
+}

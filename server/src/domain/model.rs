@@ -1,0 +1,163 @@
+//! The things Parley keeps, as the rules see them. Enumerations are the API's own
+//! (`parley::pb`), so a value means the same on the wire, in the rules and in the database.
+
+pub use parley::pb::{
+    conversation::{Kind as ConversationKind, State as ConversationState},
+    event::Type as EventType,
+    participant::{Kind as ParticipantKind, Role, State as ParticipantState},
+    policy::{History, Permission},
+    user::{Kind as UserKind, Status as UserStatus},
+};
+
+/// Microseconds since the Unix epoch.
+pub type Micros = i64;
+
+pub fn now_micros() -> Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub tenant_id: String,
+    pub id: String,
+    pub display_name: String,
+    pub email: String,
+    pub kind: UserKind,
+    pub status: UserStatus,
+    pub create_time: Micros,
+    pub update_time: Micros,
+}
+
+impl User {
+    pub fn participant_kind(&self) -> ParticipantKind {
+        match self.kind {
+            UserKind::External => ParticipantKind::External,
+            _ => ParticipantKind::Internal,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub member_ids: Vec<String>,
+    pub update_time: Micros,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub add_internal: Permission,
+    pub add_external: Permission,
+    pub remove: Permission,
+    pub lock_external_roster_on_first_message: bool,
+    pub new_participant_history: History,
+    pub max_participants: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversation {
+    pub id: String,
+    pub tenant_id: String,
+    pub kind: ConversationKind,
+    pub title: String,
+    pub owner_id: String,
+    pub state: ConversationState,
+    pub policy: Policy,
+    pub participant_count: i32,
+    pub last_seq: i64,
+    pub first_message_time: Option<Micros>,
+    pub version: i64,
+    pub create_time: Micros,
+    pub update_time: Micros,
+}
+
+impl Conversation {
+    /// Whether external participants are fixed (rule 8).
+    pub fn external_roster_locked(&self) -> bool {
+        self.policy.lock_external_roster_on_first_message && self.first_message_time.is_some()
+    }
+
+    /// An opaque version tag for optimistic concurrency.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.version)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Participant {
+    pub conversation_id: String,
+    pub user_id: String,
+    pub kind: ParticipantKind,
+    pub role: Role,
+    pub state: ParticipantState,
+    pub added_by: String,
+    pub join_time: Micros,
+    pub removed_by: Option<String>,
+    pub remove_time: Option<Micros>,
+    /// First seq this participant may read.
+    pub history_from: i64,
+    /// The seq of the event that removed them: they read below it.
+    pub removed_seq: Option<i64>,
+}
+
+impl Participant {
+    pub fn is_active(&self) -> bool {
+        self.state == ParticipantState::Active
+    }
+}
+
+/// One entry of a conversation's timeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimelineItem {
+    pub conversation_id: String,
+    pub seq: i64,
+    pub create_time: Micros,
+    pub entry: Entry,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Message {
+        id: String,
+        sender_id: String,
+        body: String,
+    },
+    Event {
+        event_type: EventType,
+        actor_id: String,
+        subject_ids: Vec<String>,
+        /// Only about internal participants: hidden from external viewers (rule 18).
+        internal_only: bool,
+    },
+}
+
+pub use parley::pb::invitation::State as InvitationState;
+
+/// An invitation by email for someone not (yet) in the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invitation {
+    pub id: String,
+    pub conversation_id: String,
+    /// Lower-cased.
+    pub email: String,
+    pub invited_by: String,
+    pub state: InvitationState,
+    pub accepted_by: Option<String>,
+    pub create_time: Micros,
+    pub expire_time: Micros,
+}
+
+impl Invitation {
+    /// PENDING past its expiry reads as EXPIRED.
+    pub fn effective_state(&self, now: Micros) -> InvitationState {
+        if self.state == InvitationState::Pending && now >= self.expire_time {
+            InvitationState::Expired
+        } else {
+            self.state
+        }
+    }
+}

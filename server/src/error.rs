@@ -1,0 +1,332 @@
+//! The one domain error enum, and the one mapping from it to `tonic::Status` with
+//! `ErrorInfo` (reason, domain `parley.v1`, metadata) and `BadRequest` violations.
+
+use std::collections::HashMap;
+
+use parley::pb::ErrorReason;
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// A request field that failed validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+    pub reason: ErrorReason,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+            reason: ErrorReason::InvalidField,
+        }
+    }
+}
+
+/// Everything a Parley call can fail with. Variants follow `ErrorReason`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid request: {}", describe(.0))]
+    InvalidField(Vec<FieldViolation>),
+    #[error("the authorization header is missing")]
+    TokenMissing,
+    #[error("{0}")]
+    TokenInvalid(&'static str),
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("{0}")]
+    NoPermission(&'static str),
+    #[error("the caller is not a participant of conversation {0}")]
+    NotAParticipant(String),
+    #[error("the caller was removed from conversation {0}")]
+    ParticipantRemoved(String),
+    #[error("the caller may not remove participants of conversation {0}")]
+    NoRemovePermission(String),
+    #[error("conversation {0} not found")]
+    ConversationNotFound(String),
+    #[error("user {user_id} is not a participant of conversation {conversation_id}")]
+    ParticipantNotFound {
+        conversation_id: String,
+        user_id: String,
+    },
+    #[error("user {0} not found")]
+    UserNotFound(String),
+    #[error("user {0} is deactivated")]
+    UserDeactivated(String),
+    #[error("group {0} not found")]
+    GroupNotFound(String),
+    #[error("at most {max} invitees per call")]
+    TooManyInvitees { max: usize },
+    #[error("at most {max} participants at creation, the creator included")]
+    TooManyInitialParticipants { max: usize },
+    #[error("nobody can remove themselves from a conversation")]
+    CantRemoveSelf,
+    #[error("the owner of conversation {0} cannot be removed")]
+    CantRemoveOwner(String),
+    #[error("conversation {0} is archived")]
+    ConversationArchived(String),
+    #[error("conversation {0} is closed")]
+    ConversationClosed(String),
+    #[error("the roster of direct conversation {0} cannot change")]
+    UnsupportedForDirect(String),
+    #[error("external participants of conversation {0} are fixed since its first message")]
+    ExternalRosterLocked(String),
+    #[error(
+        "conversation {conversation_id} would have {would_have} active participants, over its limit of {max}"
+    )]
+    ParticipantLimitExceeded {
+        conversation_id: String,
+        max: i32,
+        would_have: i64,
+    },
+    /// An atomic AddParticipants with failing invitees: nothing was applied.
+    #[error("{} invitee(s) failed, nothing was applied: {}", .failures.len(), describe(.failures))]
+    InviteesFailed {
+        conversation_id: String,
+        failures: Vec<FieldViolation>,
+    },
+    #[error("request id {0} was already used for a different request")]
+    RequestIdReused(String),
+    #[error("the conversation changed since etag {0} was read")]
+    EtagMismatch(String),
+    #[error("invitation not found")]
+    InvitationNotFound,
+    #[error("the invitation has expired")]
+    InvitationExpired,
+    #[error("the invitation is no longer pending")]
+    InvitationNotPending,
+    #[error("the invitation was sent to another email address")]
+    InvitationEmailMismatch,
+    #[error("too many calls: retry in {} ms", .retry_after.as_millis())]
+    RateLimited { retry_after: std::time::Duration },
+    #[error("the database is unavailable")]
+    DatabaseUnavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// One invalid field.
+    pub fn field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidField(vec![FieldViolation::new(field, description)])
+    }
+
+    /// The reason this error reports.
+    pub fn reason(&self) -> ErrorReason {
+        use ErrorReason as R;
+        match self {
+            Self::InvalidField(_) => R::InvalidField,
+            Self::TokenMissing => R::TokenMissing,
+            Self::TokenInvalid(_) => R::TokenInvalid,
+            Self::TokenExpired => R::TokenExpired,
+            Self::NoPermission(_) => R::NoPermission,
+            Self::NotAParticipant(_) => R::NotAParticipant,
+            Self::ParticipantRemoved(_) => R::ParticipantRemoved,
+            Self::NoRemovePermission(_) => R::NoRemovePermission,
+            Self::ConversationNotFound(_) => R::ConversationNotFound,
+            Self::ParticipantNotFound { .. } => R::ParticipantNotFound,
+            Self::UserNotFound(_) => R::UserNotFound,
+            Self::UserDeactivated(_) => R::UserDeactivated,
+            Self::GroupNotFound(_) => R::GroupNotFound,
+            Self::TooManyInvitees { .. } => R::TooManyInvitees,
+            Self::TooManyInitialParticipants { .. } => R::TooManyInitialParticipants,
+            Self::CantRemoveSelf => R::CantRemoveSelf,
+            Self::CantRemoveOwner(_) => R::CantRemoveOwner,
+            Self::ConversationArchived(_) => R::ConversationArchived,
+            Self::ConversationClosed(_) => R::ConversationClosed,
+            Self::UnsupportedForDirect(_) => R::UnsupportedForDirect,
+            Self::ExternalRosterLocked(_) => R::ExternalRosterLocked,
+            Self::ParticipantLimitExceeded { .. } => R::ParticipantLimitExceeded,
+            Self::InviteesFailed { failures, .. } => {
+                failures.first().map_or(R::InvalidField, |f| f.reason)
+            }
+            Self::RequestIdReused(_) => R::RequestIdReused,
+            Self::EtagMismatch(_) => R::EtagMismatch,
+            Self::InvitationNotFound => R::InvitationNotFound,
+            Self::InvitationExpired => R::InvitationExpired,
+            Self::InvitationNotPending => R::InvitationNotPending,
+            Self::InvitationEmailMismatch => R::InvitationEmailMismatch,
+            Self::RateLimited { .. } => R::RateLimited,
+            Self::DatabaseUnavailable(_) => R::DatabaseUnavailable,
+            Self::Internal(_) => R::Internal,
+        }
+    }
+
+    fn metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        match self {
+            Self::NotAParticipant(c)
+            | Self::ParticipantRemoved(c)
+            | Self::NoRemovePermission(c)
+            | Self::ConversationNotFound(c)
+            | Self::CantRemoveOwner(c)
+            | Self::ConversationArchived(c)
+            | Self::ConversationClosed(c)
+            | Self::UnsupportedForDirect(c)
+            | Self::ExternalRosterLocked(c) => {
+                m.insert("conversation_id".into(), c.clone());
+            }
+            Self::ParticipantNotFound {
+                conversation_id,
+                user_id,
+            } => {
+                m.insert("conversation_id".into(), conversation_id.clone());
+                m.insert("user_id".into(), user_id.clone());
+            }
+            Self::UserNotFound(u) | Self::UserDeactivated(u) => {
+                m.insert("user_id".into(), u.clone());
+            }
+            Self::RequestIdReused(r) => {
+                m.insert("request_id".into(), r.clone());
+            }
+            Self::EtagMismatch(e) => {
+                m.insert("etag".into(), e.clone());
+            }
+            Self::GroupNotFound(g) => {
+                m.insert("group_id".into(), g.clone());
+            }
+            Self::TooManyInvitees { max } | Self::TooManyInitialParticipants { max } => {
+                m.insert("max".into(), max.to_string());
+            }
+            Self::ParticipantLimitExceeded {
+                conversation_id,
+                max,
+                would_have,
+            } => {
+                m.insert("conversation_id".into(), conversation_id.clone());
+                m.insert("max_participants".into(), max.to_string());
+                m.insert("would_have".into(), would_have.to_string());
+            }
+            Self::InviteesFailed {
+                conversation_id,
+                failures,
+            } => {
+                m.insert("conversation_id".into(), conversation_id.clone());
+                m.insert("failed_invitees".into(), failures.len().to_string());
+            }
+            _ => {}
+        }
+        m
+    }
+
+    /// The canonical gRPC code of a reason.
+    pub fn code_of(reason: ErrorReason) -> Code {
+        use ErrorReason as R;
+        match reason {
+            R::InvalidField
+            | R::TooManyInvitees
+            | R::TooManyInitialParticipants
+            | R::CantInviteSelf
+            | R::CantRemoveSelf
+            | R::RequestIdReused => Code::InvalidArgument,
+            R::TokenMissing | R::TokenInvalid | R::TokenExpired => Code::Unauthenticated,
+            R::NoPermission
+            | R::NotAParticipant
+            | R::NoInvitePermission
+            | R::NoExternalInvitePermission
+            | R::NoRemovePermission
+            | R::ParticipantRemoved
+            | R::CantRemoveOwner
+            | R::InvitationEmailMismatch => Code::PermissionDenied,
+            R::ConversationNotFound
+            | R::ParticipantNotFound
+            | R::UserNotFound
+            | R::GroupNotFound
+            | R::InvitationNotFound => Code::NotFound,
+            R::UserDeactivated
+            | R::ConversationArchived
+            | R::ConversationClosed
+            | R::UnsupportedForDirect
+            | R::ExternalRosterLocked
+            | R::ParticipantLimitExceeded
+            | R::InvitationExpired
+            | R::InvitationNotPending => Code::FailedPrecondition,
+            R::AlreadyParticipant | R::AlreadyInvited => Code::AlreadyExists,
+            R::EtagMismatch => Code::Aborted,
+            R::RateLimited => Code::ResourceExhausted,
+            R::DatabaseUnavailable => Code::Unavailable,
+            R::Internal | R::Unspecified => Code::Internal,
+        }
+    }
+
+    /// The gRPC code of this error.
+    pub fn code(&self) -> Code {
+        Self::code_of(self.reason())
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        let message = match &error {
+            Error::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "internal error".to_owned()
+            }
+            Error::DatabaseUnavailable(detail) => {
+                tracing::warn!(%detail, "database unavailable");
+                error.to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut details = ErrorDetails::with_error_info(
+            error.reason().as_str_name(),
+            parley::ERROR_DOMAIN,
+            error.metadata(),
+        );
+        let violations = match &error {
+            Error::InvalidField(v) => Some(v),
+            Error::InviteesFailed { failures, .. } => Some(failures),
+            _ => None,
+        };
+        if let Error::RateLimited { retry_after } = &error {
+            details.set_retry_info(Some(*retry_after));
+        }
+        if let Some(violations) = violations {
+            let list = violations
+                .iter()
+                .map(|v| tonic_types::FieldViolation {
+                    field: v.field.clone(),
+                    description: v.description.clone(),
+                    reason: v.reason.as_str_name().to_owned(),
+                    localized_message: None,
+                })
+                .collect::<Vec<_>>();
+            details.set_bad_request(list);
+        }
+        tonic::Status::with_error_details(error.code(), message, details)
+    }
+}
+
+impl From<sea_orm::DbErr> for Error {
+    fn from(e: sea_orm::DbErr) -> Self {
+        use sea_orm::{DbErr, RuntimeErr, sqlx};
+        let unreachable = match &e {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+            DbErr::Exec(RuntimeErr::SqlxError(inner))
+            | DbErr::Query(RuntimeErr::SqlxError(inner)) => matches!(
+                inner.as_ref(),
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Tls(_)
+            ),
+            _ => false,
+        };
+        if unreachable {
+            Self::DatabaseUnavailable(e.to_string())
+        } else {
+            Self::Internal(e.to_string())
+        }
+    }
+}

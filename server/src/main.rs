@@ -1,0 +1,203 @@
+//! `parley-server`: run the server, mint development tokens, manage migrations.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use parley_server::{App, Config, Limits, LogFormat, auth};
+
+#[derive(Parser)]
+#[command(
+    name = "parley-server",
+    version,
+    about = "Parley: conversations and who is in them, over gRPC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC server (the default).
+    Serve(ServeArgs),
+    /// Print a bearer token signed with the key file (development and operations).
+    Token(TokenArgs),
+    /// Apply or roll back database migrations.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Clone)]
+struct DatabaseArgs {
+    /// `sqlite://parley.db` (created if missing) or a `postgres://` URL.
+    #[arg(
+        long,
+        env = "PARLEY_DATABASE_URL",
+        default_value = "sqlite://parley.db"
+    )]
+    database_url: String,
+}
+
+#[derive(Args, Clone)]
+struct KeyArgs {
+    /// The HS256 secret, created (mode 0600) on first start if missing.
+    #[arg(long, env = "PARLEY_KEY_FILE", default_value = "parley.key")]
+    key_file: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// A PEM public key (RS256 or EdDSA) to verify tokens with instead of the key file.
+    #[arg(long, env = "PARLEY_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<PathBuf>,
+    #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value = "pretty")]
+    log_format: LogFormat,
+    /// The largest `max_participants` of a conversation, and the default.
+    #[arg(long, env = "PARLEY_MAX_PARTICIPANTS", default_value_t = 10_000)]
+    max_participants: i32,
+    /// People at creation, the creator included.
+    #[arg(long, env = "PARLEY_MAX_INITIAL_PARTICIPANTS", default_value_t = 10)]
+    max_initial_participants: usize,
+    /// Invitees in one AddParticipants call.
+    #[arg(long, env = "PARLEY_MAX_INVITEES", default_value_t = 1_000)]
+    max_invitees: usize,
+    /// How long an email invitation stays valid.
+    #[arg(long, env = "PARLEY_INVITATION_TTL", default_value = "7d", value_parser = humantime::parse_duration)]
+    invitation_ttl: Duration,
+    /// Calls per second per principal on this replica (bursts of twice that); 0 = unlimited.
+    #[arg(long, env = "PARLEY_RATE_LIMIT", default_value_t = 1_000)]
+    rate_limit: u32,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[arg(long)]
+    tenant: String,
+    /// The subject: a user id, or a service name.
+    #[arg(long)]
+    sub: String,
+    #[arg(long, default_value = "internal", value_parser = ["internal", "external", "service"])]
+    kind: String,
+    #[arg(long)]
+    email: Option<String>,
+    #[arg(long)]
+    name: Option<String>,
+    /// Lifetime, e.g. 1h, 30m, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    #[command(flatten)]
+    key: KeyArgs,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    #[arg(value_enum, default_value = "up")]
+    action: MigrateAction,
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MigrateAction {
+    Up,
+    Down,
+    Status,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Token(args)) => token(args),
+        Some(Command::Migrate(args)) => migrate(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    parley_server::init_logging(args.log_format)?;
+    let config = Config {
+        listen: args.listen,
+        database_url: args.database.database_url,
+        key_file: args.key.key_file,
+        jwt_public_key: args.jwt_public_key,
+        log_format: args.log_format,
+        limits: Limits {
+            max_participants: args.max_participants,
+            max_initial_participants: args.max_initial_participants,
+            max_invitees: args.max_invitees,
+            invitation_ttl: args.invitation_ttl,
+            rate_limit_per_second: args.rate_limit,
+        },
+    };
+    let listen = config.listen;
+    let app = App::prepare(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(%listen, "parley-server listening");
+    app.serve(listener, shutdown_signal()).await?;
+    tracing::info!("parley-server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: draining in-flight calls");
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let key = auth::KeyFile::load_or_create(&args.key.key_file)?;
+    let mut claims = auth::Claims::new(&args.tenant, &args.sub, &args.kind, args.ttl);
+    claims.email = args.email;
+    claims.name = args.name;
+    println!("{}", key.mint(&claims)?);
+    Ok(())
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    use parley_migration::{Migrator, MigratorTrait};
+    let db = parley_server::store::connect(&args.database.database_url).await?;
+    match args.action {
+        MigrateAction::Up => {
+            Migrator::up(&db, None).await?;
+            println!("migrations applied");
+        }
+        MigrateAction::Down => {
+            Migrator::down(&db, Some(1)).await?;
+            println!("rolled back the last migration");
+        }
+        MigrateAction::Status => {
+            for m in Migrator::get_migration_with_status(&db).await? {
+                println!("{}\t{}", m.name(), m.status());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! What invitees and inviters do with an invitation: accept, decline, revoke (rules 16, 17).
+
+use sea_orm::DatabaseTransaction;
+
+use super::outbox::{self, Kind, Notification, Recipient};
+use super::{
+    append_items, event, get_participant, invitations, lock_conversation, save_conversation,
+};
+use crate::domain::model::{
+    Conversation, EventType, Invitation, InvitationState, Participant, ParticipantKind,
+    ParticipantState, Role, now_micros,
+};
+use crate::domain::principal::Actor;
+use crate::domain::rules;
+use crate::error::Error;
+
+/// The invitation a token opens, if the caller (with `email`) may answer it.
+async fn answerable(
+    tx: &DatabaseTransaction,
+    tenant_id: &str,
+    email: Option<&str>,
+    token: &str,
+) -> Result<Invitation, Error> {
+    let invitation = invitations::by_token(tx, tenant_id, token).await?;
+    match invitation.effective_state(now_micros()) {
+        InvitationState::Pending => {}
+        InvitationState::Expired => return Err(Error::InvitationExpired),
+        _ => return Err(Error::InvitationNotPending),
+    }
+    if !email.is_some_and(|e| e.eq_ignore_ascii_case(&invitation.email)) {
+        return Err(Error::InvitationEmailMismatch);
+    }
+    Ok(invitation)
+}
+
+/// AcceptInvitation: the caller becomes an EXTERNAL participant. Invitations sent before the
+/// first message stay acceptable once the external roster is locked; the cap still applies.
+pub async fn accept(
+    tx: &DatabaseTransaction,
+    tenant_id: &str,
+    user_id: &str,
+    email: Option<&str>,
+    token: &str,
+) -> Result<Participant, Error> {
+    let mut invitation = answerable(tx, tenant_id, email, token).await?;
+    let mut c = lock_conversation(tx, tenant_id, &invitation.conversation_id).await?;
+    rules::require_open(&c)?;
+    if c.external_roster_locked()
+        && c.first_message_time
+            .is_some_and(|first| invitation.create_time > first)
+    {
+        return Err(Error::ExternalRosterLocked(c.id.clone()));
+    }
+    let now = now_micros();
+    invitation.state = InvitationState::Accepted;
+    invitation.accepted_by = Some(user_id.to_owned());
+    invitations::set_state(tx, &invitation, now).await?;
+    let existing = get_participant(tx, &c.id, user_id).await?;
+    let participant = match existing {
+        Some(p) if p.is_active() => p,
+        _ => {
+            if i64::from(c.participant_count) + 1 > i64::from(c.policy.max_participants) {
+                return Err(Error::ParticipantLimitExceeded {
+                    conversation_id: c.id.clone(),
+                    max: c.policy.max_participants,
+                    would_have: i64::from(c.participant_count) + 1,
+                });
+            }
+            let p = Participant {
+                conversation_id: c.id.clone(),
+                user_id: user_id.to_owned(),
+                kind: ParticipantKind::External,
+                role: Role::Member,
+                state: ParticipantState::Active,
+                added_by: invitation.invited_by.clone(),
+                join_time: now,
+                removed_by: None,
+                remove_time: None,
+                history_from: rules::history_from(&c.policy, c.last_seq),
+                removed_seq: None,
+            };
+            super::upsert_participants(tx, tenant_id, std::slice::from_ref(&p)).await?;
+            c.participant_count += 1;
+            c.last_seq += 1;
+            let added = event(
+                &c.id,
+                c.last_seq,
+                now,
+                EventType::ParticipantAdded,
+                &invitation.invited_by,
+                vec![user_id.to_owned()],
+                false,
+            );
+            append_items(tx, &[added]).await?;
+            if invitation.invited_by != c.owner_id {
+                let note = Notification::new(
+                    Kind::ParticipantAddedByOther,
+                    Recipient::User(c.owner_id.clone()),
+                    &c.id,
+                    &invitation.invited_by,
+                    vec![user_id.to_owned()],
+                );
+                outbox::enqueue(tx, tenant_id, &[note]).await?;
+            }
+            p
+        }
+    };
+    finish(
+        tx,
+        &mut c,
+        now,
+        EventType::InvitationAccepted,
+        user_id,
+        vec![user_id.to_owned()],
+    )
+    .await?;
+    Ok(participant)
+}
+
+async fn finish(
+    tx: &DatabaseTransaction,
+    c: &mut Conversation,
+    now: i64,
+    event_type: EventType,
+    actor_id: &str,
+    subjects: Vec<String>,
+) -> Result<(), Error> {
+    c.last_seq += 1;
+    c.update_time = now;
+    append_items(
+        tx,
+        &[event(
+            &c.id, c.last_seq, now, event_type, actor_id, subjects, false,
+        )],
+    )
+    .await?;
+    save_conversation(tx, c, true).await
+}
+
+/// DeclineInvitation by the invitee.
+pub async fn decline(
+    tx: &DatabaseTransaction,
+    tenant_id: &str,
+    user_id: &str,
+    email: Option<&str>,
+    token: &str,
+) -> Result<Invitation, Error> {
+    let mut invitation = answerable(tx, tenant_id, email, token).await?;
+    let mut c = lock_conversation(tx, tenant_id, &invitation.conversation_id).await?;
+    let now = now_micros();
+    invitation.state = InvitationState::Declined;
+    invitations::set_state(tx, &invitation, now).await?;
+    finish(
+        tx,
+        &mut c,
+        now,
+        EventType::InvitationDeclined,
+        user_id,
+        vec![invitation.email.clone()],
+    )
+    .await?;
+    Ok(invitation)
+}
+
+/// RevokeInvitation by the inviter, the owner (or a service acting as administrator).
+pub async fn revoke(
+    tx: &DatabaseTransaction,
+    tenant_id: &str,
+    actor: &Actor,
+    invitation_id: &str,
+) -> Result<Invitation, Error> {
+    let mut invitation = invitations::by_id(tx, tenant_id, invitation_id).await?;
+    let mut c = lock_conversation(tx, tenant_id, &invitation.conversation_id).await?;
+    if let Actor::User(u) = actor
+        && *u != invitation.invited_by
+        && *u != c.owner_id
+    {
+        return Err(Error::NoPermission(
+            "only the inviter or the owner may revoke an invitation",
+        ));
+    }
+    if invitation.effective_state(now_micros()) != InvitationState::Pending {
+        return Err(Error::InvitationNotPending);
+    }
+    let now = now_micros();
+    invitation.state = InvitationState::Revoked;
+    invitations::set_state(tx, &invitation, now).await?;
+    finish(
+        tx,
+        &mut c,
+        now,
+        EventType::InvitationRevoked,
+        actor.id(),
+        vec![invitation.email.clone()],
+    )
+    .await?;
+    Ok(invitation)
+}

@@ -1,0 +1,309 @@
+//! The tenant directory: users and groups.
+
+use std::collections::HashMap;
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::OnConflict,
+};
+
+use super::entities::{group_members, groups, users};
+use super::{begin_write, user_from};
+use crate::domain::model::{Group, User, UserStatus, now_micros};
+use crate::error::Error;
+
+fn user_row(u: &User) -> users::ActiveModel {
+    users::ActiveModel {
+        tenant_id: Set(u.tenant_id.clone()),
+        id: Set(u.id.clone()),
+        display_name: Set(u.display_name.clone()),
+        name_lower: Set(u.display_name.to_lowercase()),
+        email: Set(u.email.clone()),
+        email_lower: Set(u.email.to_lowercase()),
+        kind: Set(u.kind as i32),
+        status: Set(u.status as i32),
+        create_time: Set(u.create_time),
+        update_time: Set(u.update_time),
+    }
+}
+
+/// Creates or replaces a user (its `create_time` is kept).
+pub async fn upsert_user(db: &DatabaseConnection, user: User) -> Result<User, Error> {
+    use users::Column as C;
+    users::Entity::insert(user_row(&user))
+        .on_conflict(
+            OnConflict::columns([C::TenantId, C::Id])
+                .update_columns([
+                    C::DisplayName,
+                    C::NameLower,
+                    C::Email,
+                    C::EmailLower,
+                    C::Kind,
+                    C::Status,
+                    C::UpdateTime,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    get_user(db, &user.tenant_id, &user.id)
+        .await?
+        .ok_or_else(|| Error::Internal("an upserted user vanished".into()))
+}
+
+/// Adds a user if the directory does not know it yet (a principal's first call).
+pub async fn insert_user_if_missing(db: &DatabaseConnection, user: User) -> Result<(), Error> {
+    users::Entity::insert(user_row(&user))
+        .on_conflict(
+            OnConflict::columns([users::Column::TenantId, users::Column::Id])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn get_user<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<User>, Error> {
+    users::Entity::find_by_id((tenant_id.to_owned(), id.to_owned()))
+        .one(db)
+        .await?
+        .map(user_from)
+        .transpose()
+}
+
+/// The users among `ids`, in one query.
+pub async fn users_by_id<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    ids: &[String],
+) -> Result<HashMap<String, User>, Error> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    users::Entity::find()
+        .filter(users::Column::TenantId.eq(tenant_id))
+        .filter(users::Column::Id.is_in(ids.iter().cloned()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| user_from(m).map(|u| (u.id.clone(), u)))
+        .collect()
+}
+
+/// The users whose email is among `emails_lower`, in one query, keyed by lower-case email.
+/// When several users share an email, the one with the smallest id wins.
+pub async fn users_by_email<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    emails_lower: &[String],
+) -> Result<HashMap<String, User>, Error> {
+    if emails_lower.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = users::Entity::find()
+        .filter(users::Column::TenantId.eq(tenant_id))
+        .filter(users::Column::EmailLower.is_in(emails_lower.iter().cloned()))
+        .order_by_desc(users::Column::Id)
+        .all(db)
+        .await?;
+    rows.into_iter()
+        .map(|m| user_from(m).map(|u| (u.email.to_lowercase(), u)))
+        .collect()
+}
+
+/// Users by id, after `after`, at most `limit`.
+pub async fn list_users(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<User>, Error> {
+    let mut q = users::Entity::find().filter(users::Column::TenantId.eq(tenant_id));
+    if let Some(after) = after {
+        q = q.filter(users::Column::Id.gt(after));
+    }
+    q.order_by_asc(users::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(user_from)
+        .collect()
+}
+
+/// Users whose display name or email starts with `prefix` (case-insensitive).
+pub async fn search_users(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    prefix: &str,
+    limit: u64,
+) -> Result<Vec<User>, Error> {
+    let escaped: String = prefix
+        .to_lowercase()
+        .chars()
+        .flat_map(|c| match c {
+            '\\' | '%' | '_' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    let pattern = format!("{escaped}%");
+    let like = || sea_orm::sea_query::LikeExpr::new(pattern.clone()).escape('\\');
+    users::Entity::find()
+        .filter(users::Column::TenantId.eq(tenant_id))
+        .filter(
+            Condition::any()
+                .add(users::Column::NameLower.like(like()))
+                .add(users::Column::EmailLower.like(like())),
+        )
+        .order_by_asc(users::Column::NameLower)
+        .order_by_asc(users::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(user_from)
+        .collect()
+}
+
+pub async fn deactivate_user(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<User, Error> {
+    let result = users::Entity::update_many()
+        .col_expr(
+            users::Column::Status,
+            sea_orm::prelude::Expr::value(UserStatus::Deactivated as i32),
+        )
+        .col_expr(
+            users::Column::UpdateTime,
+            sea_orm::prelude::Expr::value(now_micros()),
+        )
+        .filter(users::Column::TenantId.eq(tenant_id))
+        .filter(users::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(Error::UserNotFound(id.to_owned()));
+    }
+    get_user(db, tenant_id, id)
+        .await?
+        .ok_or_else(|| Error::UserNotFound(id.to_owned()))
+}
+
+/// Creates or replaces a group and its member list; every member must be a known user.
+pub async fn upsert_group(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    group: Group,
+) -> Result<Group, Error> {
+    let tx = begin_write(db).await?;
+    let known = users_by_id(&tx, tenant_id, &group.member_ids).await?;
+    if let Some(missing) = group.member_ids.iter().find(|id| !known.contains_key(*id)) {
+        return Err(Error::UserNotFound(missing.clone()));
+    }
+    groups::Entity::insert(groups::ActiveModel {
+        tenant_id: Set(tenant_id.to_owned()),
+        id: Set(group.id.clone()),
+        name: Set(group.name.clone()),
+        update_time: Set(group.update_time),
+    })
+    .on_conflict(
+        OnConflict::columns([groups::Column::TenantId, groups::Column::Id])
+            .update_columns([groups::Column::Name, groups::Column::UpdateTime])
+            .to_owned(),
+    )
+    .exec_without_returning(&tx)
+    .await?;
+    group_members::Entity::delete_many()
+        .filter(group_members::Column::TenantId.eq(tenant_id))
+        .filter(group_members::Column::GroupId.eq(group.id.clone()))
+        .exec(&tx)
+        .await?;
+    if !group.member_ids.is_empty() {
+        group_members::Entity::insert_many(group.member_ids.iter().map(|u| {
+            group_members::ActiveModel {
+                tenant_id: Set(tenant_id.to_owned()),
+                group_id: Set(group.id.clone()),
+                user_id: Set(u.clone()),
+            }
+        }))
+        .exec_without_returning(&tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(group)
+}
+
+/// Groups among `ids` with their members, in two queries.
+pub async fn groups_by_id<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    ids: &[String],
+) -> Result<HashMap<String, Group>, Error> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut found: HashMap<String, Group> = groups::Entity::find()
+        .filter(groups::Column::TenantId.eq(tenant_id))
+        .filter(groups::Column::Id.is_in(ids.iter().cloned()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|g| {
+            (
+                g.id.clone(),
+                Group {
+                    id: g.id,
+                    name: g.name,
+                    member_ids: vec![],
+                    update_time: g.update_time,
+                },
+            )
+        })
+        .collect();
+    let members = group_members::Entity::find()
+        .filter(group_members::Column::TenantId.eq(tenant_id))
+        .filter(group_members::Column::GroupId.is_in(ids.iter().cloned()))
+        .order_by_asc(group_members::Column::GroupId)
+        .order_by_asc(group_members::Column::UserId)
+        .all(db)
+        .await?;
+    for m in members {
+        if let Some(g) = found.get_mut(&m.group_id) {
+            g.member_ids.push(m.user_id);
+        }
+    }
+    Ok(found)
+}
+
+pub async fn get_group(db: &DatabaseConnection, tenant_id: &str, id: &str) -> Result<Group, Error> {
+    groups_by_id(db, tenant_id, &[id.to_owned()])
+        .await?
+        .remove(id)
+        .ok_or_else(|| Error::GroupNotFound(id.to_owned()))
+}
+
+pub async fn delete_group(db: &DatabaseConnection, tenant_id: &str, id: &str) -> Result<(), Error> {
+    let tx = db.begin().await?;
+    group_members::Entity::delete_many()
+        .filter(group_members::Column::TenantId.eq(tenant_id))
+        .filter(group_members::Column::GroupId.eq(id))
+        .exec(&tx)
+        .await?;
+    let deleted = groups::Entity::delete_many()
+        .filter(groups::Column::TenantId.eq(tenant_id))
+        .filter(groups::Column::Id.eq(id))
+        .exec(&tx)
+        .await?;
+    if deleted.rows_affected == 0 {
+        return Err(Error::GroupNotFound(id.to_owned()));
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! Persistence: connections, migrations, transactions, and the queries behind each use case.
+//! Every mutation is one transaction that takes the conversation's lock before it reads the
+//! state it checks (`SELECT … FOR UPDATE` on PostgreSQL; an IMMEDIATE transaction, which
+//! serializes writers, on SQLite). Unique keys are the last guard.
+
+pub mod acceptance;
+pub mod conversations;
+pub mod directory;
+pub mod entities;
+pub mod invitations;
+pub mod outbox;
+pub mod participants;
+pub mod requests;
+pub mod timeline;
+
+use std::time::Duration;
+
+use parley_migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait, prelude::Expr,
+};
+
+use crate::domain::model::{
+    Conversation, ConversationKind, ConversationState, Entry, EventType, History, Participant,
+    ParticipantKind, ParticipantState, Permission, Policy, Role, TimelineItem, User, UserKind,
+    UserStatus,
+};
+use crate::error::Error;
+
+/// Opens the database: `sqlite://…` (file created if missing, WAL, busy timeout) or
+/// `postgres://…`.
+pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30));
+    if url.starts_with("sqlite:") {
+        options
+            .max_connections(8)
+            .min_connections(1)
+            .map_sqlx_sqlite_opts(|o| {
+                o.create_if_missing(true)
+                    .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(30))
+            });
+    } else {
+        options.max_connections(16).min_connections(1);
+    }
+    Database::connect(options)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))
+}
+
+/// Applies every pending migration.
+pub async fn migrate_up(db: &DatabaseConnection) -> anyhow::Result<()> {
+    Migrator::up(db, None).await?;
+    Ok(())
+}
+
+/// Starts a write transaction. On SQLite it is IMMEDIATE: it takes the database's write lock
+/// up front, so two writers never interleave and never deadlock upgrading a read lock.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, Error> {
+    let tx = match db.get_database_backend() {
+        DatabaseBackend::Sqlite => {
+            db.begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?
+        }
+        _ => db.begin().await?,
+    };
+    Ok(tx)
+}
+
+/// Whether a database error is a unique-key violation.
+pub fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
+    matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+/// Loads a conversation of the tenant, locking its row for the rest of the transaction.
+pub async fn lock_conversation(
+    tx: &DatabaseTransaction,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Conversation, Error> {
+    let row = entities::conversations::Entity::find_by_id(id.to_owned())
+        .filter(entities::conversations::Column::TenantId.eq(tenant_id))
+        .lock_exclusive()
+        .one(tx)
+        .await?
+        .ok_or_else(|| Error::ConversationNotFound(id.to_owned()))?;
+    conversation_from(row)
+}
+
+/// Loads a conversation of the tenant without locking.
+pub async fn get_conversation<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Conversation, Error> {
+    let row = entities::conversations::Entity::find_by_id(id.to_owned())
+        .filter(entities::conversations::Column::TenantId.eq(tenant_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::ConversationNotFound(id.to_owned()))?;
+    conversation_from(row)
+}
+
+/// One participant row, active or removed.
+pub async fn get_participant<C: ConnectionTrait>(
+    db: &C,
+    conversation_id: &str,
+    user_id: &str,
+) -> Result<Option<Participant>, Error> {
+    entities::participants::Entity::find_by_id((conversation_id.to_owned(), user_id.to_owned()))
+        .one(db)
+        .await?
+        .map(participant_from)
+        .transpose()
+}
+
+/// The caller's own participant row, when the call is judged as a user.
+pub async fn caller_participant<C: ConnectionTrait>(
+    db: &C,
+    conversation_id: &str,
+    actor: &crate::domain::principal::Actor,
+) -> Result<Option<Participant>, Error> {
+    match actor.user_id() {
+        Some(u) => get_participant(db, conversation_id, u).await,
+        None => Ok(None),
+    }
+}
+
+/// Inserts participants in one statement; a removed participant's row becomes active again.
+pub(crate) async fn upsert_participants(
+    tx: &DatabaseTransaction,
+    tenant_id: &str,
+    rows: &[Participant],
+) -> Result<(), Error> {
+    use entities::participants::Column as P;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    entities::participants::Entity::insert_many(rows.iter().map(|p| participant_row(tenant_id, p)))
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::columns([P::ConversationId, P::UserId])
+                .update_columns([
+                    P::Kind,
+                    P::Role,
+                    P::State,
+                    P::AddedBy,
+                    P::JoinTime,
+                    P::RemovedBy,
+                    P::RemoveTime,
+                    P::HistoryFrom,
+                    P::RemovedSeq,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(tx)
+        .await?;
+    Ok(())
+}
+
+/// Saves the conversation row's mutable columns, bumping its version.
+pub async fn save_conversation(
+    tx: &DatabaseTransaction,
+    c: &Conversation,
+    bump_version: bool,
+) -> Result<(), Error> {
+    use entities::conversations::Column as C;
+    entities::conversations::Entity::update_many()
+        .col_expr(C::State, Expr::value(c.state as i32))
+        .col_expr(C::Title, Expr::value(c.title.clone()))
+        .col_expr(C::AddInternal, Expr::value(c.policy.add_internal as i32))
+        .col_expr(C::AddExternal, Expr::value(c.policy.add_external as i32))
+        .col_expr(C::RemovePolicy, Expr::value(c.policy.remove as i32))
+        .col_expr(
+            C::LockExternal,
+            Expr::value(c.policy.lock_external_roster_on_first_message),
+        )
+        .col_expr(
+            C::History,
+            Expr::value(c.policy.new_participant_history as i32),
+        )
+        .col_expr(C::MaxParticipants, Expr::value(c.policy.max_participants))
+        .col_expr(C::ParticipantCount, Expr::value(c.participant_count))
+        .col_expr(C::LastSeq, Expr::value(c.last_seq))
+        .col_expr(C::FirstMessageTime, Expr::value(c.first_message_time))
+        .col_expr(C::Version, Expr::value(c.version + i64::from(bump_version)))
+        .col_expr(C::UpdateTime, Expr::value(c.update_time))
+        .filter(C::Id.eq(c.id.clone()))
+        .exec(tx)
+        .await?;
+    Ok(())
+}
+
+fn enum_value<E: TryFrom<i32>>(what: &str, raw: i32) -> Result<E, Error> {
+    E::try_from(raw).map_err(|_| Error::Internal(format!("stored {what} {raw} is unknown")))
+}
+
+pub(crate) fn conversation_from(m: entities::conversations::Model) -> Result<Conversation, Error> {
+    Ok(Conversation {
+        kind: enum_value::<ConversationKind>("conversation kind", m.kind)?,
+        state: enum_value::<ConversationState>("conversation state", m.state)?,
+        policy: Policy {
+            add_internal: enum_value::<Permission>("permission", m.add_internal)?,
+            add_external: enum_value::<Permission>("permission", m.add_external)?,
+            remove: enum_value::<Permission>("permission", m.remove_policy)?,
+            lock_external_roster_on_first_message: m.lock_external,
+            new_participant_history: enum_value::<History>("history", m.history)?,
+            max_participants: m.max_participants,
+        },
+        id: m.id,
+        tenant_id: m.tenant_id,
+        title: m.title,
+        owner_id: m.owner_id,
+        participant_count: m.participant_count,
+        last_seq: m.last_seq,
+        first_message_time: m.first_message_time,
+        version: m.version,
+        create_time: m.create_time,
+        update_time: m.update_time,
+    })
+}
+
+pub(crate) fn participant_from(m: entities::participants::Model) -> Result<Participant, Error> {
+    Ok(Participant {
+        kind: enum_value::<ParticipantKind>("participant kind", m.kind)?,
+        role: enum_value::<Role>("role", m.role)?,
+        state: enum_value::<ParticipantState>("participant state", m.state)?,
+        conversation_id: m.conversation_id,
+        user_id: m.user_id,
+        added_by: m.added_by,
+        join_time: m.join_time,
+        removed_by: m.removed_by,
+        remove_time: m.remove_time,
+        history_from: m.history_from,
+        removed_seq: m.removed_seq,
+    })
+}
+
+pub(crate) fn participant_row(
+    tenant_id: &str,
+    p: &Participant,
+) -> entities::participants::ActiveModel {
+    use sea_orm::ActiveValue::Set;
+    entities::participants::ActiveModel {
+        conversation_id: Set(p.conversation_id.clone()),
+        user_id: Set(p.user_id.clone()),
+        tenant_id: Set(tenant_id.to_owned()),
+        kind: Set(p.kind as i32),
+        role: Set(p.role as i32),
+        state: Set(p.state as i32),
+        added_by: Set(p.added_by.clone()),
+        join_time: Set(p.join_time),
+        removed_by: Set(p.removed_by.clone()),
+        remove_time: Set(p.remove_time),
+        history_from: Set(p.history_from),
+        removed_seq: Set(p.removed_seq),
+    }
+}
+
+pub(crate) fn user_from(m: entities::users::Model) -> Result<User, Error> {
+    Ok(User {
+        kind: enum_value::<UserKind>("user kind", m.kind)?,
+        status: enum_value::<UserStatus>("user status", m.status)?,
+        tenant_id: m.tenant_id,
+        id: m.id,
+        display_name: m.display_name,
+        email: m.email,
+        create_time: m.create_time,
+        update_time: m.update_time,
+    })
+}
+
+const ITEM_MESSAGE: i32 = 1;
+const ITEM_EVENT: i32 = 2;
+
+pub(crate) fn item_from(m: entities::timeline::Model) -> Result<TimelineItem, Error> {
+    let entry = match m.item_type {
+        ITEM_MESSAGE => Entry::Message {
+            id: m.message_id.unwrap_or_default(),
+            sender_id: m.sender_id.unwrap_or_default(),
+            body: m.body.unwrap_or_default(),
+        },
+        _ => Entry::Event {
+            event_type: enum_value::<EventType>("event type", m.event_type.unwrap_or_default())?,
+            actor_id: m.actor_id.unwrap_or_default(),
+            subject_ids: m
+                .subject_ids
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| Error::Internal(format!("stored subject ids: {e}")))?
+                .unwrap_or_default(),
+            internal_only: m.internal_only,
+        },
+    };
+    Ok(TimelineItem {
+        conversation_id: m.conversation_id,
+        seq: m.seq,
+        create_time: m.create_time,
+        entry,
+    })
+}
+
+pub(crate) fn item_row(item: &TimelineItem) -> entities::timeline::ActiveModel {
+    use sea_orm::ActiveValue::Set;
+    let mut row = entities::timeline::ActiveModel {
+        conversation_id: Set(item.conversation_id.clone()),
+        seq: Set(item.seq),
+        create_time: Set(item.create_time),
+        item_type: Set(ITEM_EVENT),
+        message_id: Set(None),
+        sender_id: Set(None),
+        body: Set(None),
+        event_type: Set(None),
+        actor_id: Set(None),
+        subject_ids: Set(None),
+        internal_only: Set(false),
+    };
+    match &item.entry {
+        Entry::Message {
+            id,
+            sender_id,
+            body,
+        } => {
+            row.item_type = Set(ITEM_MESSAGE);
+            row.message_id = Set(Some(id.clone()));
+            row.sender_id = Set(Some(sender_id.clone()));
+            row.body = Set(Some(body.clone()));
+        }
+        Entry::Event {
+            event_type,
+            actor_id,
+            subject_ids,
+            internal_only,
+        } => {
+            row.event_type = Set(Some(*event_type as i32));
+            row.actor_id = Set(Some(actor_id.clone()));
+            row.subject_ids = Set(Some(serde_json::to_string(subject_ids).unwrap_or_default()));
+            row.internal_only = Set(*internal_only);
+        }
+    }
+    row
+}
+
+/// Appends items to a conversation's timeline in one statement.
+pub(crate) async fn append_items(
+    tx: &DatabaseTransaction,
+    items: &[TimelineItem],
+) -> Result<(), Error> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    entities::timeline::Entity::insert_many(items.iter().map(item_row))
+        .exec_without_returning(tx)
+        .await?;
+    Ok(())
+}
+
+/// An event for the timeline at `seq`.
+pub(crate) fn event(
+    conversation_id: &str,
+    seq: i64,
+    now: i64,
+    event_type: EventType,
+    actor_id: &str,
+    subject_ids: Vec<String>,
+    internal_only: bool,
+) -> TimelineItem {
+    TimelineItem {
+        conversation_id: conversation_id.to_owned(),
+        seq,
+        create_time: now,
+        entry: Entry::Event {
+            event_type,
+            actor_id: actor_id.to_owned(),
+            subject_ids,
+            internal_only,
+        },
+    }
+}

@@ -1,0 +1,155 @@
+//! The notification outbox: rows written in the same transaction as the change that owes
+//! them, drained by a sibling notification service (list, then acknowledge).
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, prelude::Expr,
+};
+
+use super::entities::notifications as n;
+use crate::domain::model::now_micros;
+use crate::error::Error;
+pub use parley::pb::notification::Kind;
+
+/// Who a notification is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recipient {
+    User(String),
+    Email(String),
+}
+
+/// One notification owed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    pub id: String,
+    pub kind: Kind,
+    pub recipient: Recipient,
+    pub conversation_id: String,
+    pub actor_id: String,
+    pub subject_ids: Vec<String>,
+    /// Only on INVITATION notifications, and only until acknowledged.
+    pub invitation_token: Option<String>,
+    pub create_time: i64,
+    pub ack_time: Option<i64>,
+}
+
+impl Notification {
+    pub fn new(
+        kind: Kind,
+        recipient: Recipient,
+        conversation_id: &str,
+        actor_id: &str,
+        subject_ids: Vec<String>,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind,
+            recipient,
+            conversation_id: conversation_id.to_owned(),
+            actor_id: actor_id.to_owned(),
+            subject_ids,
+            invitation_token: None,
+            create_time: now_micros(),
+            ack_time: None,
+        }
+    }
+}
+
+/// Writes notifications in one statement, inside the caller's transaction.
+pub async fn enqueue(
+    tx: &DatabaseTransaction,
+    tenant_id: &str,
+    list: &[Notification],
+) -> Result<(), Error> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    n::Entity::insert_many(list.iter().map(|x| n::ActiveModel {
+        id: Set(x.id.clone()),
+        tenant_id: Set(tenant_id.to_owned()),
+        kind: Set(x.kind as i32),
+        recipient_user_id: Set(match &x.recipient {
+            Recipient::User(u) => Some(u.clone()),
+            Recipient::Email(_) => None,
+        }),
+        recipient_email: Set(match &x.recipient {
+            Recipient::Email(e) => Some(e.clone()),
+            Recipient::User(_) => None,
+        }),
+        conversation_id: Set(x.conversation_id.clone()),
+        actor_id: Set(x.actor_id.clone()),
+        subject_ids: Set(serde_json::to_string(&x.subject_ids).unwrap_or_else(|_| "[]".into())),
+        invitation_token: Set(x.invitation_token.clone()),
+        create_time: Set(x.create_time),
+        ack_time: Set(None),
+    }))
+    .exec_without_returning(tx)
+    .await?;
+    Ok(())
+}
+
+fn from_row(m: n::Model) -> Result<Notification, Error> {
+    Ok(Notification {
+        kind: Kind::try_from(m.kind)
+            .map_err(|_| Error::Internal(format!("stored notification kind {}", m.kind)))?,
+        recipient: match (m.recipient_user_id, m.recipient_email) {
+            (Some(u), _) => Recipient::User(u),
+            (None, Some(e)) => Recipient::Email(e),
+            (None, None) => {
+                return Err(Error::Internal("a notification without a recipient".into()));
+            }
+        },
+        subject_ids: serde_json::from_str(&m.subject_ids)
+            .map_err(|e| Error::Internal(format!("stored subject ids: {e}")))?,
+        id: m.id,
+        conversation_id: m.conversation_id,
+        actor_id: m.actor_id,
+        invitation_token: m.invitation_token,
+        create_time: m.create_time,
+        ack_time: m.ack_time,
+    })
+}
+
+/// The tenant's notifications, oldest first, after `after`.
+pub async fn list(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    include_acked: bool,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Notification>, Error> {
+    let mut q = n::Entity::find().filter(n::Column::TenantId.eq(tenant_id));
+    if !include_acked {
+        q = q.filter(n::Column::AckTime.is_null());
+    }
+    if let Some(after) = after {
+        q = q.filter(n::Column::Id.gt(after));
+    }
+    q.order_by_asc(n::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect()
+}
+
+/// Acknowledges notifications (idempotent); an acknowledged invitation drops its token.
+/// Returns how many were newly acknowledged.
+pub async fn ack(db: &DatabaseConnection, tenant_id: &str, ids: &[String]) -> Result<u64, Error> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let result = n::Entity::update_many()
+        .col_expr(n::Column::AckTime, Expr::value(now_micros()))
+        .col_expr(
+            n::Column::InvitationToken,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(n::Column::TenantId.eq(tenant_id))
+        .filter(n::Column::Id.is_in(ids.iter().cloned()))
+        .filter(n::Column::AckTime.is_null())
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}

@@ -1,0 +1,77 @@
+//! Safe retries (AIP-155): the first response to a `request_id` is recorded in the same
+//! transaction as the change, and a repeat from the same principal within 24 hours gets it back.
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+};
+
+use super::entities::request_records as rr;
+use crate::domain::model::now_micros;
+use crate::error::Error;
+
+/// How long a request id is remembered.
+pub const RETENTION_MICROS: i64 = 24 * 3600 * 1_000_000;
+
+/// Identifies one logical call.
+#[derive(Clone, Debug)]
+pub struct RequestKey {
+    pub tenant_id: String,
+    pub principal_id: String,
+    pub request_id: String,
+    pub method: &'static str,
+    /// A hash of the request body, to tell a retry from a reuse.
+    pub fingerprint: String,
+}
+
+/// The recorded response of an earlier call with this key, if any (within the retention).
+/// The same id with another method or body is `REQUEST_ID_REUSED`.
+pub async fn recorded<C: ConnectionTrait>(
+    db: &C,
+    key: &RequestKey,
+) -> Result<Option<Vec<u8>>, Error> {
+    let Some(row) = rr::Entity::find_by_id((
+        key.tenant_id.clone(),
+        key.principal_id.clone(),
+        key.request_id.clone(),
+    ))
+    .one(db)
+    .await?
+    else {
+        return Ok(None);
+    };
+    if row.create_time < now_micros() - RETENTION_MICROS {
+        return Ok(None);
+    }
+    if row.method != key.method || row.fingerprint != key.fingerprint {
+        return Err(Error::RequestIdReused(key.request_id.clone()));
+    }
+    Ok(Some(row.response))
+}
+
+/// Records the response, replacing an expired record of the same key.
+pub async fn record(
+    tx: &DatabaseTransaction,
+    key: &RequestKey,
+    response: Vec<u8>,
+) -> Result<(), sea_orm::DbErr> {
+    let now = now_micros();
+    rr::Entity::delete_many()
+        .filter(rr::Column::TenantId.eq(key.tenant_id.clone()))
+        .filter(rr::Column::PrincipalId.eq(key.principal_id.clone()))
+        .filter(rr::Column::RequestId.eq(key.request_id.clone()))
+        .filter(rr::Column::CreateTime.lt(now - RETENTION_MICROS))
+        .exec(tx)
+        .await?;
+    rr::Entity::insert(rr::ActiveModel {
+        tenant_id: Set(key.tenant_id.clone()),
+        principal_id: Set(key.principal_id.clone()),
+        request_id: Set(key.request_id.clone()),
+        method: Set(key.method.to_owned()),
+        fingerprint: Set(key.fingerprint.clone()),
+        response: Set(response),
+        create_time: Set(now),
+    })
+    .exec_without_returning(tx)
+    .await?;
+    Ok(())
+}

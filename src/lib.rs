@@ -1,0 +1,17 @@
+//! The Parley API: the protobuf messages and gRPC stubs generated from `proto/parley/v1`,
+//! and the encoded file descriptor set that the server publishes through reflection
+//! (it also carries `google.rpc.Status` and the error-detail messages, so that `grpcurl`
+//! prints an error's `ErrorInfo` decoded).
+
+/// Generated code for package `parley.v1`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("parley.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every Parley proto, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/parley_descriptor.bin"));
+
+/// The `ErrorInfo.domain` of every Parley error.
+pub const ERROR_DOMAIN: &str = "parley.v1";

@@ -1,0 +1,380 @@
+//! The end-to-end test harness: a real Parley server on an ephemeral port, over SQLite or a
+//! fresh PostgreSQL database, driven through the generated gRPC clients.
+//!
+//! [`spawn_app`] starts a server; [`TestApp`] mints tokens and hands out [`Caller`]s (a channel
+//! plus a bearer token, optionally acting as a user); the `Caller` methods wrap the RPCs the
+//! tests use most; [`assert_error`] and friends check a failure's code, `ErrorInfo` and
+//! `BadRequest` details; [`both_dbs!`] runs a test once per database.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    fmt::Debug,
+    net::SocketAddr,
+    sync::{
+        Arc, Once,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+pub use parley::pb;
+use parley_server::auth::{Claims, KeyFile};
+use sea_orm::ConnectionTrait;
+use tonic::transport::Channel;
+
+pub use parley::pb::ErrorReason;
+pub use tonic::Code as GrpcCode;
+
+/// The database a test server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// The kind of a principal (and, for users, of their directory entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Internal,
+    External,
+    Service,
+}
+
+impl Kind {
+    /// The token's `kind` claim.
+    pub fn claim(self) -> &'static str {
+        match self {
+            Kind::Internal => "internal",
+            Kind::External => "external",
+            Kind::Service => "service",
+        }
+    }
+
+    /// The directory kind of a user of this kind.
+    pub fn user_kind(self) -> pb::user::Kind {
+        match self {
+            Kind::Internal => pb::user::Kind::Internal,
+            Kind::External => pb::user::Kind::External,
+            Kind::Service => panic!("a service is not a directory user"),
+        }
+    }
+}
+
+/// The tenant most tests run in.
+pub const TENANT: &str = "acme";
+/// Another tenant, for isolation tests.
+pub const OTHER_TENANT: &str = "globex";
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+static LOGGING: Once = Once::new();
+
+/// A running server and what a test needs to talk to it. Dropping it stops the server and,
+/// on PostgreSQL, drops the test database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub key: KeyFile,
+    /// The number of SQL statements the server has run so far.
+    pub statements: Arc<AtomicU64>,
+    pub db: Db,
+    channel: Channel,
+    dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    pg: Option<PgDatabase>,
+}
+
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+/// Starts a server on `db` with the default settings.
+pub async fn spawn_app(db: Db) -> TestApp {
+    spawn_app_with(db, |_| {}).await
+}
+
+/// Starts a server on `db`, letting the test adjust the configuration first.
+pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut parley_server::Config)) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        LOGGING.call_once(|| {
+            let _ = parley_server::init_logging(parley_server::LogFormat::Pretty);
+        });
+    }
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let key_path = dir.path().join("parley.key");
+    let (url, pg) = match db {
+        Db::Sqlite => (
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("parley.db").display()
+            ),
+            None,
+        ),
+        Db::Postgres => {
+            let admin_url = std::env::var("PARLEY_TEST_DATABASE_URL")
+                .unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
+            let name = format!("parley_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = sea_orm::Database::connect(&admin_url)
+                .await
+                .unwrap_or_else(|e| panic!("connect to PostgreSQL at {admin_url}: {e}"));
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .expect("create the test database");
+            let _ = admin.close().await;
+            (
+                with_database(&admin_url, &name),
+                Some(PgDatabase { admin_url, name }),
+            )
+        }
+    };
+
+    let mut config = parley_server::Config::new(url, key_path);
+    configure(&mut config);
+    let mut app = parley_server::App::prepare(config)
+        .await
+        .expect("prepare the server");
+    let statements = Arc::new(AtomicU64::new(0));
+    let counter = statements.clone();
+    app.db_mut()
+        .set_metric_callback(move |_info: &sea_orm::metric::Info<'_>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+    let key = app.key().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind an ephemeral port");
+    let addr = listener.local_addr().expect("the listener's address");
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        if let Err(e) = app
+            .serve(listener, async move {
+                let _ = shutdown_rx.await;
+            })
+            .await
+        {
+            eprintln!("the test server stopped with an error: {e:#}");
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a valid endpoint")
+        .connect_lazy();
+    TestApp {
+        addr,
+        key,
+        statements,
+        db,
+        channel,
+        dir,
+        shutdown: Some(shutdown_tx),
+        pg,
+    }
+}
+
+/// `url` with its path (the database name) replaced by `name`, keeping any query string.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(pg) = self.pg.take() {
+            if std::env::var_os("PARLEY_TEST_KEEP_DB").is_some() {
+                return;
+            }
+            // Best effort, on a thread of its own: Drop cannot await, and this may run on a
+            // runtime worker.
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    if let Ok(admin) = sea_orm::Database::connect(&pg.admin_url).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                                pg.name
+                            ))
+                            .await;
+                        let _ = admin.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+impl TestApp {
+    /// The temporary directory holding the key file (and the SQLite database).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The channel every client of this app shares.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// A token for `sub` in `tenant`, valid for an hour.
+    pub fn token(&self, tenant: &str, sub: &str, kind: Kind, email: Option<&str>) -> String {
+        let mut claims = Claims::new(tenant, sub, kind.claim(), Duration::from_secs(3600));
+        claims.email = email.map(str::to_owned);
+        claims.name = Some(format!("{sub} (test)"));
+        self.key.mint(&claims).expect("mint a token")
+    }
+
+    /// A token that expired a minute ago (well past the 5 s leeway).
+    pub fn expired_token(&self, tenant: &str, sub: &str) -> String {
+        let mut claims = Claims::new(tenant, sub, Kind::Internal.claim(), Duration::ZERO);
+        claims.exp -= 60;
+        self.key.mint(&claims).expect("mint a token")
+    }
+
+    /// A well-formed token signed with some other secret.
+    pub fn forged_token(&self, tenant: &str, sub: &str) -> String {
+        let other = KeyFile::load_or_create(
+            &self
+                .dir
+                .path()
+                .join(format!("forged-{}.key", uuid::Uuid::new_v4())),
+        )
+        .expect("create another key");
+        let claims = Claims::new(
+            tenant,
+            sub,
+            Kind::Internal.claim(),
+            Duration::from_secs(3600),
+        );
+        other.mint(&claims).expect("mint a token")
+    }
+
+    /// A caller presenting `token` as is.
+    pub fn with_token(&self, token: impl Into<String>) -> Caller {
+        Caller {
+            channel: self.channel(),
+            token: Some(token.into()),
+            act_as: None,
+            tenant: TENANT.to_owned(),
+        }
+    }
+
+    /// A caller with no `authorization` header.
+    pub fn anonymous(&self) -> Caller {
+        Caller {
+            channel: self.channel(),
+            token: None,
+            act_as: None,
+            tenant: TENANT.to_owned(),
+        }
+    }
+
+    /// A user principal of `kind` (its email claim is `<sub>@<tenant>.example`).
+    pub fn caller(&self, tenant: &str, sub: &str, kind: Kind) -> Caller {
+        let email = email_of(tenant, sub);
+        let mut caller = self.with_token(self.token(tenant, sub, kind, Some(&email)));
+        caller.tenant = tenant.to_owned();
+        caller
+    }
+
+    /// An internal user of `tenant`.
+    pub fn user(&self, tenant: &str, sub: &str) -> Caller {
+        self.caller(tenant, sub, Kind::Internal)
+    }
+
+    /// An external user of `tenant`.
+    pub fn external(&self, tenant: &str, sub: &str) -> Caller {
+        self.caller(tenant, sub, Kind::External)
+    }
+
+    /// A service principal of `tenant` (its administrator).
+    pub fn service(&self, tenant: &str) -> Caller {
+        let mut caller = self.with_token(self.token(tenant, "svc-identity", Kind::Service, None));
+        caller.tenant = tenant.to_owned();
+        caller
+    }
+
+    /// A service principal of `tenant` acting as `user`.
+    pub fn service_as(&self, tenant: &str, user: &str) -> Caller {
+        let mut caller = self.service(tenant);
+        caller.act_as = Some(user.to_owned());
+        caller
+    }
+
+    /// The name of this server's PostgreSQL database (None on SQLite).
+    pub fn database_name(&self) -> Option<&str> {
+        self.pg.as_ref().map(|pg| pg.name.as_str())
+    }
+
+    /// Reads the statement counter.
+    pub fn statement_count(&self) -> u64 {
+        self.statements.load(Ordering::SeqCst)
+    }
+
+    /// `grpc.health.v1.Health` client (no token needed).
+    pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<Channel> {
+        tonic_health::pb::health_client::HealthClient::new(self.channel())
+    }
+}
+
+mod caller;
+mod errors;
+mod fixtures;
+pub use caller::{Caller, Snapshot};
+pub use errors::*;
+pub use fixtures::*;
+
+/// Runs each listed `async fn name(db: Db)` of the calling file once on SQLite and once on
+/// PostgreSQL, as the tests `name::sqlite` and `name::postgres`, each on a 4-worker runtime:
+///
+/// ```text
+/// async fn creates_things(db: Db) {
+///     let app = spawn_app(db).await;
+///     // …
+/// }
+///
+/// both_dbs!(creates_things);
+/// ```
+///
+/// A test function left out of the list is dead code, so the compiler warns about it.
+#[macro_export]
+macro_rules! both_dbs {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    super::$name($crate::Db::Sqlite).await
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    super::$name($crate::Db::Postgres).await
+                }
+            }
+        )+
+    };
+}
+
+// Re-exported for the test files.
+#[doc(hidden)]
+pub use {futures, prost_types, tokio, tonic, tonic_reflection, tonic_types, uuid};

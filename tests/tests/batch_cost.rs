@@ -1,0 +1,137 @@
+//! The cost of a batch: adding 1,000 people takes no more SQL statements than adding 10.
+
+use parley_tests::*;
+use pb::add_participants_result::Outcome;
+
+/// Most statements a single AddParticipants call may run, whatever its size.
+const MAX_STATEMENTS: u64 = 30;
+/// How much the large batch may exceed the small one.
+const SLACK: u64 = 2;
+
+/// Runs `call` and returns its output with the number of statements the server ran meanwhile.
+async fn counted<T>(app: &TestApp, call: impl std::future::Future<Output = T>) -> (T, u64) {
+    let before = app.statement_count();
+    let out = call.await;
+    (out, app.statement_count() - before)
+}
+
+fn refs(ids: &[String]) -> Vec<&str> {
+    ids.iter().map(String::as_str).collect()
+}
+
+async fn adding_users_costs_the_same_at_any_size(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let users = seed_many(&app, "b", 1010).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice
+        .create_group_with("big", &["bob"], Some(policy_with_max(5000)))
+        .await
+        .expect("create");
+    // Warm up whatever a first call costs (the caller's directory check, caches).
+    alice.add_users(&c.id, &["carol"]).await.expect("warm-up");
+
+    let (small, small_cost) = counted(&app, alice.add_users(&c.id, &refs(&users[..10]))).await;
+    let small = small.expect("add 10");
+    assert_eq!(small.results.len(), 10);
+    assert!(small.results.iter().all(|r| r.outcome() == Outcome::Added));
+
+    let (large, large_cost) = counted(&app, alice.add_users(&c.id, &refs(&users[10..]))).await;
+    let large = large.expect("add 1000");
+    assert_eq!(large.results.len(), 1000);
+    assert!(large.results.iter().all(|r| r.outcome() == Outcome::Added));
+    eprintln!(
+        "{db:?}: AddParticipants of 10 users ran {small_cost} statements, of 1000 users {large_cost}"
+    );
+
+    assert!(small_cost > 0, "the statement counter is installed");
+    assert!(
+        small_cost < MAX_STATEMENTS,
+        "10 users took {small_cost} statements"
+    );
+    assert!(
+        large_cost < MAX_STATEMENTS,
+        "1000 users took {large_cost} statements"
+    );
+    assert!(
+        large_cost <= small_cost + SLACK,
+        "1000 users took {large_cost} statements, 10 took {small_cost}"
+    );
+    assert_eq!(alice.get(&c.id).await.expect("get").participant_count, 1013);
+    assert_eq!(alice.active_ids(&c.id).await.expect("roster").len(), 1013);
+
+    // A page_size above 1000 is clamped to 1000.
+    let msg = pb::ListParticipantsRequest {
+        conversation_id: c.id.clone(),
+        page_size: 5000,
+        ..Default::default()
+    };
+    let page = alice
+        .part()
+        .list_participants(alice.req(msg))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(page.participants.len(), 1000);
+    assert!(!page.next_page_token.is_empty());
+
+    // Adding them all again changes nothing and is no dearer.
+    let (again, again_cost) = counted(&app, alice.add_users(&c.id, &refs(&users[10..]))).await;
+    assert!(
+        again
+            .expect("again")
+            .results
+            .iter()
+            .all(|r| r.outcome() == Outcome::AlreadyParticipant)
+    );
+    assert!(
+        again_cost <= small_cost + SLACK,
+        "re-adding 1000 took {again_cost} statements"
+    );
+}
+
+async fn adding_groups_costs_the_same_at_any_size(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let users = seed_many(&app, "g", 505).await;
+    seed_group(&app, TENANT, "small", &refs(&users[..5])).await;
+    seed_group(&app, TENANT, "large", &refs(&users[5..])).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice
+        .create_group_with("groups", &["bob"], Some(policy_with_max(1000)))
+        .await
+        .expect("create");
+    alice.add_users(&c.id, &["carol"]).await.expect("warm-up");
+
+    let (small, small_cost) =
+        counted(&app, alice.add(&c.id, vec![group_invitee("small")], false)).await;
+    assert_eq!(small.expect("add small group").results.len(), 5);
+    let (large, large_cost) =
+        counted(&app, alice.add(&c.id, vec![group_invitee("large")], false)).await;
+    let large = large.expect("add large group");
+    assert_eq!(large.results.len(), 500);
+    assert!(
+        large
+            .results
+            .iter()
+            .all(|r| r.outcome() == Outcome::Added && r.via_group_id == "large")
+    );
+    eprintln!(
+        "{db:?}: AddParticipants of a 5-member group ran {small_cost} statements, of a 500-member group {large_cost}"
+    );
+
+    assert!(
+        small_cost < MAX_STATEMENTS && large_cost < MAX_STATEMENTS,
+        "{small_cost} / {large_cost}"
+    );
+    assert!(
+        large_cost <= small_cost + SLACK,
+        "500 members took {large_cost} statements, 5 took {small_cost}"
+    );
+    assert_eq!(alice.get(&c.id).await.expect("get").participant_count, 508);
+}
+
+both_dbs!(
+    adding_users_costs_the_same_at_any_size,
+    adding_groups_costs_the_same_at_any_size,
+);

@@ -1,0 +1,268 @@
+//! Invariants under concurrent calls: never over the cap, never two rows for one user, never an
+//! external added after the first message, gapless seq, one DIRECT conversation per pair.
+
+use parley_tests::*;
+use pb::{add_participants_result::Outcome, event::Type as EventType};
+use tonic::Code;
+
+/// Runs every future on its own task, all at once, and returns their results in order.
+async fn all_at_once<T, F>(futures: Vec<F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(futures.len()));
+    let handles: Vec<_> = futures
+        .into_iter()
+        .map(|f| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                f.await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.expect("the task did not panic"));
+    }
+    out
+}
+
+async fn concurrent_adds_never_exceed_the_cap(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let users = seed_many(&app, "c", 50).await;
+    let alice = app.user(TENANT, "alice");
+    // alice and bob, plus room for exactly ten more.
+    let c = alice
+        .create_group_with("capped", &["bob"], Some(policy_with_max(12)))
+        .await
+        .expect("create");
+
+    let calls = users
+        .iter()
+        .map(|user| {
+            let alice = alice.clone();
+            let (id, user) = (c.id.clone(), user.clone());
+            async move { alice.add_users(&id, &[&user]).await }
+        })
+        .collect();
+    let results = all_at_once(calls).await;
+
+    let mut succeeded = 0;
+    for result in results {
+        match result {
+            Ok(response) => {
+                assert_eq!(response.results.len(), 1);
+                assert_eq!(response.results[0].outcome(), Outcome::Added);
+                succeeded += 1;
+            }
+            Err(status) => assert_error(
+                &status,
+                Code::FailedPrecondition,
+                ErrorReason::ParticipantLimitExceeded,
+            ),
+        }
+    }
+    assert_eq!(succeeded, 10, "exactly the room there was");
+    let active = alice.active_ids(&c.id).await.expect("roster");
+    assert_eq!(active.len(), 12);
+    assert_eq!(alice.get(&c.id).await.expect("get").participant_count, 12);
+    let added: usize = alice
+        .events_of(&c.id, EventType::ParticipantAdded)
+        .await
+        .expect("events")
+        .iter()
+        .filter(|e| e.subject_ids.iter().any(|s| s.starts_with("c0")))
+        .map(|e| e.subject_ids.len())
+        .sum();
+    assert_eq!(added, 10, "one event subject per added user");
+}
+
+async fn concurrent_adds_of_one_user_make_one_row(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("race", &["bob"]).await.expect("create");
+
+    let calls = (0..20)
+        .map(|i| {
+            // Half by the owner, half by a member: both may add internals.
+            let caller = if i % 2 == 0 {
+                alice.clone()
+            } else {
+                app.user(TENANT, "bob")
+            };
+            let id = c.id.clone();
+            async move { caller.add_users(&id, &["dave"]).await }
+        })
+        .collect();
+    let results = all_at_once(calls).await;
+
+    let mut added = 0;
+    for result in results {
+        let response = result.expect("every call succeeds");
+        assert_eq!(response.results.len(), 1);
+        match response.results[0].outcome() {
+            Outcome::Added => added += 1,
+            Outcome::AlreadyParticipant => {}
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(added, 1, "exactly one call added dave");
+    let rows: Vec<_> = alice
+        .participants(&c.id)
+        .await
+        .expect("all")
+        .into_iter()
+        .filter(|p| p.user_id == "dave")
+        .collect();
+    assert_eq!(rows.len(), 1, "one participant row");
+    let events: Vec<_> = alice
+        .events_of(&c.id, EventType::ParticipantAdded)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.subject_ids.contains(&"dave".to_owned()))
+        .collect();
+    assert_eq!(events.len(), 1, "one PARTICIPANT_ADDED event naming dave");
+    assert_eq!(events[0].subject_ids, vec!["dave".to_owned()]);
+    assert_eq!(alice.get(&c.id).await.expect("get").participant_count, 3);
+}
+
+async fn no_external_is_added_after_the_first_message(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let (mut locked, mut before_message) = (0, 0);
+    for round in 0..10 {
+        let c = alice
+            .create_group(&format!("round {round}"), &["bob"])
+            .await
+            .expect("create");
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let send = tokio::spawn({
+            let (alice, id, barrier) = (alice.clone(), c.id.clone(), barrier.clone());
+            async move {
+                barrier.wait().await;
+                alice.send(&id, "first").await
+            }
+        });
+        let add = tokio::spawn({
+            let (alice, id, barrier) = (alice.clone(), c.id.clone(), barrier.clone());
+            async move {
+                barrier.wait().await;
+                alice.add_users(&id, &["ext1"]).await
+            }
+        });
+        let (send, add) = (send.await.expect("no panic"), add.await.expect("no panic"));
+        let message = send.expect("the first message is sent");
+        match add {
+            Err(status) => {
+                assert_error(
+                    &status,
+                    Code::FailedPrecondition,
+                    ErrorReason::ExternalRosterLocked,
+                );
+                let active = alice.active_ids(&c.id).await.expect("roster");
+                assert!(
+                    !active.contains(&"ext1".to_owned()),
+                    "a failed add left ext1 in: {active:?}"
+                );
+                locked += 1;
+            }
+            Ok(response) => {
+                assert_eq!(response.results[0].outcome(), Outcome::Added);
+                let event = alice
+                    .events_of(&c.id, EventType::ParticipantAdded)
+                    .await
+                    .expect("events")
+                    .into_iter()
+                    .find(|e| e.subject_ids.contains(&"ext1".to_owned()))
+                    .expect("ext1's PARTICIPANT_ADDED event");
+                assert!(
+                    event.seq < message.seq,
+                    "ext1 added at seq {} after the first message at seq {}",
+                    event.seq,
+                    message.seq
+                );
+                before_message += 1;
+            }
+        }
+    }
+    assert_eq!(locked + before_message, 10);
+}
+
+async fn concurrent_messages_get_distinct_gapless_seqs(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice
+        .create_group("chatty", &["bob", "carol"])
+        .await
+        .expect("create");
+    let calls = (0..30)
+        .map(|i| {
+            let caller = app.user(TENANT, ["alice", "bob", "carol"][i % 3]);
+            let id = c.id.clone();
+            async move { caller.send(&id, &format!("message {i}")).await }
+        })
+        .collect();
+    let mut seqs: Vec<i64> = all_at_once(calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("send").seq)
+        .collect();
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 30, "distinct seqs");
+    let timeline = alice.timeline(&c.id).await.expect("timeline");
+    let all: Vec<i64> = timeline.iter().map(|i| i.seq).collect();
+    assert_eq!(
+        all,
+        (1..=timeline.len() as i64).collect::<Vec<_>>(),
+        "gapless"
+    );
+    assert_eq!(alice.messages(&c.id).await.expect("messages").len(), 30);
+}
+
+async fn concurrent_direct_creation_makes_one_conversation(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let calls = (0..10)
+        .map(|i| {
+            let (me, other) = if i % 2 == 0 {
+                ("alice", "bob")
+            } else {
+                ("bob", "alice")
+            };
+            let caller = app.user(TENANT, me);
+            async move { caller.create_direct(other).await }
+        })
+        .collect();
+    let mut ids: Vec<String> = all_at_once(calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("create DIRECT").id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one DIRECT conversation per pair");
+    assert_eq!(
+        app.user(TENANT, "alice")
+            .list_conversations()
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+both_dbs!(
+    concurrent_adds_never_exceed_the_cap,
+    concurrent_adds_of_one_user_make_one_row,
+    no_external_is_added_after_the_first_message,
+    concurrent_messages_get_distinct_gapless_seqs,
+    concurrent_direct_creation_makes_one_conversation,
+);

@@ -1,0 +1,639 @@
+//! Safe retries: a request repeated with one request_id by one principal returns the first reply
+//! and is applied once; a reused request_id with another body is refused; request_ids are per
+//! principal; concurrent duplicates apply once.
+
+use parley_tests::*;
+use pb::{add_participants_result::Outcome, event::Type as EventType, participant::Role};
+use tonic::Code;
+
+/// Runs every future on its own task, all at once, and returns their results in order.
+async fn all_at_once<T, F>(futures: Vec<F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(futures.len()));
+    let handles: Vec<_> = futures
+        .into_iter()
+        .map(|f| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                f.await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.expect("the task did not panic"));
+    }
+    out
+}
+
+/// Every unacknowledged notification of [`TENANT`].
+async fn outbox(app: &TestApp) -> Vec<pb::Notification> {
+    let service = app.service(TENANT);
+    let msg = pb::ListNotificationsRequest {
+        page_size: 1000,
+        page_token: String::new(),
+        include_acked: false,
+    };
+    let page = service
+        .notif()
+        .list_notifications(service.req(msg))
+        .await
+        .expect("ListNotifications")
+        .into_inner();
+    assert!(page.next_page_token.is_empty(), "one page is enough here");
+    page.notifications
+}
+
+async fn count_events(caller: &Caller, id: &str, kind: EventType) -> usize {
+    caller.events_of(id, kind).await.expect("events").len()
+}
+
+async fn create_conversation_is_applied_once(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let bob = app.user(TENANT, "bob");
+    let request = pb::CreateConversationRequest {
+        request_id: request_id(),
+        kind: pb::conversation::Kind::Group as i32,
+        title: "once".into(),
+        participant_ids: vec!["bob".into(), "carol".into()],
+        policy: None,
+    };
+    let first = alice.create(request.clone()).await.expect("create");
+    let again = alice.create(request.clone()).await.expect("retry");
+    assert_eq!(again, first, "the first reply");
+    assert_eq!(alice.list_conversations().await.expect("list").len(), 1);
+    let notes = outbox(&app).await;
+    assert_eq!(notes.len(), 2, "one set of notifications: {notes:?}");
+
+    let before = alice.snapshot(&first.id).await;
+    let other = pb::CreateConversationRequest {
+        title: "another body".into(),
+        ..request.clone()
+    };
+    expect_err(
+        alice.create(other).await,
+        Code::InvalidArgument,
+        ErrorReason::RequestIdReused,
+    );
+    assert_eq!(alice.list_conversations().await.expect("list").len(), 1);
+    assert_eq!(alice.snapshot(&first.id).await, before, "nothing changed");
+    assert_eq!(outbox(&app).await, notes);
+
+    // Another principal's request_id space is its own.
+    let theirs = pb::CreateConversationRequest {
+        participant_ids: vec!["dave".into()],
+        ..request.clone()
+    };
+    let bobs = bob.create(theirs).await.expect("bob's own create");
+    assert_ne!(bobs.id, first.id);
+    assert_eq!(bobs.owner_id, "bob");
+    assert_eq!(bob.list_conversations().await.expect("list").len(), 2);
+
+    // request_id is at most 128 characters.
+    let long = pb::CreateConversationRequest {
+        request_id: "r".repeat(129),
+        ..request.clone()
+    };
+    expect_invalid(alice.create(long).await, "request_id");
+    assert_eq!(alice.list_conversations().await.expect("list").len(), 1);
+    let ok = pb::CreateConversationRequest {
+        request_id: "r".repeat(128),
+        ..request
+    };
+    alice.create(ok).await.expect("128 characters are fine");
+}
+
+async fn send_message_is_applied_once(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let bob = app.user(TENANT, "bob");
+    let c = alice.create_group("t", &["bob"]).await.expect("create");
+    let request = pb::SendMessageRequest {
+        conversation_id: c.id.clone(),
+        body: "hello".into(),
+        request_id: request_id(),
+    };
+    let first = alice
+        .conv()
+        .send_message(alice.req(request.clone()))
+        .await
+        .expect("send");
+    let before = alice.snapshot(&c.id).await;
+    let again = alice
+        .conv()
+        .send_message(alice.req(request.clone()))
+        .await
+        .expect("retry");
+    assert_eq!(again.into_inner(), first.into_inner());
+    assert_eq!(
+        alice.snapshot(&c.id).await,
+        before,
+        "one message, seq unchanged"
+    );
+    assert_eq!(alice.messages(&c.id).await.expect("messages").len(), 1);
+
+    let other = pb::SendMessageRequest {
+        body: "another body".into(),
+        ..request.clone()
+    };
+    expect_err(
+        alice.conv().send_message(alice.req(other)).await,
+        Code::InvalidArgument,
+        ErrorReason::RequestIdReused,
+    );
+    assert_eq!(alice.snapshot(&c.id).await, before, "nothing changed");
+
+    let bobs = bob
+        .conv()
+        .send_message(bob.req(request))
+        .await
+        .expect("bob's own")
+        .into_inner();
+    assert_eq!(bobs.sender_id, "bob");
+    assert_eq!(alice.messages(&c.id).await.expect("messages").len(), 2);
+}
+
+async fn concurrent_duplicates_apply_once(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let bob = app.user(TENANT, "bob");
+    let c = alice.create_group("t", &["bob"]).await.expect("create");
+
+    let request = pb::SendMessageRequest {
+        conversation_id: c.id.clone(),
+        body: "only once".into(),
+        request_id: request_id(),
+    };
+    let calls = (0..10)
+        .map(|_| {
+            let (alice, request) = (alice.clone(), request.clone());
+            async move {
+                alice
+                    .conv()
+                    .send_message(alice.req(request))
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .collect();
+    let replies: Vec<pb::Message> = all_at_once(calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("every duplicate gets the reply"))
+        .collect();
+    assert!(replies.iter().all(|r| *r == replies[0]), "{replies:?}");
+    assert_eq!(
+        alice.messages(&c.id).await.expect("messages"),
+        vec![replies[0].clone()]
+    );
+
+    let before = outbox(&app).await;
+    let request = pb::AddParticipantsRequest {
+        conversation_id: c.id.clone(),
+        invitees: vec![user_invitee("dave"), user_invitee("frank")],
+        partial_success: false,
+        request_id: request_id(),
+    };
+    let calls = (0..8)
+        .map(|_| {
+            let (bob, request) = (bob.clone(), request.clone());
+            async move {
+                bob.part()
+                    .add_participants(bob.req(request))
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .collect();
+    let replies: Vec<pb::AddParticipantsResponse> = all_at_once(calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("every duplicate gets the reply"))
+        .collect();
+    assert!(replies.iter().all(|r| *r == replies[0]), "{replies:?}");
+    assert!(
+        replies[0]
+            .results
+            .iter()
+            .all(|r| r.outcome() == Outcome::Added)
+    );
+    let added = alice
+        .events_of(&c.id, EventType::ParticipantAdded)
+        .await
+        .expect("events");
+    assert_eq!(added.iter().filter(|e| e.actor_id == "bob").count(), 1);
+    let notes = outbox(&app).await;
+    assert_eq!(
+        notes.len(),
+        before.len() + 3,
+        "one set: two added, one to the owner"
+    );
+}
+
+async fn add_participants_is_applied_once(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let bob = app.user(TENANT, "bob");
+    let c = alice.create_group("t", &["bob"]).await.expect("create");
+    let before_notes = outbox(&app).await;
+    let request = pb::AddParticipantsRequest {
+        conversation_id: c.id.clone(),
+        invitees: vec![user_invitee("dave"), user_invitee("frank")],
+        partial_success: false,
+        request_id: request_id(),
+    };
+    let first = bob
+        .part()
+        .add_participants(bob.req(request.clone()))
+        .await
+        .expect("add");
+    let snapshot = alice.snapshot(&c.id).await;
+    let notes = outbox(&app).await;
+    assert_eq!(notes.len(), before_notes.len() + 3);
+    let again = bob
+        .part()
+        .add_participants(bob.req(request.clone()))
+        .await
+        .expect("retry");
+    assert_eq!(
+        again.into_inner(),
+        first.into_inner(),
+        "ADDED again, not ALREADY_PARTICIPANT"
+    );
+    assert_eq!(
+        alice.snapshot(&c.id).await,
+        snapshot,
+        "one PARTICIPANT_ADDED event"
+    );
+    assert_eq!(outbox(&app).await, notes, "one set of notifications");
+
+    let other = pb::AddParticipantsRequest {
+        invitees: vec![user_invitee("carol")],
+        ..request
+    };
+    expect_err(
+        bob.part().add_participants(bob.req(other)).await,
+        Code::InvalidArgument,
+        ErrorReason::RequestIdReused,
+    );
+    assert_eq!(alice.snapshot(&c.id).await, snapshot, "nothing changed");
+    assert_eq!(outbox(&app).await, notes);
+
+    // An email invitation retried: the same invitation, no second notification, no new token.
+    let request = pb::AddParticipantsRequest {
+        conversation_id: c.id.clone(),
+        invitees: vec![email_invitee("guest@acme.example")],
+        partial_success: false,
+        request_id: request_id(),
+    };
+    let first = alice
+        .part()
+        .add_participants(alice.req(request.clone()))
+        .await
+        .expect("invite");
+    let first = first.into_inner();
+    assert_eq!(first.results[0].outcome(), Outcome::Invited);
+    let snapshot = alice.snapshot(&c.id).await;
+    let notes = outbox(&app).await;
+    let again = alice
+        .part()
+        .add_participants(alice.req(request))
+        .await
+        .expect("retry");
+    assert_eq!(
+        again.into_inner(),
+        first,
+        "INVITED again, not ALREADY_INVITED"
+    );
+    assert_eq!(alice.snapshot(&c.id).await, snapshot);
+    assert_eq!(outbox(&app).await, notes, "the token was not rotated");
+}
+
+async fn remove_and_set_role_are_applied_once(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice
+        .create_group("t", &["bob", "carol", "dave"])
+        .await
+        .expect("create");
+
+    let request = pb::RemoveParticipantRequest {
+        conversation_id: c.id.clone(),
+        user_id: "carol".into(),
+        request_id: request_id(),
+    };
+    let first = alice
+        .part()
+        .remove_participant(alice.req(request.clone()))
+        .await
+        .expect("remove");
+    let snapshot = alice.snapshot(&c.id).await;
+    let again = alice
+        .part()
+        .remove_participant(alice.req(request.clone()))
+        .await
+        .expect("retry");
+    assert_eq!(again.into_inner(), first.into_inner());
+    assert_eq!(alice.snapshot(&c.id).await, snapshot);
+    assert_eq!(
+        count_events(&alice, &c.id, EventType::ParticipantRemoved).await,
+        1
+    );
+    let other = pb::RemoveParticipantRequest {
+        user_id: "dave".into(),
+        ..request
+    };
+    expect_err(
+        alice.part().remove_participant(alice.req(other)).await,
+        Code::InvalidArgument,
+        ErrorReason::RequestIdReused,
+    );
+    assert_eq!(alice.snapshot(&c.id).await, snapshot, "dave stays");
+
+    let request = pb::SetParticipantRoleRequest {
+        conversation_id: c.id.clone(),
+        user_id: "bob".into(),
+        role: Role::Admin as i32,
+        request_id: request_id(),
+    };
+    let first = alice
+        .part()
+        .set_participant_role(alice.req(request.clone()))
+        .await
+        .expect("set");
+    let snapshot = alice.snapshot(&c.id).await;
+    let again = alice
+        .part()
+        .set_participant_role(alice.req(request.clone()))
+        .await
+        .expect("retry");
+    assert_eq!(again.into_inner(), first.into_inner());
+    assert_eq!(alice.snapshot(&c.id).await, snapshot);
+    assert_eq!(count_events(&alice, &c.id, EventType::RoleChanged).await, 1);
+    let other = pb::SetParticipantRoleRequest {
+        role: Role::Member as i32,
+        ..request
+    };
+    expect_err(
+        alice.part().set_participant_role(alice.req(other)).await,
+        Code::InvalidArgument,
+        ErrorReason::RequestIdReused,
+    );
+    assert_eq!(alice.snapshot(&c.id).await, snapshot, "bob stays ADMIN");
+}
+
+async fn state_changes_are_applied_once(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("t", &["bob"]).await.expect("create");
+    let rid = request_id();
+
+    let archive = pb::ArchiveConversationRequest {
+        id: c.id.clone(),
+        request_id: rid.clone(),
+    };
+    let first = alice
+        .conv()
+        .archive_conversation(alice.req(archive.clone()))
+        .await
+        .expect("archive");
+    let snapshot = alice.snapshot(&c.id).await;
+    let again = alice
+        .conv()
+        .archive_conversation(alice.req(archive))
+        .await
+        .expect("retry");
+    assert_eq!(again.into_inner(), first.into_inner());
+    assert_eq!(alice.snapshot(&c.id).await, snapshot);
+
+    let unarchive = pb::UnarchiveConversationRequest {
+        id: c.id.clone(),
+        request_id: request_id(),
+    };
+    let first = alice
+        .conv()
+        .unarchive_conversation(alice.req(unarchive.clone()))
+        .await
+        .expect("unarchive");
+    let snapshot = alice.snapshot(&c.id).await;
+    let again = alice
+        .conv()
+        .unarchive_conversation(alice.req(unarchive))
+        .await
+        .expect("retry");
+    assert_eq!(again.into_inner(), first.into_inner());
+    assert_eq!(alice.snapshot(&c.id).await, snapshot);
+
+    let close = pb::CloseConversationRequest {
+        id: c.id.clone(),
+        request_id: request_id(),
+    };
+    let first = alice
+        .conv()
+        .close_conversation(alice.req(close.clone()))
+        .await
+        .expect("close");
+    let snapshot = alice.snapshot(&c.id).await;
+    let again = alice
+        .conv()
+        .close_conversation(alice.req(close))
+        .await
+        .expect("retry");
+    assert_eq!(again.into_inner(), first.into_inner());
+    assert_eq!(alice.snapshot(&c.id).await, snapshot);
+
+    for kind in [
+        EventType::ConversationArchived,
+        EventType::ConversationUnarchived,
+        EventType::ConversationClosed,
+    ] {
+        assert_eq!(count_events(&alice, &c.id, kind).await, 1, "{kind:?}");
+    }
+    // The archive request_id on another conversation is another body.
+    let d = alice.create_group("d", &["bob"]).await.expect("create");
+    let reused = pb::ArchiveConversationRequest {
+        id: d.id.clone(),
+        request_id: rid,
+    };
+    expect_err(
+        alice.conv().archive_conversation(alice.req(reused)).await,
+        Code::InvalidArgument,
+        ErrorReason::RequestIdReused,
+    );
+    assert_eq!(
+        alice.get(&d.id).await.expect("get").state(),
+        pb::conversation::State::Active
+    );
+}
+
+async fn update_conversation_is_applied_once(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("t", &["bob"]).await.expect("create");
+    let request = pb::UpdateConversationRequest {
+        conversation: Some(pb::Conversation {
+            id: c.id.clone(),
+            etag: c.etag.clone(),
+            title: "renamed".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["title".into()],
+        }),
+        request_id: request_id(),
+    };
+    let first = alice
+        .conv()
+        .update_conversation(alice.req(request.clone()))
+        .await
+        .expect("update");
+    let first = first.into_inner();
+    assert_ne!(first.etag, c.etag);
+    let snapshot = alice.snapshot(&c.id).await;
+    // The etag it carries is stale now; the retry still gets the first reply.
+    let again = alice
+        .conv()
+        .update_conversation(alice.req(request.clone()))
+        .await
+        .expect("retry");
+    assert_eq!(again.into_inner(), first);
+    assert_eq!(alice.snapshot(&c.id).await, snapshot);
+    assert_eq!(
+        count_events(&alice, &c.id, EventType::TitleChanged).await,
+        1
+    );
+
+    let mut other = request;
+    other.conversation.as_mut().expect("set").title = "another".into();
+    other.conversation.as_mut().expect("set").etag = String::new();
+    expect_err(
+        alice.conv().update_conversation(alice.req(other)).await,
+        Code::InvalidArgument,
+        ErrorReason::RequestIdReused,
+    );
+    assert_eq!(alice.snapshot(&c.id).await, snapshot);
+}
+
+async fn invitation_answers_are_applied_once(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("t", &["bob"]).await.expect("create");
+    let response = alice
+        .add(
+            &c.id,
+            vec![
+                email_invitee("g1@acme.example"),
+                email_invitee("g2@acme.example"),
+            ],
+            false,
+        )
+        .await
+        .expect("invite");
+    let id = response.results[0]
+        .invitation
+        .as_ref()
+        .expect("invitation")
+        .id
+        .clone();
+
+    let request = pb::RevokeInvitationRequest {
+        invitation_id: id,
+        request_id: request_id(),
+    };
+    let first = alice
+        .part()
+        .revoke_invitation(alice.req(request.clone()))
+        .await
+        .expect("revoke");
+    let snapshot = alice.snapshot(&c.id).await;
+    let again = alice
+        .part()
+        .revoke_invitation(alice.req(request.clone()))
+        .await
+        .expect("retry");
+    assert_eq!(
+        again.into_inner(),
+        first.into_inner(),
+        "REVOKED again, not INVITATION_NOT_PENDING"
+    );
+    assert_eq!(alice.snapshot(&c.id).await, snapshot);
+    assert_eq!(
+        count_events(&alice, &c.id, EventType::InvitationRevoked).await,
+        1
+    );
+    let other = pb::RevokeInvitationRequest {
+        invitation_id: response.results[1]
+            .invitation
+            .as_ref()
+            .expect("invitation")
+            .id
+            .clone(),
+        ..request
+    };
+    expect_err(
+        alice.part().revoke_invitation(alice.req(other)).await,
+        Code::InvalidArgument,
+        ErrorReason::RequestIdReused,
+    );
+    assert_eq!(
+        alice.snapshot(&c.id).await,
+        snapshot,
+        "g2's invitation stays pending"
+    );
+
+    // AcceptInvitation carries a request_id too.
+    let token = outbox(&app)
+        .await
+        .into_iter()
+        .find(|n| {
+            matches!(&n.recipient, Some(pb::notification::Recipient::RecipientEmail(e)) if e == "g2@acme.example")
+        })
+        .expect("g2's invitation")
+        .invitation_token;
+    let g2 = app.external(TENANT, "g2");
+    let request = pb::AcceptInvitationRequest {
+        token,
+        request_id: request_id(),
+    };
+    let first = g2
+        .part()
+        .accept_invitation(g2.req(request.clone()))
+        .await
+        .expect("accept");
+    let snapshot = alice.snapshot(&c.id).await;
+    let again = g2
+        .part()
+        .accept_invitation(g2.req(request))
+        .await
+        .expect("retry");
+    assert_eq!(again.into_inner(), first.into_inner());
+    assert_eq!(alice.snapshot(&c.id).await, snapshot);
+    assert_eq!(
+        count_events(&alice, &c.id, EventType::InvitationAccepted).await,
+        1
+    );
+}
+
+both_dbs!(
+    create_conversation_is_applied_once,
+    send_message_is_applied_once,
+    concurrent_duplicates_apply_once,
+    add_participants_is_applied_once,
+    remove_and_set_role_are_applied_once,
+    state_changes_are_applied_once,
+    update_conversation_is_applied_once,
+    invitation_answers_are_applied_once,
+);
