@@ -1,8 +1,6 @@
 //! parley-sdk retries: what is retried and what is not, one request id per logical call, a
 //! mutation whose reply was lost applied exactly once, deadlines, and per-attempt metadata.
 
-mod sdk_support;
-
 use std::{
     collections::HashMap,
     sync::{
@@ -12,15 +10,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::sdk_support::{
+    LossyProxy, ScriptedServer, closed_port, fast_retries, silent_server, unwrap_err, user,
+};
 use futures::TryStreamExt;
 use parley_sdk::{
     AddParticipants, BoxError, Client, Error, EventType, ListEvents, ListMessages,
     ListParticipants, NewConversation, Outcome, RetryPolicy, UpsertUser,
 };
 use parley_tests::*;
-use sdk_support::{
-    LossyProxy, ScriptedServer, closed_port, fast_retries, silent_server, unwrap_err, user,
-};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -424,7 +422,7 @@ async fn a_lost_reply_is_retried_and_applied_once(db: Db) {
 async fn a_real_rate_limit_is_waited_out(db: Db) {
     let app = spawn_app_with(db, |c| c.limits.rate_limit_per_second = 1).await;
     // Seeding through the SDK waits out the limit too (the harness's raw calls would not).
-    let directory = sdk_support::service(&app).directory();
+    let directory = crate::sdk_support::service(&app).directory();
     for id in ["alice", "bob", "carol"] {
         directory
             .upsert_user(UpsertUser::internal(id))

@@ -1,8 +1,7 @@
 //! parley-sdk paging against a real server: single pages and streams over every page, for
 //! users, messages, the timeline, participants, events, conversations and notifications.
 
-mod sdk_support;
-
+use crate::sdk_support::{service, user};
 use futures::{StreamExt, TryStreamExt};
 use parley_sdk::{
     AddParticipants, EventType, ListConversations, ListEvents, ListInvitations, ListMessages,
@@ -10,7 +9,6 @@ use parley_sdk::{
     ParticipantState, pb::timeline_item::Item,
 };
 use parley_tests::*;
-use sdk_support::{service, user};
 
 async fn users_in_pages_of_50(db: Db) {
     let app = spawn_app(db).await;

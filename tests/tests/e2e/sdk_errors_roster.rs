@@ -1,13 +1,13 @@
 //! parley-sdk against a real server, part 2: the roster and invitation errors, including the
 //! per-invitee failures of an atomic AddParticipants batch.
 
-mod sdk_support;
-
 use std::time::Duration;
 
+use crate::sdk_support::{
+    active_ids, assert_status, external, group, invite, service, unwrap_err, user,
+};
 use parley_sdk::{AddParticipants, Error, ErrorReason, NewConversation, PolicyBuilder};
 use parley_tests::*;
-use sdk_support::{active_ids, assert_status, external, group, invite, service, unwrap_err, user};
 use tonic::Code;
 
 async fn no_invite_permission(db: Db) {

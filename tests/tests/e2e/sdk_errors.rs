@@ -3,13 +3,11 @@
 //! variant, with its metadata and the original status as its source (the roster and
 //! invitation reasons are in `sdk_errors_roster.rs`).
 
-mod sdk_support;
-
+use crate::sdk_support::{assert_status, client_with, group, unwrap_err, user};
 use parley_sdk::{
     AddParticipants, Client, Error, ErrorReason, NewConversation, Role, UpdateConversation,
 };
 use parley_tests::*;
-use sdk_support::{assert_status, client_with, group, unwrap_err, user};
 use tonic::Code;
 
 async fn not_a_participant(db: Db) {

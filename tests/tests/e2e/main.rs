@@ -1,0 +1,31 @@
+//! Parley's end-to-end tests: each module is one area of the contract, and every case starts a
+//! real server on an ephemeral port and talks gRPC to it, on SQLite and on PostgreSQL.
+//!
+//! They are modules of one test binary rather than one binary per file: every binary links the
+//! whole server, the SDK and both database drivers, so one link instead of twenty keeps the
+//! build fast and its disk use small.
+
+mod sdk_support;
+
+mod auth_and_input;
+mod batch_cost;
+mod check_access;
+mod check_order;
+mod concurrency;
+mod conversations;
+mod database_outage;
+mod directory;
+mod invitations;
+mod notifications;
+mod participants;
+mod public_key;
+mod rate_limit;
+mod retries;
+mod roster;
+mod sdk_errors;
+mod sdk_errors_roster;
+mod sdk_paging;
+mod sdk_retry;
+mod timeline;
+mod update_and_roles;
+mod validation;
