@@ -21,6 +21,8 @@ pub struct Caller {
     pub(crate) act_as: Option<String>,
     /// The tenant the token names (for fixture emails).
     pub(crate) tenant: String,
+    /// A service token of that tenant, for reading the notification outbox in snapshots.
+    pub(crate) outbox_reader: Option<String>,
 }
 
 /// Everything a failing call must leave unchanged, read by one participant.
@@ -31,6 +33,11 @@ pub struct Snapshot {
     pub participants: Vec<pb::Participant>,
     /// The whole timeline, oldest first.
     pub timeline: Vec<pb::TimelineItem>,
+    /// Every invitation to the conversation, any state.
+    pub invitations: Vec<pb::Invitation>,
+    /// Every outbox row about the conversation, acknowledged or not, oldest first (read with a
+    /// service token of the caller's tenant).
+    pub notifications: Vec<pb::Notification>,
 }
 
 impl Caller {
@@ -455,10 +462,79 @@ impl Caller {
             .timeline(conversation_id)
             .await
             .expect("snapshot: ListTimeline");
+        let invitations = self
+            .invitations(conversation_id)
+            .await
+            .expect("snapshot: ListInvitations");
+        let notifications = self.outbox_of(conversation_id).await;
         Snapshot {
             conversation,
             participants,
             timeline,
+            invitations,
+            notifications,
         }
+    }
+
+    /// Every invitation to a conversation, any state, over all pages.
+    pub async fn invitations(&self, conversation_id: &str) -> Result<Vec<pb::Invitation>, Status> {
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        for _ in 0..MAX_PAGES {
+            let msg = pb::ListInvitationsRequest {
+                conversation_id: conversation_id.to_owned(),
+                page_size: 0,
+                page_token,
+            };
+            let page = self
+                .part()
+                .list_invitations(self.req(msg))
+                .await?
+                .into_inner();
+            out.extend(page.invitations);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page_token = page.next_page_token;
+        }
+        panic!("ListInvitations did not end after {MAX_PAGES} pages");
+    }
+
+    /// The tenant's outbox rows about `conversation_id`, acknowledged or not; empty for a caller
+    /// without a tenant (an anonymous one).
+    async fn outbox_of(&self, conversation_id: &str) -> Vec<pb::Notification> {
+        let Some(token) = &self.outbox_reader else {
+            return Vec::new();
+        };
+        let reader = Caller {
+            token: Some(token.clone()),
+            act_as: None,
+            ..self.clone()
+        };
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        for _ in 0..MAX_PAGES {
+            let msg = pb::ListNotificationsRequest {
+                page_size: 1_000,
+                page_token,
+                include_acked: true,
+            };
+            let page = reader
+                .notif()
+                .list_notifications(reader.req(msg))
+                .await
+                .expect("snapshot: ListNotifications")
+                .into_inner();
+            out.extend(
+                page.notifications
+                    .into_iter()
+                    .filter(|n| n.conversation_id == conversation_id),
+            );
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            page_token = page.next_page_token;
+        }
+        panic!("ListNotifications did not end after {MAX_PAGES} pages");
     }
 }

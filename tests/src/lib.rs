@@ -275,7 +275,13 @@ impl TestApp {
             token: Some(token.into()),
             act_as: None,
             tenant: TENANT.to_owned(),
+            outbox_reader: Some(self.outbox_token(TENANT)),
         }
+    }
+
+    /// The token snapshots read `tenant`'s outbox with.
+    fn outbox_token(&self, tenant: &str) -> String {
+        self.token(tenant, "svc-outbox-reader", Kind::Service, None)
     }
 
     /// A caller with no `authorization` header.
@@ -285,6 +291,7 @@ impl TestApp {
             token: None,
             act_as: None,
             tenant: TENANT.to_owned(),
+            outbox_reader: None,
         }
     }
 
@@ -293,6 +300,7 @@ impl TestApp {
         let email = email_of(tenant, sub);
         let mut caller = self.with_token(self.token(tenant, sub, kind, Some(&email)));
         caller.tenant = tenant.to_owned();
+        caller.outbox_reader = Some(self.outbox_token(tenant));
         caller
     }
 
@@ -310,6 +318,7 @@ impl TestApp {
     pub fn service(&self, tenant: &str) -> Caller {
         let mut caller = self.with_token(self.token(tenant, "svc-identity", Kind::Service, None));
         caller.tenant = tenant.to_owned();
+        caller.outbox_reader = Some(self.outbox_token(tenant));
         caller
     }
 

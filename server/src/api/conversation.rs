@@ -341,7 +341,8 @@ impl Conversations {
         }
         let c = store::get_conversation(&self.0.db, &p.tenant_id, &id).await?;
         let participant = store::get_participant(&self.0.db, &id, &req.user_id).await?;
-        Ok(rules::access(&c, participant.as_ref()))
+        let user = dir::get_user(&self.0.db, &p.tenant_id, &req.user_id).await?;
+        Ok(rules::access(&c, user.as_ref(), participant.as_ref()))
     }
 
     async fn get(&self, p: Principal, id: &str) -> Result<pb::Conversation, Error> {

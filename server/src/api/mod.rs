@@ -228,6 +228,20 @@ fn decode<R: prost::Message + Default>(bytes: &[u8]) -> Result<R, Error> {
     R::decode(bytes).map_err(|e| Error::Internal(format!("a recorded reply does not decode: {e}")))
 }
 
+/// Whose request ids a call's `request_id` is among. A service acting for a user is a principal
+/// of its own per user: one service retrying for alice and for bob with the same request id must
+/// not get alice's reply for bob. The key of such a pair contains a space, which no id may, so it
+/// can never be mistaken for a plain principal's; it is hashed to fit the 128-character column.
+fn request_principal(p: &Principal) -> String {
+    match &p.acting_for {
+        None => p.id.clone(),
+        Some(user) => format!(
+            "act-as {}",
+            hex::encode(Sha256::digest(format!("{} {user}", p.id)))
+        ),
+    }
+}
+
 impl State {
     /// Starts a mutation: returns the recorded reply if this `request_id` was already
     /// applied for this principal (AIP-155), else an open write transaction.
@@ -244,7 +258,7 @@ impl State {
             validate::max_chars("request_id", request_id, validate::MAX_ID_LEN)?;
             Some(RequestKey {
                 tenant_id: p.tenant_id.clone(),
-                principal_id: p.id.clone(),
+                principal_id: request_principal(p),
                 request_id: request_id.to_owned(),
                 method,
                 fingerprint: hex::encode(Sha256::digest(request.encode_to_vec())),

@@ -54,6 +54,20 @@ pub fn require_active<'a>(
     }
 }
 
+/// Only an active participant posts (rule 25). A service posts for a user, through
+/// `x-parley-act-as`; as its tenant's administrator it passes policy checks, but it has no seat
+/// to post from, and its first message would lock the external roster in nobody's name.
+pub fn require_sender(
+    conversation: &Conversation,
+    actor: &Actor,
+    caller: Option<&Participant>,
+) -> Result<(), Error> {
+    match actor {
+        Actor::Admin(_) => Err(Error::NotAParticipant(conversation.id.clone())),
+        Actor::User(_) => require_active(conversation, actor, caller).map(|_| ()),
+    }
+}
+
 /// Archived and closed conversations are read-only (rules 6 and 24).
 pub fn require_open(conversation: &Conversation) -> Result<(), Error> {
     match conversation.state {
@@ -132,16 +146,24 @@ pub enum Verdict {
     Fail(ErrorReason),
 }
 
-/// Judges one invitee (rules 2, 4, 8). `user` is the directory entry, `existing` their row.
+/// Judges one invitee (rules 2, 4, 8). `user` is the directory entry, `existing` their row;
+/// `through_group` says the person was reached through a group rather than named.
 pub fn judge_invitee(
     conversation: &Conversation,
     standing: &Standing<'_>,
     user_id: &str,
+    through_group: bool,
     user: Option<&User>,
     existing: Option<&Participant>,
 ) -> Verdict {
     if standing.user_id() == Some(user_id) {
-        return Verdict::Fail(ErrorReason::CantInviteSelf);
+        // Naming yourself is a mistake; being a member of the group you add is not. The caller
+        // is an active participant (rule 1), so for them the group changes nothing.
+        return if through_group {
+            Verdict::AlreadyParticipant
+        } else {
+            Verdict::Fail(ErrorReason::CantInviteSelf)
+        };
     }
     let Some(user) = user else {
         return Verdict::Fail(ErrorReason::UserNotFound);
@@ -243,13 +265,19 @@ pub fn direct_key(a: &str, b: &str) -> String {
 }
 
 /// What a user may do in a conversation (rule 26), for services that keep their own messages.
+/// A deactivated user may do nothing: their own calls fail with `USER_DEACTIVATED`, and a
+/// service asking on their behalf gets the same answer.
 pub fn access(
     c: &Conversation,
+    user: Option<&User>,
     participant: Option<&Participant>,
 ) -> parley::pb::CheckAccessResponse {
     let Some(p) = participant else {
         return parley::pb::CheckAccessResponse::default();
     };
+    if user.is_some_and(|u| u.status == UserStatus::Deactivated) {
+        return parley::pb::CheckAccessResponse::default();
+    }
     if !p.is_active() {
         return parley::pb::CheckAccessResponse {
             can_read: true,

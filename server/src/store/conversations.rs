@@ -285,7 +285,7 @@ pub async fn send_message(
 ) -> Result<TimelineItem, Error> {
     let mut c = lock_conversation(tx, tenant_id, id).await?;
     let caller = super::caller_participant(tx, id, actor).await?;
-    rules::require_active(&c, actor, caller.as_ref())?;
+    rules::require_sender(&c, actor, caller.as_ref())?;
     rules::require_open(&c)?;
     let now = now_micros();
     c.last_seq += 1;

@@ -82,17 +82,19 @@ pub async fn users_by_id<C: ConnectionTrait>(
     tenant_id: &str,
     ids: &[String],
 ) -> Result<HashMap<String, User>, Error> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
+    let mut found = HashMap::new();
+    for batch in super::distinct(ids).chunks(super::IDS_PER_LOOKUP) {
+        for m in users::Entity::find()
+            .filter(users::Column::TenantId.eq(tenant_id))
+            .filter(users::Column::Id.is_in(batch.iter().map(|s| s.as_str())))
+            .all(db)
+            .await?
+        {
+            let u = user_from(m)?;
+            found.insert(u.id.clone(), u);
+        }
     }
-    users::Entity::find()
-        .filter(users::Column::TenantId.eq(tenant_id))
-        .filter(users::Column::Id.is_in(ids.iter().cloned()))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| user_from(m).map(|u| (u.id.clone(), u)))
-        .collect()
+    Ok(found)
 }
 
 /// The users whose email is among `emails_lower`, in one query, keyed by lower-case email.
@@ -225,8 +227,8 @@ pub async fn upsert_group(
         .filter(group_members::Column::GroupId.eq(group.id.clone()))
         .exec(&tx)
         .await?;
-    if !group.member_ids.is_empty() {
-        group_members::Entity::insert_many(group.member_ids.iter().map(|u| {
+    for batch in group.member_ids.chunks(super::ROWS_PER_INSERT) {
+        group_members::Entity::insert_many(batch.iter().map(|u| {
             group_members::ActiveModel {
                 tenant_id: Set(tenant_id.to_owned()),
                 group_id: Set(group.id.clone()),

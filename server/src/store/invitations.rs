@@ -79,15 +79,24 @@ pub async fn count_pending<C: ConnectionTrait>(
         .await? as i64)
 }
 
-/// Inserts invitations with their token hashes, in one statement.
+/// Inserts invitations with their token hashes, a statement per
+/// [`ROWS_PER_INSERT`](super::ROWS_PER_INSERT) rows (one call invites at most 1,000 emails).
 pub async fn insert_many(
     tx: &DatabaseTransaction,
     tenant_id: &str,
     list: &[(Invitation, String)],
 ) -> Result<(), Error> {
-    if list.is_empty() {
-        return Ok(());
+    for batch in list.chunks(super::ROWS_PER_INSERT) {
+        insert_batch(tx, tenant_id, batch).await?;
     }
+    Ok(())
+}
+
+async fn insert_batch(
+    tx: &DatabaseTransaction,
+    tenant_id: &str,
+    list: &[(Invitation, String)],
+) -> Result<(), Error> {
     inv::Entity::insert_many(list.iter().map(|(i, hash)| inv::ActiveModel {
         id: Set(i.id.clone()),
         tenant_id: Set(tenant_id.to_owned()),

@@ -140,17 +140,36 @@ pub async fn caller_participant<C: ConnectionTrait>(
     }
 }
 
-/// Inserts participants in one statement; a removed participant's row becomes active again.
+/// Rows per multi-row INSERT. Every row binds one value per column, and an engine caps the values
+/// of one statement (SQLite 32,766, PostgreSQL 65,535): one insert of a 10,000-member group's
+/// participants (12 columns) would pass both. Batches of 1,000 rows keep every insert of ours
+/// under 13,000 values, so a call of up to 1,000 people is one statement and a 10,000-member group
+/// ten.
+pub(crate) const ROWS_PER_INSERT: usize = 1_000;
+
+/// Ids per `IN (…)` look-up, for the same reason: groups can reach more people than one
+/// statement may bind. Up to 10,000 people is one query.
+pub(crate) const IDS_PER_LOOKUP: usize = 10_000;
+
+/// `ids` without repeats, in first-seen order (a person named directly and through a group is
+/// looked up once).
+pub(crate) fn distinct(ids: &[String]) -> Vec<&String> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.iter().filter(|id| seen.insert(id.as_str())).collect()
+}
+
+/// Inserts participants, a statement per [`ROWS_PER_INSERT`] rows; a removed participant's row
+/// becomes active again.
 pub(crate) async fn upsert_participants(
     tx: &DatabaseTransaction,
     tenant_id: &str,
     rows: &[Participant],
 ) -> Result<(), Error> {
     use entities::participants::Column as P;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    entities::participants::Entity::insert_many(rows.iter().map(|p| participant_row(tenant_id, p)))
+    for batch in rows.chunks(ROWS_PER_INSERT) {
+        entities::participants::Entity::insert_many(
+            batch.iter().map(|p| participant_row(tenant_id, p)),
+        )
         .on_conflict(
             sea_orm::sea_query::OnConflict::columns([P::ConversationId, P::UserId])
                 .update_columns([
@@ -168,6 +187,7 @@ pub(crate) async fn upsert_participants(
         )
         .exec_without_returning(tx)
         .await?;
+    }
     Ok(())
 }
 
@@ -355,17 +375,16 @@ pub(crate) fn item_row(item: &TimelineItem) -> entities::timeline::ActiveModel {
     row
 }
 
-/// Appends items to a conversation's timeline in one statement.
+/// Appends items to a conversation's timeline, a statement per [`ROWS_PER_INSERT`] items.
 pub(crate) async fn append_items(
     tx: &DatabaseTransaction,
     items: &[TimelineItem],
 ) -> Result<(), Error> {
-    if items.is_empty() {
-        return Ok(());
+    for batch in items.chunks(ROWS_PER_INSERT) {
+        entities::timeline::Entity::insert_many(batch.iter().map(item_row))
+            .exec_without_returning(tx)
+            .await?;
     }
-    entities::timeline::Entity::insert_many(items.iter().map(item_row))
-        .exec_without_returning(tx)
-        .await?;
     Ok(())
 }
 

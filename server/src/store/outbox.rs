@@ -55,15 +55,24 @@ impl Notification {
     }
 }
 
-/// Writes notifications in one statement, inside the caller's transaction.
+/// Writes notifications inside the caller's transaction, a statement per
+/// [`ROWS_PER_INSERT`](super::ROWS_PER_INSERT) rows.
 pub async fn enqueue(
     tx: &DatabaseTransaction,
     tenant_id: &str,
     list: &[Notification],
 ) -> Result<(), Error> {
-    if list.is_empty() {
-        return Ok(());
+    for batch in list.chunks(super::ROWS_PER_INSERT) {
+        enqueue_batch(tx, tenant_id, batch).await?;
     }
+    Ok(())
+}
+
+async fn enqueue_batch(
+    tx: &DatabaseTransaction,
+    tenant_id: &str,
+    list: &[Notification],
+) -> Result<(), Error> {
     n::Entity::insert_many(list.iter().map(|x| n::ActiveModel {
         id: Set(x.id.clone()),
         tenant_id: Set(tenant_id.to_owned()),

@@ -179,7 +179,14 @@ pub async fn add(
                     Some(Verdict::Add) => Verdict::AlreadyParticipant,
                     Some(v) => *v,
                     None => {
-                        let v = rules::judge_invitee(&c, &standing, id, user, existing.get(id));
+                        let v = rules::judge_invitee(
+                            &c,
+                            &standing,
+                            id,
+                            via.is_some(),
+                            user,
+                            existing.get(id),
+                        );
                         first.insert(person.clone(), v);
                         v
                     }
@@ -472,17 +479,19 @@ async fn participants_by_user<C: sea_orm::ConnectionTrait>(
     conversation_id: &str,
     user_ids: &[String],
 ) -> Result<HashMap<String, Participant>, Error> {
-    if user_ids.is_empty() {
-        return Ok(HashMap::new());
+    let mut found = HashMap::new();
+    for batch in super::distinct(user_ids).chunks(super::IDS_PER_LOOKUP) {
+        for m in participants::Entity::find()
+            .filter(participants::Column::ConversationId.eq(conversation_id))
+            .filter(participants::Column::UserId.is_in(batch.iter().map(|s| s.as_str())))
+            .all(db)
+            .await?
+        {
+            let p = participant_from(m)?;
+            found.insert(p.user_id.clone(), p);
+        }
     }
-    participants::Entity::find()
-        .filter(participants::Column::ConversationId.eq(conversation_id))
-        .filter(participants::Column::UserId.is_in(user_ids.iter().cloned()))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| participant_from(m).map(|p| (p.user_id.clone(), p)))
-        .collect()
+    Ok(found)
 }
 
 /// RemoveParticipant (rules 13, 14, 8): the participant keeps read access below the removal.
