@@ -92,16 +92,25 @@ pub async fn accept(
                 false,
             );
             append_items(tx, &[added]).await?;
+            // What any add owes (rules 21 and 22): the new participant hears they are in,
+            // and the owner hears of an add someone else made.
+            let mut notes = vec![Notification::new(
+                Kind::AddedToConversation,
+                Recipient::User(user_id.to_owned()),
+                &c.id,
+                &invitation.invited_by,
+                vec![user_id.to_owned()],
+            )];
             if invitation.invited_by != c.owner_id {
-                let note = Notification::new(
+                notes.push(Notification::new(
                     Kind::ParticipantAddedByOther,
                     Recipient::User(c.owner_id.clone()),
                     &c.id,
                     &invitation.invited_by,
                     vec![user_id.to_owned()],
-                );
-                outbox::enqueue(tx, tenant_id, &[note]).await?;
+                ));
             }
+            outbox::enqueue(tx, tenant_id, &notes).await?;
             p
         }
     };

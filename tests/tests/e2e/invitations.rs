@@ -815,7 +815,185 @@ async fn listing_invitations_pages(db: Db) {
     );
 }
 
+fn set_lock(id: &str, on: bool) -> pb::UpdateConversationRequest {
+    pb::UpdateConversationRequest {
+        conversation: Some(pb::Conversation {
+            id: id.to_owned(),
+            policy: Some(pb::Policy {
+                lock_external_roster_on_first_message: Some(on),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["policy.lock_external_roster_on_first_message".into()],
+        }),
+        request_id: request_id(),
+    }
+}
+
+/// An invitation made after the first message (while the lock was off) is not one of "those
+/// people on the list": once the lock is on, accepting it is refused, and nothing is written.
+async fn the_lock_applies_at_acceptance_to_later_invitations(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let unlocked = pb::Policy {
+        lock_external_roster_on_first_message: Some(false),
+        ..Default::default()
+    };
+    let c = alice
+        .create_group_with("t", &["bob"], Some(unlocked))
+        .await
+        .expect("create");
+    alice.send(&c.id, "the first message").await.expect("send");
+    let late = email_of(TENANT, "late");
+    invite(&alice, &c.id, &[&late])
+        .await
+        .expect("the lock is off: invite after the first message");
+    let token = token_of(&app, &late).await;
+    alice
+        .conv()
+        .update_conversation(alice.req(set_lock(&c.id, true)))
+        .await
+        .expect("turn the lock on");
+
+    let guest = app.external(TENANT, "late");
+    let before = world(&app, &alice, &c.id).await;
+    expect_err(
+        accept(&guest, &token).await,
+        Code::FailedPrecondition,
+        ErrorReason::ExternalRosterLocked,
+    );
+    assert_eq!(
+        world(&app, &alice, &c.id).await,
+        before,
+        "nothing was written"
+    );
+    assert_eq!(
+        invitations(&alice, &c.id).await.expect("list")[0].state(),
+        IState::Pending,
+        "still pending"
+    );
+
+    // With the lock off again, the same token works.
+    alice
+        .conv()
+        .update_conversation(alice.req(set_lock(&c.id, false)))
+        .await
+        .expect("turn the lock off");
+    let p = accept(&guest, &token).await.expect("accept");
+    assert_eq!((p.kind(), p.state()), (PKind::External, PState::Active));
+}
+
+/// The notifications an invitation's answers owe, exactly: an acceptance is an add (rules 21
+/// and 22: the new participant, and the owner when someone else invited); declining and revoking
+/// owe nothing.
+async fn answers_owe_exactly_their_notifications(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let bob = app.user(TENANT, "bob");
+    let open = pb::Policy {
+        add_external: Permission::Participants as i32,
+        ..Default::default()
+    };
+    let c = alice
+        .create_group_with("t", &["bob"], Some(open))
+        .await
+        .expect("create");
+    let (g1, g2, g3) = (
+        email_of(TENANT, "g1"),
+        email_of(TENANT, "g2"),
+        email_of(TENANT, "g3"),
+    );
+    invite(&bob, &c.id, &[&g1, &g2, &g3])
+        .await
+        .expect("bob invites");
+    let t1 = token_of(&app, &g1).await;
+    let t2 = token_of(&app, &g2).await;
+    let third = invitations(&alice, &c.id)
+        .await
+        .expect("list")
+        .into_iter()
+        .find(|i| i.email == g3)
+        .expect("g3's invitation");
+    let start = outbox(&app).await.len();
+
+    accept(&app.external(TENANT, "g1"), &t1)
+        .await
+        .expect("accept");
+    let owed: Vec<(NKind, Option<Recipient>, String, Vec<String>)> = outbox(&app).await[start..]
+        .iter()
+        .map(|n| {
+            (
+                n.kind(),
+                n.recipient.clone(),
+                n.actor_id.clone(),
+                n.subject_ids.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        owed,
+        vec![
+            (
+                NKind::AddedToConversation,
+                Some(Recipient::RecipientUserId("g1".into())),
+                "bob".to_owned(),
+                vec!["g1".to_owned()]
+            ),
+            (
+                NKind::ParticipantAddedByOther,
+                Some(Recipient::RecipientUserId("alice".into())),
+                "bob".to_owned(),
+                vec!["g1".to_owned()]
+            ),
+        ],
+        "an acceptance owes what an add owes"
+    );
+
+    let after_accept = outbox(&app).await.len();
+    decline(&app.external(TENANT, "g2"), &t2)
+        .await
+        .expect("decline");
+    revoke(&bob, &third.id).await.expect("the inviter revokes");
+    assert_eq!(
+        outbox(&app).await.len(),
+        after_accept,
+        "declining and revoking owe nothing"
+    );
+}
+
+/// An invitation the owner made and the invitee accepts tells the invitee only: the owner made
+/// the add.
+async fn accepting_the_owners_invitation_tells_the_newcomer_only(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("t", &["bob"]).await.expect("create");
+    let guest = email_of(TENANT, "guest");
+    invite(&alice, &c.id, &[&guest]).await.expect("invite");
+    let token = token_of(&app, &guest).await;
+    let start = outbox(&app).await.len();
+    accept(&app.external(TENANT, "guest"), &token)
+        .await
+        .expect("accept");
+    let owed = outbox(&app).await;
+    let owed = &owed[start..];
+    assert_eq!(owed.len(), 1, "{owed:?}");
+    assert_eq!(owed[0].kind(), NKind::AddedToConversation);
+    assert_eq!(
+        owed[0].recipient,
+        Some(Recipient::RecipientUserId("guest".into()))
+    );
+    assert_eq!(owed[0].actor_id, "alice");
+}
+
 both_dbs!(
+    the_lock_applies_at_acceptance_to_later_invitations,
+    answers_owe_exactly_their_notifications,
+    accepting_the_owners_invitation_tells_the_newcomer_only,
     an_unknown_email_gets_a_pending_invitation,
     inviting_again_rotates_the_token,
     a_directory_email_is_that_user,
