@@ -327,6 +327,26 @@ impl Caller {
         .await
     }
 
+    /// SetParticipantRole with a fresh request id.
+    pub async fn set_role(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        role: pb::participant::Role,
+    ) -> Result<pb::Participant, Status> {
+        let msg = pb::SetParticipantRoleRequest {
+            conversation_id: conversation_id.to_owned(),
+            user_id: user_id.to_owned(),
+            role: role as i32,
+            request_id: request_id(),
+        };
+        Ok(self
+            .part()
+            .set_participant_role(self.req(msg))
+            .await?
+            .into_inner())
+    }
+
     pub async fn remove(
         &self,
         conversation_id: &str,

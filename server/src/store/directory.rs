@@ -228,12 +228,10 @@ pub async fn upsert_group(
         .exec(&tx)
         .await?;
     for batch in group.member_ids.chunks(super::ROWS_PER_INSERT) {
-        group_members::Entity::insert_many(batch.iter().map(|u| {
-            group_members::ActiveModel {
-                tenant_id: Set(tenant_id.to_owned()),
-                group_id: Set(group.id.clone()),
-                user_id: Set(u.clone()),
-            }
+        group_members::Entity::insert_many(batch.iter().map(|u| group_members::ActiveModel {
+            tenant_id: Set(tenant_id.to_owned()),
+            group_id: Set(group.id.clone()),
+            user_id: Set(u.clone()),
         }))
         .exec_without_returning(&tx)
         .await?;

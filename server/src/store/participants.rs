@@ -175,7 +175,13 @@ pub async fn add(
                 if via.is_some() && user.is_some_and(|u| u.status == UserStatus::Deactivated) {
                     continue;
                 }
+                // Naming yourself is refused wherever the name stands, also after a group
+                // that reached you (and made you ALREADY_PARTICIPANT there).
+                let named_self = via.is_none() && standing.user_id() == Some(id.as_str());
                 Judged::User(match first.get(&person) {
+                    _ if named_self => {
+                        rules::judge_invitee(&c, &standing, id, false, user, existing.get(id))
+                    }
                     Some(Verdict::Add) => Verdict::AlreadyParticipant,
                     Some(v) => *v,
                     None => {

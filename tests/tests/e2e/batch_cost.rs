@@ -131,7 +131,65 @@ async fn adding_groups_costs_the_same_at_any_size(db: Db) {
     assert_eq!(alice.get(&c.id).await.expect("get").participant_count, 508);
 }
 
+/// A group too large for one statement: 6,000 new participants bind 72,000 values, past both
+/// SQLite's 32,766 and PostgreSQL's 65,535 a statement. All are added, with their events and
+/// notifications, in a handful of statements more than a small group takes.
+async fn a_group_too_large_for_one_statement(db: Db) {
+    const MEMBERS: usize = 6_000;
+    let app = spawn_app_with(db, |config| {
+        config.limits.rate_limit_per_second = 1_000_000;
+    })
+    .await;
+    seed_standard(&app).await;
+    let users = seed_many(&app, "m", MEMBERS).await;
+    seed_group(&app, TENANT, "everyone", &refs(&users)).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice
+        .create_group("all hands", &["bob"])
+        .await
+        .expect("create");
+    alice.add_users(&c.id, &["carol"]).await.expect("warm-up");
+
+    let (added, cost) = counted(
+        &app,
+        alice.add(&c.id, vec![group_invitee("everyone")], false),
+    )
+    .await;
+    let added = added.expect("add a 6,000-member group");
+    assert_eq!(added.results.len(), MEMBERS);
+    assert!(
+        added
+            .results
+            .iter()
+            .all(|r| r.outcome() == Outcome::Added && r.via_group_id == "everyone")
+    );
+    eprintln!("{db:?}: AddParticipants of a {MEMBERS}-member group ran {cost} statements");
+    assert!(cost < MAX_STATEMENTS, "{cost} statements");
+
+    let conversation = alice.get(&c.id).await.expect("get");
+    assert_eq!(conversation.participant_count, MEMBERS as i32 + 3);
+    assert_eq!(
+        alice.active_ids(&c.id).await.expect("roster").len(),
+        MEMBERS + 3
+    );
+    let added_events = alice
+        .events_of(&c.id, pb::event::Type::ParticipantAdded)
+        .await
+        .expect("events");
+    let subjects: usize = added_events.iter().map(|e| e.subject_ids.len()).sum();
+    assert_eq!(subjects, MEMBERS + 2, "bob, carol and every member");
+    let told = alice
+        .snapshot(&c.id)
+        .await
+        .notifications
+        .iter()
+        .filter(|n| n.kind() == pb::notification::Kind::AddedToConversation)
+        .count();
+    assert_eq!(told, MEMBERS + 2, "everyone added was told");
+}
+
 both_dbs!(
     adding_users_costs_the_same_at_any_size,
     adding_groups_costs_the_same_at_any_size,
+    a_group_too_large_for_one_statement,
 );

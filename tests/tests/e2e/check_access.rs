@@ -169,6 +169,42 @@ async fn removed_participants_read_up_to_their_removal(db: Db) {
     assert_eq!(again.history_until, 0);
 }
 
+/// A deactivated user's own calls fail, so CheckAccess allows them nothing either, and allows
+/// everything again once the directory reactivates them.
+async fn deactivated_users_may_do_nothing(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let service = app.service(TENANT);
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("t", &["bob"]).await.expect("create");
+    assert_eq!(
+        flags(&check(&service, &c.id, "bob").await.expect("check")),
+        MEMBER
+    );
+
+    service
+        .deactivate_user("bob")
+        .await
+        .expect("deactivate bob");
+    let bob = check(&service, &c.id, "bob").await.expect("check");
+    assert_eq!(flags(&bob), NOTHING);
+    assert_eq!((bob.history_from, bob.history_until), (0, 0));
+    expect_err(
+        app.service_as(TENANT, "bob").send(&c.id, "hi").await,
+        Code::FailedPrecondition,
+        ErrorReason::UserDeactivated,
+    );
+
+    service
+        .upsert_user("bob", Kind::Internal)
+        .await
+        .expect("reactivate bob");
+    assert_eq!(
+        flags(&check(&service, &c.id, "bob").await.expect("check")),
+        MEMBER
+    );
+}
+
 async fn strangers_and_unknowns(db: Db) {
     let app = spawn_app(db).await;
     seed_standard(&app).await;
@@ -299,6 +335,7 @@ async fn no_lag_and_since_join(db: Db) {
 }
 
 both_dbs!(
+    deactivated_users_may_do_nothing,
     owners_and_members,
     removed_participants_read_up_to_their_removal,
     strangers_and_unknowns,

@@ -108,6 +108,30 @@ async fn remove_checks(db: Db) {
         Code::PermissionDenied,
         ErrorReason::CantRemoveOwner,
     );
+    // Nor can an admin whom the policy lets remove (checked on a conversation of its own, so
+    // this one's snapshot stays as it was).
+    let admins = pb::Policy {
+        remove: pb::policy::Permission::Admins as i32,
+        ..Default::default()
+    };
+    let other = alice
+        .create_group_with("admins remove", &["bob", "carol"], Some(admins))
+        .await
+        .expect("create");
+    alice
+        .set_role(&other.id, "bob", pb::participant::Role::Admin)
+        .await
+        .expect("bob becomes an admin");
+    let other_before = alice.snapshot(&other.id).await;
+    expect_err(
+        bob.remove(&other.id, "alice").await,
+        Code::PermissionDenied,
+        ErrorReason::CantRemoveOwner,
+    );
+    assert_eq!(alice.snapshot(&other.id).await, other_before);
+    bob.remove(&other.id, "carol")
+        .await
+        .expect("the admin removes a member");
     expect_err(
         app.user(TENANT, "frank").remove(&c.id, "bob").await,
         Code::PermissionDenied,

@@ -595,6 +595,22 @@ async fn send_message(db: Db) {
         Code::PermissionDenied,
         ErrorReason::NotAParticipant,
     );
+
+    // A service as its tenant's administrator has no seat to post from (rule 25); its first
+    // message would also have locked the external roster.
+    let fresh = alice.create_group("quiet", &["bob"]).await.expect("create");
+    let before = alice.snapshot(&fresh.id).await;
+    expect_err(
+        app.service(TENANT).send(&fresh.id, "from nobody").await,
+        Code::PermissionDenied,
+        ErrorReason::NotAParticipant,
+    );
+    assert_eq!(
+        alice.snapshot(&fresh.id).await,
+        before,
+        "nothing was written"
+    );
+    assert!(before.conversation.first_message_time.is_none());
 }
 
 both_dbs!(

@@ -155,6 +155,87 @@ async fn add_internal_policy(db: Db) {
     }
 }
 
+/// ADMINS admits the owner and participants with role ADMIN, for internal and external adds.
+async fn admins_policy_admits_admins(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let bob = app.user(TENANT, "bob");
+    let carol = app.user(TENANT, "carol");
+    let policy = pb::Policy {
+        add_internal: Permission::Admins as i32,
+        add_external: Permission::Admins as i32,
+        ..Default::default()
+    };
+    let c = alice
+        .create_group_with("t", &["bob", "carol"], Some(policy))
+        .await
+        .expect("create");
+    alice
+        .set_role(&c.id, "bob", Role::Admin)
+        .await
+        .expect("bob becomes an admin");
+
+    let before = alice.snapshot(&c.id).await;
+    expect_err(
+        carol.add_users(&c.id, &["dave"]).await,
+        Code::PermissionDenied,
+        ErrorReason::NoInvitePermission,
+    );
+    expect_err(
+        carol.add_users(&c.id, &["ext1"]).await,
+        Code::PermissionDenied,
+        ErrorReason::NoExternalInvitePermission,
+    );
+    assert_eq!(alice.snapshot(&c.id).await, before, "nothing was written");
+
+    bob.add_users(&c.id, &["dave", "ext1"])
+        .await
+        .expect("an admin adds internal and external users");
+    assert_eq!(
+        alice.active_ids(&c.id).await.expect("roster"),
+        vec!["alice", "bob", "carol", "dave", "ext1"]
+    );
+}
+
+/// Adding a group you belong to is not inviting yourself: you are already in.
+async fn the_caller_in_a_group_is_already_a_participant(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    seed_group(&app, TENANT, "team", &["alice", "bob", "carol"]).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("t", &["bob"]).await.expect("create");
+
+    let response = alice
+        .add(&c.id, vec![group_invitee("team")], false)
+        .await
+        .expect("an atomic add of a group with the caller in it succeeds");
+    assert_eq!(
+        outcomes(&response),
+        vec![
+            ("alice".to_owned(), Outcome::AlreadyParticipant),
+            ("bob".to_owned(), Outcome::AlreadyParticipant),
+            ("carol".to_owned(), Outcome::Added),
+        ]
+    );
+    assert!(response.results.iter().all(|r| r.via_group_id == "team"));
+
+    // Naming yourself is still a mistake, before or after the group.
+    let before = alice.snapshot(&c.id).await;
+    for (invitees, at) in [
+        (vec![group_invitee("team"), user_invitee("alice")], 1),
+        (vec![user_invitee("alice"), group_invitee("team")], 0),
+    ] {
+        let status = expect_err(
+            alice.add(&c.id, invitees, false).await,
+            Code::InvalidArgument,
+            ErrorReason::CantInviteSelf,
+        );
+        assert_invitee_violations(&status, &[(at, ErrorReason::CantInviteSelf)]);
+    }
+    assert_eq!(alice.snapshot(&c.id).await, before, "nothing was written");
+}
+
 async fn atomic_adds_write_nothing_on_failure(db: Db) {
     let app = spawn_app(db).await;
     seed_standard(&app).await;
@@ -519,6 +600,8 @@ async fn email_invitees_matching_a_user(db: Db) {
 }
 
 both_dbs!(
+    admins_policy_admits_admins,
+    the_caller_in_a_group_is_already_a_participant,
     a_member_adds_internal_users,
     adding_externals_needs_add_external,
     add_internal_policy,

@@ -160,6 +160,51 @@ async fn send_message_is_applied_once(db: Db) {
     assert_eq!(alice.messages(&c.id).await.expect("messages").len(), 2);
 }
 
+/// One service acting for two users: the same request id and body are two requests, one per
+/// user; each user's own retry gets their own reply back.
+async fn act_as_users_have_their_own_request_ids(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("t", &["bob"]).await.expect("create");
+    let request = pb::SendMessageRequest {
+        conversation_id: c.id.clone(),
+        body: "hello".into(),
+        request_id: request_id(),
+    };
+    let send = |caller: Caller| {
+        let request = request.clone();
+        async move {
+            caller
+                .conv()
+                .send_message(caller.req(request))
+                .await
+                .expect("send")
+                .into_inner()
+        }
+    };
+    let as_alice = app.service_as(TENANT, "alice");
+    let as_bob = app.service_as(TENANT, "bob");
+    let for_alice = send(as_alice.clone()).await;
+    let for_bob = send(as_bob.clone()).await;
+    assert_eq!(
+        (for_alice.sender_id.as_str(), for_bob.sender_id.as_str()),
+        ("alice", "bob"),
+        "bob's message is not a replay of alice's"
+    );
+    assert_ne!(for_alice.id, for_bob.id);
+
+    let before = alice.snapshot(&c.id).await;
+    assert_eq!(send(as_alice).await, for_alice, "alice's retry");
+    assert_eq!(send(as_bob).await, for_bob, "bob's retry");
+    assert_eq!(
+        alice.snapshot(&c.id).await,
+        before,
+        "retries change nothing"
+    );
+    assert_eq!(alice.messages(&c.id).await.expect("messages").len(), 2);
+}
+
 async fn concurrent_duplicates_apply_once(db: Db) {
     let app = spawn_app(db).await;
     seed_standard(&app).await;
@@ -628,6 +673,7 @@ async fn invitation_answers_are_applied_once(db: Db) {
 }
 
 both_dbs!(
+    act_as_users_have_their_own_request_ids,
     create_conversation_is_applied_once,
     send_message_is_applied_once,
     concurrent_duplicates_apply_once,

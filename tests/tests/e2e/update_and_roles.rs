@@ -52,17 +52,7 @@ async fn set_role(
     user: &str,
     role: Role,
 ) -> Result<pb::Participant, Status> {
-    let msg = pb::SetParticipantRoleRequest {
-        conversation_id: id.to_owned(),
-        user_id: user.to_owned(),
-        role: role as i32,
-        request_id: request_id(),
-    };
-    Ok(caller
-        .part()
-        .set_participant_role(caller.req(msg))
-        .await?
-        .into_inner())
+    caller.set_role(id, user, role).await
 }
 
 async fn the_owner_updates_title_and_policy(db: Db) {
