@@ -97,14 +97,14 @@ impl ListUsers {
     }
 }
 
-const UPSERT_USER: Method = Method::idempotent("UpsertUser");
+const UPSERT_USER: Method = Method::keyed("UpsertUser");
 const GET_USER: Method = Method::read("GetUser");
 const LIST_USERS: Method = Method::read("ListUsers");
 const SEARCH_USERS: Method = Method::read("SearchUsers");
-const DEACTIVATE_USER: Method = Method::idempotent("DeactivateUser");
-const UPSERT_GROUP: Method = Method::idempotent("UpsertGroup");
+const DEACTIVATE_USER: Method = Method::keyed("DeactivateUser");
+const UPSERT_GROUP: Method = Method::keyed("UpsertGroup");
 const GET_GROUP: Method = Method::read("GetGroup");
-const DELETE_GROUP: Method = Method::not_idempotent("DeleteGroup");
+const DELETE_GROUP: Method = Method::keyed("DeleteGroup");
 
 /// DirectoryService, from [`Client::directory`].
 #[derive(Clone, Debug)]
@@ -119,6 +119,7 @@ impl Directory {
     pub async fn upsert_user(&self, request: UpsertUser) -> Result<pb::User> {
         let message = pb::UpsertUserRequest {
             user: Some(request.user),
+            request_id: self.options.request_id(None),
         };
         let call = rpc!(Stub::upsert_user);
         self.client
@@ -191,7 +192,10 @@ impl Directory {
 
     /// Deactivates a user: they can no longer call, be added or be acted as.
     pub async fn deactivate_user(&self, id: impl Into<String>) -> Result<pb::User> {
-        let message = pb::DeactivateUserRequest { id: id.into() };
+        let message = pb::DeactivateUserRequest {
+            id: id.into(),
+            request_id: self.options.request_id(None),
+        };
         let call = rpc!(Stub::deactivate_user);
         self.client
             .unary(&self.options, DEACTIVATE_USER, message, call)
@@ -222,6 +226,7 @@ impl Directory {
                 member_ids: member_ids.into_iter().map(Into::into).collect(),
                 update_time: None,
             }),
+            request_id: self.options.request_id(None),
         };
         let call = rpc!(Stub::upsert_group);
         self.client
@@ -238,10 +243,14 @@ impl Directory {
             .await
     }
 
-    /// Deletes a group. Not retried when its outcome is unknown (a repeat after a lost reply
-    /// would report [`Error::GroupNotFound`](crate::Error::GroupNotFound)).
+    /// Deletes a group. Safe to retry: the call carries one `request_id` over all its
+    /// attempts, so a repeat after a lost reply gets the first reply, not
+    /// [`Error::GroupNotFound`](crate::Error::GroupNotFound).
     pub async fn delete_group(&self, id: impl Into<String>) -> Result<()> {
-        let message = pb::DeleteGroupRequest { id: id.into() };
+        let message = pb::DeleteGroupRequest {
+            id: id.into(),
+            request_id: self.options.request_id(None),
+        };
         let call = rpc!(Stub::delete_group);
         self.client
             .unary(&self.options, DELETE_GROUP, message, call)

@@ -58,7 +58,7 @@ impl ListNotifications {
 }
 
 const LIST: Method = Method::read("ListNotifications");
-const ACK: Method = Method::idempotent("AckNotifications");
+const ACK: Method = Method::keyed("AckNotifications");
 
 /// NotificationService, from [`Client::notifications`].
 #[derive(Clone, Debug)]
@@ -101,6 +101,7 @@ impl Notifications {
     {
         let message = pb::AckNotificationsRequest {
             ids: ids.into_iter().map(Into::into).collect(),
+            request_id: self.options.request_id(None),
         };
         let call = rpc!(Stub::ack_notifications);
         let response = self.client.unary(&self.options, ACK, message, call).await?;

@@ -3,11 +3,11 @@
 //! bounded by attempts and by total time.
 //!
 //! What is retried (AIP-194):
-//! - UNAVAILABLE, DEADLINE_EXCEEDED, a broken connection and `DATABASE_UNAVAILABLE` — for reads,
-//!   for mutations that carry a `request_id` (the SDK gives each logical call one and sends the
-//!   same one on every attempt, so the server applies it once) and for naturally idempotent
-//!   calls (directory upserts, acknowledging notifications). `DeleteGroup` is not retried on
-//!   these: a repeat after a lost reply would report `GROUP_NOT_FOUND`.
+//! - UNAVAILABLE, DEADLINE_EXCEEDED, a broken connection and `DATABASE_UNAVAILABLE` — for reads
+//!   and for mutations, every one of which carries a `request_id`: the SDK gives each logical
+//!   call one and sends the same one on every attempt, so the server applies it once and a
+//!   repeat after a lost reply gets the first reply (a retried `DeleteGroup` reports success,
+//!   not `GROUP_NOT_FOUND`).
 //! - RESOURCE_EXHAUSTED rate limits, after the server's `RetryInfo` delay, and ABORTED write
 //!   conflicts (not `ETAG_MISMATCH`) — for every call: the server applied nothing.
 //! - Never INTERNAL, UNKNOWN, or a rule violation.
@@ -148,10 +148,17 @@ pub(crate) enum Idempotency {
     Read,
     /// Mutations the server deduplicates by `request_id`.
     Keyed,
-    /// Mutations whose repeat changes nothing (upserts, acks).
-    Idempotent,
-    /// Mutations whose repeat reports something else (a delete).
-    Unsafe,
+}
+
+impl Idempotency {
+    /// Whether running the call again, when the first attempt's outcome is unknown, is
+    /// harmless. Every method is a read or carries a `request_id`; a mutation without one would
+    /// need a variant of its own here, and this match would make it say what a repeat does.
+    const fn repeat_is_harmless(self) -> bool {
+        match self {
+            Self::Read | Self::Keyed => true,
+        }
+    }
 }
 
 /// One RPC: its name (for logs) and how safe a repeat is.
@@ -176,20 +183,6 @@ impl Method {
         }
     }
 
-    pub(crate) const fn idempotent(name: &'static str) -> Self {
-        Self {
-            name,
-            idempotency: Idempotency::Idempotent,
-        }
-    }
-
-    pub(crate) const fn not_idempotent(name: &'static str) -> Self {
-        Self {
-            name,
-            idempotency: Idempotency::Unsafe,
-        }
-    }
-
     /// Whether `error` may be retried for this method, given what the error says about
     /// whether the server applied the call.
     pub(crate) fn may_retry(&self, error: &Error) -> bool {
@@ -197,8 +190,8 @@ impl Method {
             // Rejected before running, or rolled back: nothing was applied.
             Error::RateLimited { .. } | Error::Aborted { .. } => true,
             // Maybe applied: only where a repeat is harmless.
-            Error::DatabaseUnavailable { .. } => self.idempotency != Idempotency::Unsafe,
-            e if e.outcome_unknown() => self.idempotency != Idempotency::Unsafe,
+            Error::DatabaseUnavailable { .. } => self.idempotency.repeat_is_harmless(),
+            e if e.outcome_unknown() => self.idempotency.repeat_is_harmless(),
             _ => false,
         }
     }
@@ -362,21 +355,14 @@ mod tests {
 
         let read = Method::read("Get");
         let keyed = Method::keyed("Create");
-        let delete = Method::not_idempotent("DeleteGroup");
         for m in [read, keyed] {
             for e in [&unavailable, &deadline, &conflict, &db, &limited] {
                 assert!(m.may_retry(e), "{} {e:?}", m.name);
             }
-        }
-        for m in [read, keyed, delete] {
             for e in [&etag, &internal, &unknown, &rule] {
                 assert!(!m.may_retry(e), "{} {e:?}", m.name);
             }
         }
-        assert!(!delete.may_retry(&unavailable));
-        assert!(!delete.may_retry(&deadline));
-        assert!(delete.may_retry(&limited));
-        assert!(delete.may_retry(&conflict));
     }
 
     #[test]

@@ -101,7 +101,10 @@ impl Caller {
     pub async fn upsert(&self, user: pb::User) -> Result<pb::User, Status> {
         Ok(self
             .dir()
-            .upsert_user(self.req(pb::UpsertUserRequest { user: Some(user) }))
+            .upsert_user(self.req(pb::UpsertUserRequest {
+                user: Some(user),
+                request_id: request_id(),
+            }))
             .await?
             .into_inner())
     }
@@ -117,7 +120,10 @@ impl Caller {
     pub async fn deactivate_user(&self, id: &str) -> Result<pb::User, Status> {
         Ok(self
             .dir()
-            .deactivate_user(self.req(pb::DeactivateUserRequest { id: id.to_owned() }))
+            .deactivate_user(self.req(pb::DeactivateUserRequest {
+                id: id.to_owned(),
+                request_id: request_id(),
+            }))
             .await?
             .into_inner())
     }

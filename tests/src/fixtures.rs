@@ -113,6 +113,7 @@ pub async fn seed_group(app: &TestApp, tenant: &str, id: &str, members: &[&str])
                 member_ids: members.iter().map(|m| (*m).to_owned()).collect(),
                 update_time: None,
             }),
+            request_id: request_id(),
         }))
         .await
         .unwrap_or_else(|e| panic!("upsert group {id}: {e:?}"))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use parley::pb::{self, directory_service_server::DirectoryService};
 use tonic::{Request, Response, Status};
 
-use super::{State, convert, require_service};
+use super::{State, begin_mutation, convert, require_service};
 use crate::domain::model::{Group, User, UserKind, UserStatus, now_micros};
 use crate::domain::validate::{self, Violations};
 use crate::error::Error;
@@ -26,6 +26,7 @@ impl DirectoryService for Directory {
                 require_service(&p)?;
                 let u = req
                     .user
+                    .as_ref()
                     .ok_or_else(|| Error::field("user", "is required"))?;
                 let mut v = Violations::default();
                 v.check(validate::id_field("user.id", &u.id));
@@ -50,18 +51,19 @@ impl DirectoryService for Directory {
                     .check(validate::enum_field::<UserStatus>("user.status", u.status))
                     .flatten();
                 v.finish()?;
+                let m = begin_mutation!(self.0, &p, "UpsertUser", req);
                 let now = now_micros();
                 let user = dir::upsert_user(
-                    &self.0.db,
+                    &m.tx,
                     User {
                         tenant_id: p.tenant_id.clone(),
                         display_name: if u.display_name.is_empty() {
                             u.id.clone()
                         } else {
-                            u.display_name
+                            u.display_name.clone()
                         },
-                        id: u.id,
-                        email: u.email,
+                        id: u.id.clone(),
+                        email: u.email.clone(),
                         kind: kind.unwrap_or(UserKind::Internal),
                         status: status.unwrap_or(UserStatus::Active),
                         create_time: now,
@@ -69,7 +71,7 @@ impl DirectoryService for Directory {
                     },
                 )
                 .await?;
-                Ok(convert::user(&user))
+                m.finish(convert::user(&user)).await
             })
             .await
     }
@@ -149,8 +151,9 @@ impl DirectoryService for Directory {
             .handle("DeactivateUser", request, |p, req| async move {
                 require_service(&p)?;
                 validate::id_field("id", &req.id)?;
-                let user = dir::deactivate_user(&self.0.db, &p.tenant_id, &req.id).await?;
-                Ok(convert::user(&user))
+                let m = begin_mutation!(self.0, &p, "DeactivateUser", req);
+                let user = dir::deactivate_user(&m.tx, &p.tenant_id, &req.id).await?;
+                m.finish(convert::user(&user)).await
             })
             .await
     }
@@ -164,6 +167,7 @@ impl DirectoryService for Directory {
                 require_service(&p)?;
                 let g = req
                     .group
+                    .as_ref()
                     .ok_or_else(|| Error::field("group", "is required"))?;
                 let mut v = Violations::default();
                 v.check(validate::id_field("group.id", &g.id));
@@ -182,25 +186,26 @@ impl DirectoryService for Directory {
                     v.check(validate::id_field(&format!("group.member_ids[{i}]"), m));
                 }
                 v.finish()?;
-                let mut members = g.member_ids;
+                let m = begin_mutation!(self.0, &p, "UpsertGroup", req);
+                let mut members = g.member_ids.clone();
                 members.sort();
                 members.dedup();
                 let group = dir::upsert_group(
-                    &self.0.db,
+                    &m.tx,
                     &p.tenant_id,
                     Group {
                         name: if g.name.is_empty() {
                             g.id.clone()
                         } else {
-                            g.name
+                            g.name.clone()
                         },
-                        id: g.id,
+                        id: g.id.clone(),
                         member_ids: members,
                         update_time: now_micros(),
                     },
                 )
                 .await?;
-                Ok(convert::group(&group))
+                m.finish(convert::group(&group)).await
             })
             .await
     }
@@ -228,8 +233,9 @@ impl DirectoryService for Directory {
             .handle("DeleteGroup", request, |p, req| async move {
                 require_service(&p)?;
                 validate::id_field("id", &req.id)?;
-                dir::delete_group(&self.0.db, &p.tenant_id, &req.id).await?;
-                Ok(())
+                let m = begin_mutation!(self.0, &p, "DeleteGroup", req);
+                dir::delete_group(&m.tx, &p.tenant_id, &req.id).await?;
+                m.finish(()).await
             })
             .await
     }

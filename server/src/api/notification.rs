@@ -5,7 +5,7 @@ use std::sync::Arc;
 use parley::pb::{self, notification_service_server::NotificationService};
 use tonic::{Request, Response, Status};
 
-use super::{State, convert, require_service};
+use super::{State, begin_mutation, convert, require_service};
 use crate::domain::validate;
 use crate::error::Error;
 use crate::store::outbox::{self, Recipient};
@@ -95,10 +95,12 @@ impl NotificationService for Notifications {
                     v.check(validate::conversation_id(&format!("ids[{i}]"), id));
                 }
                 v.finish()?;
-                let acked = outbox::ack(&self.0.db, &p.tenant_id, &req.ids).await?;
-                Ok(pb::AckNotificationsResponse {
+                let m = begin_mutation!(self.0, &p, "AckNotifications", req);
+                let acked = outbox::ack(&m.tx, &p.tenant_id, &req.ids).await?;
+                m.finish(pb::AckNotificationsResponse {
                     acked: acked as i32,
                 })
+                .await
             })
             .await
     }

@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::OnConflict,
 };
 
 use super::entities::{group_members, groups, users};
-use super::{begin_write, user_from};
+use super::user_from;
 use crate::domain::model::{Group, User, UserStatus, now_micros};
 use crate::error::Error;
 
@@ -28,7 +28,7 @@ fn user_row(u: &User) -> users::ActiveModel {
 }
 
 /// Creates or replaces a user (its `create_time` is kept).
-pub async fn upsert_user(db: &DatabaseConnection, user: User) -> Result<User, Error> {
+pub async fn upsert_user<C: ConnectionTrait>(db: &C, user: User) -> Result<User, Error> {
     use users::Column as C;
     users::Entity::insert(user_row(&user))
         .on_conflict(
@@ -172,8 +172,8 @@ pub async fn search_users(
         .collect()
 }
 
-pub async fn deactivate_user(
-    db: &DatabaseConnection,
+pub async fn deactivate_user<C: ConnectionTrait>(
+    db: &C,
     tenant_id: &str,
     id: &str,
 ) -> Result<User, Error> {
@@ -198,14 +198,14 @@ pub async fn deactivate_user(
         .ok_or_else(|| Error::UserNotFound(id.to_owned()))
 }
 
-/// Creates or replaces a group and its member list; every member must be a known user.
+/// Creates or replaces a group and its member list, inside the caller's write transaction;
+/// every member must be a known user.
 pub async fn upsert_group(
-    db: &DatabaseConnection,
+    tx: &DatabaseTransaction,
     tenant_id: &str,
     group: Group,
 ) -> Result<Group, Error> {
-    let tx = begin_write(db).await?;
-    let known = users_by_id(&tx, tenant_id, &group.member_ids).await?;
+    let known = users_by_id(tx, tenant_id, &group.member_ids).await?;
     if let Some(missing) = group.member_ids.iter().find(|id| !known.contains_key(*id)) {
         return Err(Error::UserNotFound(missing.clone()));
     }
@@ -220,12 +220,12 @@ pub async fn upsert_group(
             .update_columns([groups::Column::Name, groups::Column::UpdateTime])
             .to_owned(),
     )
-    .exec_without_returning(&tx)
+    .exec_without_returning(tx)
     .await?;
     group_members::Entity::delete_many()
         .filter(group_members::Column::TenantId.eq(tenant_id))
         .filter(group_members::Column::GroupId.eq(group.id.clone()))
-        .exec(&tx)
+        .exec(tx)
         .await?;
     for batch in group.member_ids.chunks(super::ROWS_PER_INSERT) {
         group_members::Entity::insert_many(batch.iter().map(|u| group_members::ActiveModel {
@@ -233,10 +233,9 @@ pub async fn upsert_group(
             group_id: Set(group.id.clone()),
             user_id: Set(u.clone()),
         }))
-        .exec_without_returning(&tx)
+        .exec_without_returning(tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(group)
 }
 
@@ -289,21 +288,24 @@ pub async fn get_group(db: &DatabaseConnection, tenant_id: &str, id: &str) -> Re
         .ok_or_else(|| Error::GroupNotFound(id.to_owned()))
 }
 
-pub async fn delete_group(db: &DatabaseConnection, tenant_id: &str, id: &str) -> Result<(), Error> {
-    let tx = db.begin().await?;
+/// Deletes a group and its member list, inside the caller's write transaction.
+pub async fn delete_group(
+    tx: &DatabaseTransaction,
+    tenant_id: &str,
+    id: &str,
+) -> Result<(), Error> {
     group_members::Entity::delete_many()
         .filter(group_members::Column::TenantId.eq(tenant_id))
         .filter(group_members::Column::GroupId.eq(id))
-        .exec(&tx)
+        .exec(tx)
         .await?;
     let deleted = groups::Entity::delete_many()
         .filter(groups::Column::TenantId.eq(tenant_id))
         .filter(groups::Column::Id.eq(id))
-        .exec(&tx)
+        .exec(tx)
         .await?;
     if deleted.rows_affected == 0 {
         return Err(Error::GroupNotFound(id.to_owned()));
     }
-    tx.commit().await?;
     Ok(())
 }

@@ -145,7 +145,11 @@ pub async fn list(
 
 /// Acknowledges notifications (idempotent); an acknowledged invitation drops its token.
 /// Returns how many were newly acknowledged.
-pub async fn ack(db: &DatabaseConnection, tenant_id: &str, ids: &[String]) -> Result<u64, Error> {
+pub async fn ack<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    ids: &[String],
+) -> Result<u64, Error> {
     if ids.is_empty() {
         return Ok(0);
     }

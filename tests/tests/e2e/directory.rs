@@ -75,7 +75,10 @@ async fn get_group(service: &Caller, id: &str) -> Result<pb::Group, tonic::Statu
 async fn delete_group(service: &Caller, id: &str) -> Result<(), tonic::Status> {
     service
         .dir()
-        .delete_group(service.req(pb::DeleteGroupRequest { id: id.to_owned() }))
+        .delete_group(service.req(pb::DeleteGroupRequest {
+            id: id.to_owned(),
+            request_id: request_id(),
+        }))
         .await?;
     Ok(())
 }
@@ -93,7 +96,10 @@ async fn upsert_group(
     };
     Ok(service
         .dir()
-        .upsert_group(service.req(pb::UpsertGroupRequest { group: Some(group) }))
+        .upsert_group(service.req(pb::UpsertGroupRequest {
+            group: Some(group),
+            request_id: request_id(),
+        }))
         .await?
         .into_inner())
 }
@@ -220,7 +226,10 @@ async fn upsert_user_rejects_bad_input(db: Db) {
     expect_invalid(service.upsert(bad_kind).await, "kind");
     let missing = service
         .dir()
-        .upsert_user(service.req(pb::UpsertUserRequest { user: None }))
+        .upsert_user(service.req(pb::UpsertUserRequest {
+            user: None,
+            request_id: request_id(),
+        }))
         .await;
     expect_err(missing, Code::InvalidArgument, ErrorReason::InvalidField);
 

@@ -44,7 +44,10 @@ async fn all(caller: &Caller, include_acked: bool) -> Vec<pb::Notification> {
 }
 
 async fn ack(caller: &Caller, ids: &[String]) -> Result<i32, Status> {
-    let msg = pb::AckNotificationsRequest { ids: ids.to_vec() };
+    let msg = pb::AckNotificationsRequest {
+        ids: ids.to_vec(),
+        request_id: request_id(),
+    };
     Ok(caller
         .notif()
         .ack_notifications(caller.req(msg))

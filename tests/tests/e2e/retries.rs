@@ -205,6 +205,158 @@ async fn act_as_users_have_their_own_request_ids(db: Db) {
     assert_eq!(alice.messages(&c.id).await.expect("messages").len(), 2);
 }
 
+/// The directory's mutations and AckNotifications honour request_id too: a repeat gets the
+/// first reply (a second DeleteGroup reports success, a second ack the count the first one
+/// acknowledged), and the same id with another body is REQUEST_ID_REUSED with nothing written.
+async fn directory_and_acks_are_applied_once(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let service = app.service(TENANT);
+    let dir = service.dir();
+
+    // UpsertUser.
+    let upsert = pb::UpsertUserRequest {
+        user: Some(pb::User {
+            id: "zoe".into(),
+            display_name: "Zoe".into(),
+            email: "zoe@acme.example".into(),
+            kind: pb::user::Kind::Internal as i32,
+            ..Default::default()
+        }),
+        request_id: request_id(),
+    };
+    let first = dir
+        .clone()
+        .upsert_user(service.req(upsert.clone()))
+        .await
+        .expect("upsert")
+        .into_inner();
+    let again = dir
+        .clone()
+        .upsert_user(service.req(upsert.clone()))
+        .await
+        .expect("repeat")
+        .into_inner();
+    assert_eq!(again, first, "the first reply, update_time included");
+    let mut renamed = upsert.clone();
+    if let Some(u) = renamed.user.as_mut() {
+        u.display_name = "Zoë".into();
+    }
+    expect_err(
+        dir.clone().upsert_user(service.req(renamed)).await,
+        Code::InvalidArgument,
+        ErrorReason::RequestIdReused,
+    );
+    assert_eq!(
+        service.get_user("zoe").await.expect("get"),
+        first,
+        "nothing was written"
+    );
+
+    // DeactivateUser.
+    let deactivate = pb::DeactivateUserRequest {
+        id: "zoe".into(),
+        request_id: request_id(),
+    };
+    let first = dir
+        .clone()
+        .deactivate_user(service.req(deactivate.clone()))
+        .await
+        .expect("deactivate")
+        .into_inner();
+    let again = dir
+        .clone()
+        .deactivate_user(service.req(deactivate))
+        .await
+        .expect("repeat")
+        .into_inner();
+    assert_eq!(again, first);
+
+    // UpsertGroup and DeleteGroup.
+    let group = pb::UpsertGroupRequest {
+        group: Some(pb::Group {
+            id: "crew".into(),
+            name: "Crew".into(),
+            member_ids: vec!["alice".into(), "bob".into()],
+            update_time: None,
+        }),
+        request_id: request_id(),
+    };
+    let first = dir
+        .clone()
+        .upsert_group(service.req(group.clone()))
+        .await
+        .expect("upsert group")
+        .into_inner();
+    let again = dir
+        .clone()
+        .upsert_group(service.req(group))
+        .await
+        .expect("repeat")
+        .into_inner();
+    assert_eq!(again, first);
+    let delete = pb::DeleteGroupRequest {
+        id: "crew".into(),
+        request_id: request_id(),
+    };
+    dir.clone()
+        .delete_group(service.req(delete.clone()))
+        .await
+        .expect("delete");
+    dir.clone()
+        .delete_group(service.req(delete.clone()))
+        .await
+        .expect("a repeated delete reports success, not GROUP_NOT_FOUND");
+    expect_err(
+        dir.clone()
+            .delete_group(service.req(pb::DeleteGroupRequest {
+                id: "other".into(),
+                ..delete
+            }))
+            .await,
+        Code::InvalidArgument,
+        ErrorReason::RequestIdReused,
+    );
+
+    // AckNotifications.
+    let alice = app.user(TENANT, "alice");
+    alice
+        .create_group("t", &["bob", "carol"])
+        .await
+        .expect("create: two ADDED_TO_CONVERSATION");
+    let ids: Vec<String> = outbox(&app).await.into_iter().map(|n| n.id).collect();
+    assert_eq!(ids.len(), 2);
+    let ack = pb::AckNotificationsRequest {
+        ids,
+        request_id: request_id(),
+    };
+    let notif = service.notif();
+    let first = notif
+        .clone()
+        .ack_notifications(service.req(ack.clone()))
+        .await
+        .expect("ack")
+        .into_inner();
+    assert_eq!(first.acked, 2);
+    let again = notif
+        .clone()
+        .ack_notifications(service.req(ack.clone()))
+        .await
+        .expect("repeat")
+        .into_inner();
+    assert_eq!(again.acked, 2, "the first reply, not a fresh count of 0");
+    let fresh = notif
+        .clone()
+        .ack_notifications(service.req(pb::AckNotificationsRequest {
+            request_id: request_id(),
+            ..ack
+        }))
+        .await
+        .expect("a new ack of the same ids")
+        .into_inner();
+    assert_eq!(fresh.acked, 0, "acking is idempotent");
+}
+
 async fn concurrent_duplicates_apply_once(db: Db) {
     let app = spawn_app(db).await;
     seed_standard(&app).await;
@@ -673,6 +825,7 @@ async fn invitation_answers_are_applied_once(db: Db) {
 }
 
 both_dbs!(
+    directory_and_acks_are_applied_once,
     act_as_users_have_their_own_request_ids,
     create_conversation_is_applied_once,
     send_message_is_applied_once,

@@ -404,6 +404,31 @@ async fn a_lost_reply_is_retried_and_applied_once(db: Db) {
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert_eq!(messages[0].id, sent.id);
 
+    // A group deleted once, though its reply was lost: the retry gets the first reply, not
+    // GROUP_NOT_FOUND.
+    let service_token = app.token(TENANT, "svc-sdk", Kind::Service, None);
+    let service_through_proxy = Client::builder(proxy.endpoint())
+        .bearer_token(service_token)
+        .retry_policy(fast_retries())
+        .connect()
+        .await
+        .expect("connect through the proxy");
+    seed_group(&app, TENANT, "doomed", &["bob"]).await;
+    proxy.lose_next_reply();
+    service_through_proxy
+        .directory()
+        .delete_group("doomed")
+        .await
+        .expect("the retried delete reports success");
+    assert_eq!(proxy.lost_replies(), 3);
+    let gone = unwrap_err(
+        crate::sdk_support::service(&app)
+            .directory()
+            .get_group("doomed")
+            .await,
+    );
+    assert!(matches!(gone, Error::GroupNotFound { .. }), "{gone:?}");
+
     // Without retries the lost reply surfaces as a transport failure the caller can retry.
     proxy.lose_next_reply();
     let error = unwrap_err(
