@@ -396,6 +396,14 @@ pub enum Error {
         #[source]
         status: Status,
     },
+    /// `WRITE_CONFLICT` (ABORTED): the write collided with a concurrent one and was rolled
+    /// back; nothing was applied. Retried by the SDK.
+    #[error("the write collided with a concurrent one and was rolled back")]
+    WriteConflict {
+        /// The status the server sent.
+        #[source]
+        status: Status,
+    },
     /// `INTERNAL` (or a status with code INTERNAL or DATA_LOSS): a server fault. Never retried.
     #[error("internal server error")]
     Internal {

@@ -188,7 +188,7 @@ impl Method {
     pub(crate) fn may_retry(&self, error: &Error) -> bool {
         match error {
             // Rejected before running, or rolled back: nothing was applied.
-            Error::RateLimited { .. } | Error::Aborted { .. } => true,
+            Error::RateLimited { .. } | Error::Aborted { .. } | Error::WriteConflict { .. } => true,
             // Maybe applied: only where a repeat is harmless.
             Error::DatabaseUnavailable { .. } => self.idempotency.repeat_is_harmless(),
             e if e.outcome_unknown() => self.idempotency.repeat_is_harmless(),
@@ -346,6 +346,7 @@ mod tests {
         let unavailable = Error::from_status(Status::unavailable("down"));
         let deadline = Error::from_status(Status::deadline_exceeded("slow"));
         let conflict = Error::from_status(Status::aborted("serialization failure"));
+        let write_conflict = with_reason(Code::Aborted, R::WriteConflict);
         let etag = with_reason(Code::Aborted, R::EtagMismatch);
         let internal = Error::from_status(Status::internal("bug"));
         let unknown = Error::from_status(Status::unknown("?"));
@@ -356,7 +357,14 @@ mod tests {
         let read = Method::read("Get");
         let keyed = Method::keyed("Create");
         for m in [read, keyed] {
-            for e in [&unavailable, &deadline, &conflict, &db, &limited] {
+            for e in [
+                &unavailable,
+                &deadline,
+                &conflict,
+                &write_conflict,
+                &db,
+                &limited,
+            ] {
                 assert!(m.may_retry(e), "{} {e:?}", m.name);
             }
             for e in [&etag, &internal, &unknown, &rule] {

@@ -103,6 +103,8 @@ pub enum Error {
     RateLimited { retry_after: std::time::Duration },
     #[error("the database is unavailable")]
     DatabaseUnavailable(String),
+    #[error("the write collided with a concurrent one and was rolled back; retry")]
+    WriteConflict(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -158,6 +160,7 @@ impl Error {
             Self::InvitationEmailMismatch => R::InvitationEmailMismatch,
             Self::RateLimited { .. } => R::RateLimited,
             Self::DatabaseUnavailable(_) => R::DatabaseUnavailable,
+            Self::WriteConflict(_) => R::WriteConflict,
             Self::Internal(_) => R::Internal,
         }
     }
@@ -252,7 +255,7 @@ impl Error {
             | R::InvitationExpired
             | R::InvitationNotPending => Code::FailedPrecondition,
             R::AlreadyParticipant | R::AlreadyInvited => Code::AlreadyExists,
-            R::EtagMismatch => Code::Aborted,
+            R::EtagMismatch | R::WriteConflict => Code::Aborted,
             R::RateLimited => Code::ResourceExhausted,
             R::DatabaseUnavailable => Code::Unavailable,
             R::Internal | R::Unspecified => Code::Internal,
@@ -274,6 +277,10 @@ impl From<Error> for tonic::Status {
             }
             Error::DatabaseUnavailable(detail) => {
                 tracing::warn!(%detail, "database unavailable");
+                error.to_string()
+            }
+            Error::WriteConflict(detail) => {
+                tracing::warn!(%detail, "write conflict");
                 error.to_string()
             }
             other => other.to_string(),
@@ -323,10 +330,40 @@ impl From<sea_orm::DbErr> for Error {
             ),
             _ => false,
         };
-        if unreachable {
+        let conflict = match &e {
+            DbErr::Exec(RuntimeErr::SqlxError(inner))
+            | DbErr::Query(RuntimeErr::SqlxError(inner))
+            | DbErr::Conn(RuntimeErr::SqlxError(inner)) => is_write_conflict(inner),
+            _ => false,
+        };
+        if conflict {
+            Self::WriteConflict(e.to_string())
+        } else if unreachable {
             Self::DatabaseUnavailable(e.to_string())
         } else {
             Self::Internal(e.to_string())
         }
     }
+}
+
+/// A write that lost to a concurrent one and was rolled back, so that running it again is
+/// safe: PostgreSQL's serialization_failure (40001) and deadlock_detected (40P01); SQLite's
+/// BUSY and LOCKED, with their extended codes (a lock still held when the busy timeout ran out).
+fn is_write_conflict(e: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::{postgres::PgDatabaseError, sqlite::SqliteError};
+    let sea_orm::sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
+        return matches!(pg.code(), "40001" | "40P01");
+    }
+    if db.try_downcast_ref::<SqliteError>().is_some() {
+        const SQLITE_BUSY: i64 = 5;
+        const SQLITE_LOCKED: i64 = 6;
+        return db
+            .code()
+            .and_then(|code| code.parse::<i64>().ok())
+            .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED));
+    }
+    false
 }

@@ -272,6 +272,7 @@ impl Error {
             },
             R::DatabaseUnavailable => Self::DatabaseUnavailable { status: p.status },
             R::Internal => Self::Internal { status: p.status },
+            R::WriteConflict => Self::WriteConflict { status: p.status },
         }
     }
 

@@ -46,6 +46,7 @@ impl Error {
             Self::RequestIdReused { .. } => R::RequestIdReused,
             Self::RateLimited { .. } => R::RateLimited,
             Self::DatabaseUnavailable { .. } => R::DatabaseUnavailable,
+            Self::WriteConflict { .. } => R::WriteConflict,
             Self::Internal { .. } => R::Internal,
             Self::Unauthenticated { .. }
             | Self::PermissionDenied { .. }
@@ -103,6 +104,7 @@ impl Error {
             | Self::RequestIdReused { status, .. }
             | Self::RateLimited { status, .. }
             | Self::DatabaseUnavailable { status }
+            | Self::WriteConflict { status }
             | Self::Internal { status }
             | Self::Unauthenticated { status }
             | Self::PermissionDenied { status }
@@ -149,6 +151,7 @@ impl Error {
                 | Self::Timeout { .. }
                 | Self::RateLimited { .. }
                 | Self::Aborted { .. }
+                | Self::WriteConflict { .. }
                 | Self::Transport { .. }
         )
     }

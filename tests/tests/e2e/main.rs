@@ -29,3 +29,4 @@ mod sdk_retry;
 mod timeline;
 mod update_and_roles;
 mod validation;
+mod write_conflicts;
