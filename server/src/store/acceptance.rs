@@ -171,7 +171,8 @@ pub async fn decline(
     Ok(invitation)
 }
 
-/// RevokeInvitation by the inviter, the owner (or a service acting as administrator).
+/// RevokeInvitation by the inviter, the owner (or a service acting as administrator), who must
+/// still be active participants (rules 1 and 15), of a conversation that is not read-only (24).
 pub async fn revoke(
     tx: &DatabaseTransaction,
     tenant_id: &str,
@@ -180,6 +181,8 @@ pub async fn revoke(
 ) -> Result<Invitation, Error> {
     let mut invitation = invitations::by_id(tx, tenant_id, invitation_id).await?;
     let mut c = lock_conversation(tx, tenant_id, &invitation.conversation_id).await?;
+    let caller = super::caller_participant(tx, &c.id, actor).await?;
+    rules::require_active(&c, actor, caller.as_ref())?;
     if let Actor::User(u) = actor
         && *u != invitation.invited_by
         && *u != c.owner_id
@@ -188,6 +191,7 @@ pub async fn revoke(
             "only the inviter or the owner may revoke an invitation",
         ));
     }
+    rules::require_open(&c)?;
     if invitation.effective_state(now_micros()) != InvitationState::Pending {
         return Err(Error::InvitationNotPending);
     }

@@ -815,6 +815,67 @@ async fn listing_invitations_pages(db: Db) {
     );
 }
 
+/// Revoking is a change to the conversation: the caller must be an active participant (a
+/// stranger is NOT_A_PARTICIPANT, a removed inviter PARTICIPANT_REMOVED), and an archived
+/// conversation is read-only.
+async fn revoking_needs_a_seat_and_an_open_conversation(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let bob = app.user(TENANT, "bob");
+    let open = pb::Policy {
+        add_external: Permission::Participants as i32,
+        ..Default::default()
+    };
+    let c = alice
+        .create_group_with("t", &["bob"], Some(open))
+        .await
+        .expect("create");
+    let response = invite(&bob, &c.id, &["g1@acme.example"])
+        .await
+        .expect("invite");
+    let id = response.results[0]
+        .invitation
+        .as_ref()
+        .expect("invitation")
+        .id
+        .clone();
+    alice.remove(&c.id, "bob").await.expect("remove bob");
+
+    let before = world(&app, &alice, &c.id).await;
+    expect_err(
+        revoke(&app.user(TENANT, "frank"), &id).await,
+        Code::PermissionDenied,
+        ErrorReason::NotAParticipant,
+    );
+    expect_err(
+        revoke(&bob, &id).await,
+        Code::PermissionDenied,
+        ErrorReason::ParticipantRemoved,
+    );
+    assert_eq!(
+        world(&app, &alice, &c.id).await,
+        before,
+        "nothing was written"
+    );
+
+    alice.archive(&c.id).await.expect("archive");
+    let before = world(&app, &alice, &c.id).await;
+    expect_err(
+        revoke(&alice, &id).await,
+        Code::FailedPrecondition,
+        ErrorReason::ConversationArchived,
+    );
+    assert_eq!(
+        world(&app, &alice, &c.id).await,
+        before,
+        "nothing was written"
+    );
+    alice.unarchive(&c.id).await.expect("unarchive");
+    let inv = revoke(&alice, &id).await.expect("the owner revokes");
+    assert_eq!(inv.state(), IState::Revoked);
+}
+
 fn set_lock(id: &str, on: bool) -> pb::UpdateConversationRequest {
     pb::UpdateConversationRequest {
         conversation: Some(pb::Conversation {
@@ -991,6 +1052,7 @@ async fn accepting_the_owners_invitation_tells_the_newcomer_only(db: Db) {
 }
 
 both_dbs!(
+    revoking_needs_a_seat_and_an_open_conversation,
     the_lock_applies_at_acceptance_to_later_invitations,
     answers_owe_exactly_their_notifications,
     accepting_the_owners_invitation_tells_the_newcomer_only,
