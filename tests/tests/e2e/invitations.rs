@@ -28,25 +28,7 @@ async fn invite(
 }
 
 async fn invitations(caller: &Caller, id: &str) -> Result<Vec<pb::Invitation>, Status> {
-    let (mut out, mut page_token) = (Vec::new(), String::new());
-    for _ in 0..100 {
-        let msg = pb::ListInvitationsRequest {
-            conversation_id: id.to_owned(),
-            page_size: 0,
-            page_token,
-        };
-        let page = caller
-            .part()
-            .list_invitations(caller.req(msg))
-            .await?
-            .into_inner();
-        out.extend(page.invitations);
-        if page.next_page_token.is_empty() {
-            return Ok(out);
-        }
-        page_token = page.next_page_token;
-    }
-    panic!("ListInvitations did not end");
+    caller.invitations(id).await
 }
 
 async fn accept(caller: &Caller, token: &str) -> Result<pb::Participant, Status> {
@@ -164,18 +146,23 @@ fn assert_token_shape(token: &str) {
     assert!(body.len() * 6 >= 128, "at least 128 bits: {token}");
 }
 
-fn lower_cap(id: &str, max: i32) -> pb::UpdateConversationRequest {
+/// An UpdateConversation of one policy field, without an etag.
+fn update_policy(id: &str, policy: pb::Policy, path: &str) -> pb::UpdateConversationRequest {
     pb::UpdateConversationRequest {
         conversation: Some(pb::Conversation {
             id: id.to_owned(),
-            policy: Some(policy_with_max(max)),
+            policy: Some(policy),
             ..Default::default()
         }),
         update_mask: Some(prost_types::FieldMask {
-            paths: vec!["policy.max_participants".into()],
+            paths: vec![path.to_owned()],
         }),
         request_id: request_id(),
     }
+}
+
+fn lower_cap(id: &str, max: i32) -> pb::UpdateConversationRequest {
+    update_policy(id, policy_with_max(max), "policy.max_participants")
 }
 
 // ----- tests -------------------------------------------------------------------------------
@@ -877,20 +864,11 @@ async fn revoking_needs_a_seat_and_an_open_conversation(db: Db) {
 }
 
 fn set_lock(id: &str, on: bool) -> pb::UpdateConversationRequest {
-    pb::UpdateConversationRequest {
-        conversation: Some(pb::Conversation {
-            id: id.to_owned(),
-            policy: Some(pb::Policy {
-                lock_external_roster_on_first_message: Some(on),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["policy.lock_external_roster_on_first_message".into()],
-        }),
-        request_id: request_id(),
-    }
+    let policy = pb::Policy {
+        lock_external_roster_on_first_message: Some(on),
+        ..Default::default()
+    };
+    update_policy(id, policy, "policy.lock_external_roster_on_first_message")
 }
 
 /// An invitation made after the first message (while the lock was off) is not one of "those
