@@ -22,6 +22,9 @@ pub struct Limits {
     pub max_initial_participants: usize,
     /// Invitees in one AddParticipants call.
     pub max_invitees: usize,
+    /// Group memberships one AddParticipants call may expand (the sum of its groups' sizes),
+    /// so that a call naming many large groups is refused before they are loaded.
+    pub max_group_reach: usize,
     /// How long an email invitation stays acceptable.
     pub invitation_ttl: Duration,
     /// Calls per second each principal may make to one replica (bursts of twice that);
@@ -35,6 +38,7 @@ impl Default for Limits {
             max_participants: 10_000,
             max_initial_participants: 10,
             max_invitees: 1_000,
+            max_group_reach: 100_000,
             invitation_ttl: Duration::from_secs(7 * 24 * 3600),
             rate_limit_per_second: 1_000,
         }

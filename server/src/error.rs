@@ -59,6 +59,8 @@ pub enum Error {
     GroupNotFound(String),
     #[error("at most {max} invitees per call")]
     TooManyInvitees { max: usize },
+    #[error("the call's groups hold {reach} memberships; one call may expand at most {max}")]
+    GroupReachExceeded { reach: u64, max: usize },
     #[error("at most {max} participants at creation, the creator included")]
     TooManyInitialParticipants { max: usize },
     #[error("nobody can remove themselves from a conversation")]
@@ -140,7 +142,7 @@ impl Error {
             Self::UserNotFound(_) => R::UserNotFound,
             Self::UserDeactivated(_) => R::UserDeactivated,
             Self::GroupNotFound(_) => R::GroupNotFound,
-            Self::TooManyInvitees { .. } => R::TooManyInvitees,
+            Self::TooManyInvitees { .. } | Self::GroupReachExceeded { .. } => R::TooManyInvitees,
             Self::TooManyInitialParticipants { .. } => R::TooManyInitialParticipants,
             Self::CantRemoveSelf => R::CantRemoveSelf,
             Self::CantRemoveOwner(_) => R::CantRemoveOwner,
@@ -200,6 +202,10 @@ impl Error {
             }
             Self::TooManyInvitees { max } | Self::TooManyInitialParticipants { max } => {
                 m.insert("max".into(), max.to_string());
+            }
+            Self::GroupReachExceeded { reach, max } => {
+                m.insert("max".into(), max.to_string());
+                m.insert("group_reach".into(), reach.to_string());
             }
             Self::ParticipantLimitExceeded {
                 conversation_id,

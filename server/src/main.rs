@@ -69,6 +69,9 @@ struct ServeArgs {
     /// Invitees in one AddParticipants call.
     #[arg(long, env = "PARLEY_MAX_INVITEES", default_value_t = 1_000)]
     max_invitees: usize,
+    /// Group memberships one AddParticipants call may expand (the sum of its groups' sizes).
+    #[arg(long, env = "PARLEY_MAX_GROUP_REACH", default_value_t = 100_000)]
+    max_group_reach: usize,
     /// How long an email invitation stays valid.
     #[arg(long, env = "PARLEY_INVITATION_TTL", default_value = "7d", value_parser = humantime::parse_duration)]
     invitation_ttl: Duration,
@@ -135,6 +138,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_participants: args.max_participants,
             max_initial_participants: args.max_initial_participants,
             max_invitees: args.max_invitees,
+            max_group_reach: args.max_group_reach,
             invitation_ttl: args.invitation_ttl,
             rate_limit_per_second: args.rate_limit,
         },

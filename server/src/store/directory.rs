@@ -281,6 +281,23 @@ pub async fn groups_by_id<C: ConnectionTrait>(
     Ok(found)
 }
 
+/// How many memberships the groups among `ids` hold together, in one query (none for no ids).
+pub async fn memberships<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    ids: &[String],
+) -> Result<u64, Error> {
+    use sea_orm::PaginatorTrait;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(group_members::Entity::find()
+        .filter(group_members::Column::TenantId.eq(tenant_id))
+        .filter(group_members::Column::GroupId.is_in(ids.iter().cloned()))
+        .count(db)
+        .await?)
+}
+
 pub async fn get_group(db: &DatabaseConnection, tenant_id: &str, id: &str) -> Result<Group, Error> {
     groups_by_id(db, tenant_id, &[id.to_owned()])
         .await?

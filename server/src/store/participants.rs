@@ -55,6 +55,8 @@ pub struct AddResult {
 pub struct AddOptions {
     pub partial_success: bool,
     pub invitation_ttl_micros: i64,
+    /// Group memberships the call may expand ([`crate::Limits::max_group_reach`]).
+    pub max_group_reach: usize,
 }
 
 /// A person an AddParticipants call names: a directory user or an email nobody has.
@@ -110,6 +112,14 @@ pub async fn add(
             }
         })
         .collect();
+    // Count before loading: a call may name up to 1,000 groups of any size.
+    let reach = directory::memberships(tx, tenant_id, &group_ids).await?;
+    if reach > options.max_group_reach as u64 {
+        return Err(Error::GroupReachExceeded {
+            reach,
+            max: options.max_group_reach,
+        });
+    }
     let groups = directory::groups_by_id(tx, tenant_id, &group_ids).await?;
     let by_email = directory::users_by_email(tx, tenant_id, &emails).await?;
 

@@ -236,6 +236,50 @@ async fn the_caller_in_a_group_is_already_a_participant(db: Db) {
     assert_eq!(alice.snapshot(&c.id).await, before, "nothing was written");
 }
 
+/// The groups of one call may hold at most `max_group_reach` memberships together (counted
+/// before any group is loaded); past it the call is TOO_MANY_INVITEES and nothing is written.
+async fn groups_past_the_reach_limit_are_refused(db: Db) {
+    let app = spawn_app_with(db, |config| config.limits.max_group_reach = 5).await;
+    seed_standard(&app).await;
+    seed_group(&app, TENANT, "a", &["bob", "carol", "dave"]).await;
+    seed_group(&app, TENANT, "b", &["carol", "dave", "frank"]).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("t", &["bob"]).await.expect("create");
+
+    let before = alice.snapshot(&c.id).await;
+    let status = expect_err(
+        alice
+            .add(&c.id, vec![group_invitee("a"), group_invitee("b")], true)
+            .await,
+        Code::InvalidArgument,
+        ErrorReason::TooManyInvitees,
+    );
+    assert!(
+        status.message().contains("6 memberships"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(alice.snapshot(&c.id).await, before, "nothing was written");
+
+    let response = alice
+        .add(
+            &c.id,
+            vec![group_invitee("a"), user_invitee("frank")],
+            false,
+        )
+        .await
+        .expect("three memberships and a user are within the limit");
+    assert_eq!(
+        outcomes(&response),
+        vec![
+            ("bob".to_owned(), Outcome::AlreadyParticipant),
+            ("carol".to_owned(), Outcome::Added),
+            ("dave".to_owned(), Outcome::Added),
+            ("frank".to_owned(), Outcome::Added),
+        ]
+    );
+}
+
 async fn atomic_adds_write_nothing_on_failure(db: Db) {
     let app = spawn_app(db).await;
     seed_standard(&app).await;
@@ -600,6 +644,7 @@ async fn email_invitees_matching_a_user(db: Db) {
 }
 
 both_dbs!(
+    groups_past_the_reach_limit_are_refused,
     admins_policy_admits_admins,
     the_caller_in_a_group_is_already_a_participant,
     a_member_adds_internal_users,
