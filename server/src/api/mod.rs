@@ -163,7 +163,8 @@ impl State {
         Ok((c, window))
     }
 
-    /// Runs one RPC: authenticates, calls `f`, maps its error, and logs one line.
+    /// Runs one RPC: authenticates, calls `f` (again, a few times, if its write lost to a
+    /// concurrent one), maps its error, and logs one line.
     pub(crate) async fn handle<Req, Resp, F, Fut>(
         &self,
         method: &'static str,
@@ -171,7 +172,8 @@ impl State {
         f: F,
     ) -> Result<Response<Resp>, Status>
     where
-        F: FnOnce(Principal, Req) -> Fut,
+        Req: Clone,
+        F: Fn(Principal, Req) -> Fut,
         Fut: Future<Output = Result<Resp, Error>>,
     {
         let started = Instant::now();
@@ -185,7 +187,7 @@ impl State {
             Err(_) => (String::new(), String::new()),
         };
         let result = match principal {
-            Ok(p) => f(p, message).await,
+            Ok(p) => retry_write_conflicts(|| f(p.clone(), message.clone())).await,
             Err(e) => Err(e),
         };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -207,6 +209,42 @@ impl State {
                 tracing::info!(method, tenant, principal = who, code = ?code, reason, latency_ms, "rpc");
                 Err(e.into())
             }
+        }
+    }
+}
+
+/// Attempts after the first when a write loses to a concurrent one.
+const WRITE_CONFLICT_RETRIES: u32 = 3;
+/// Past this much time the conflict is answered, not retried: a SQLite writer that waited out
+/// its whole busy timeout should not wait it out again.
+const WRITE_CONFLICT_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs `attempt` until it does not fail with [`Error::WriteConflict`], at most
+/// [`WRITE_CONFLICT_RETRIES`] more times and within [`WRITE_CONFLICT_RETRY_WINDOW`], with a short
+/// jittered backoff. A conflict rolls the whole transaction back (its request record
+/// included), so running the call again is safe; the client sees ABORTED `WRITE_CONFLICT`
+/// only if the conflicts outlast these retries (SPEC §4).
+pub(crate) async fn retry_write_conflicts<T, F, Fut>(mut attempt: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    use rand::Rng;
+    let started = Instant::now();
+    let mut retries = 0;
+    loop {
+        match attempt().await {
+            Err(Error::WriteConflict(detail))
+                if retries < WRITE_CONFLICT_RETRIES
+                    && started.elapsed() < WRITE_CONFLICT_RETRY_WINDOW =>
+            {
+                retries += 1;
+                tracing::debug!(%detail, retries, "write conflict: running the call again");
+                let base_ms = 5u64 << retries;
+                let wait = rand::rng().random_range(base_ms / 2..=base_ms);
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
+            other => return other,
         }
     }
 }
@@ -431,4 +469,49 @@ pub async fn serve(
     watcher.abort();
     result?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn write_conflicts_are_run_again_until_they_pass() {
+        let calls = AtomicU32::new(0);
+        let result = retry_write_conflicts(|| async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(Error::WriteConflict("lost".into())),
+                _ => Ok("applied"),
+            }
+        })
+        .await;
+        assert!(matches!(result, Ok("applied")), "{result:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn lasting_write_conflicts_are_answered() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), Error> = retry_write_conflicts(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(Error::WriteConflict("lost".into()))
+        })
+        .await;
+        assert!(matches!(result, Err(Error::WriteConflict(_))), "{result:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1 + WRITE_CONFLICT_RETRIES);
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_not_run_again() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), Error> = retry_write_conflicts(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(Error::Internal("bug".into()))
+        })
+        .await;
+        assert!(matches!(result, Err(Error::Internal(_))), "{result:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 }
