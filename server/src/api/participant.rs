@@ -12,6 +12,7 @@ use super::conversation::{TimelineQuery, timeline_page};
 use super::{State, actor, begin_mutation, convert};
 use crate::domain::model::{ParticipantKind, ParticipantState, Role};
 use crate::domain::principal::Principal;
+use crate::domain::rules;
 use crate::domain::validate::{self, Violations};
 use crate::error::Error;
 use crate::store::{
@@ -72,7 +73,8 @@ impl Participants {
             .0
             .pager
             .open(&req.page_token, LIST_INVITATIONS, &scope)?;
-        self.0.read_access(&p, &id).await?;
+        let (c, window) = self.0.read_access(&p, &id).await?;
+        rules::require_current_reader(&c, &window)?;
         let now = crate::domain::model::now_micros();
         let mut list =
             store::invitations::list(&self.0.db, &id, after.as_deref(), size + 1).await?;
@@ -220,7 +222,8 @@ impl Participants {
             .0
             .pager
             .open(&req.page_token, LIST_PARTICIPANTS, &scope)?;
-        let (c, _) = self.0.read_access(&p, &id).await?;
+        let (c, window) = self.0.read_access(&p, &id).await?;
+        rules::require_current_reader(&c, &window)?;
         let mut list = parts::list(
             &self.0.db,
             &c,
@@ -256,7 +259,10 @@ impl Participants {
         v.check(validate::id_field("user_id", &req.user_id));
         v.finish()?;
         let id = id.unwrap_or_default();
-        self.0.read_access(&p, &id).await?;
+        let (c, window) = self.0.read_access(&p, &id).await?;
+        if actor(&p).user_id() != Some(req.user_id.as_str()) {
+            rules::require_current_reader(&c, &window)?;
+        }
         let target = store::get_participant(&self.0.db, &id, &req.user_id)
             .await?
             .ok_or(Error::ParticipantNotFound {

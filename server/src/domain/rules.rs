@@ -107,6 +107,20 @@ pub struct ReadWindow {
     pub hide_internal_events: bool,
 }
 
+/// The roster and the invitations are the conversation as it is now, which a removed
+/// participant may not see (rule 15: the history they were part of, nothing after). They
+/// still read the conversation, its messages and its timeline up to their removal, and their
+/// own participant row.
+pub fn require_current_reader(
+    conversation: &Conversation,
+    window: &ReadWindow,
+) -> Result<(), Error> {
+    match window.until {
+        Some(_) => Err(Error::ParticipantRemoved(conversation.id.clone())),
+        None => Ok(()),
+    }
+}
+
 /// What the caller may read: any participant, active or removed; administrators read all.
 pub fn read_window(
     conversation: &Conversation,

@@ -468,6 +468,58 @@ async fn removed_participants_read_up_to_their_removal(db: Db) {
     );
 }
 
+/// The roster and the invitations are the conversation as it is now: a removed participant,
+/// who may read only the history they were part of, gets PARTICIPANT_REMOVED for them (but
+/// still reads the conversation, the timeline up to their removal and their own row).
+async fn removed_participants_see_no_roster_after_their_removal(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let carol = app.user(TENANT, "carol");
+    let c = alice
+        .create_group("t", &["bob", "carol"])
+        .await
+        .expect("create");
+    alice.remove(&c.id, "carol").await.expect("remove carol");
+    alice
+        .add_users(&c.id, &["dave"])
+        .await
+        .expect("add dave after");
+
+    expect_err(
+        carol.participants(&c.id).await,
+        Code::PermissionDenied,
+        ErrorReason::ParticipantRemoved,
+    );
+    expect_err(
+        carol.participant(&c.id, "dave").await,
+        Code::PermissionDenied,
+        ErrorReason::ParticipantRemoved,
+    );
+    expect_err(
+        carol.invitations(&c.id).await,
+        Code::PermissionDenied,
+        ErrorReason::ParticipantRemoved,
+    );
+    let own = carol.participant(&c.id, "carol").await.expect("own row");
+    assert_eq!(own.state(), pb::participant::State::Removed);
+    carol.get(&c.id).await.expect("the conversation");
+    let seen = carol.timeline(&c.id).await.expect("the timeline");
+    assert!(
+        seen.iter().all(|item| match &item.item {
+            Some(pb::timeline_item::Item::Event(e)) => !e.subject_ids.contains(&"dave".to_owned()),
+            _ => true,
+        }),
+        "nothing after the removal: {seen:?}"
+    );
+    // Added back, she sees the roster again.
+    alice.add_users(&c.id, &["carol"]).await.expect("re-add");
+    assert_eq!(
+        carol.active_ids(&c.id).await.expect("roster"),
+        vec!["alice", "bob", "carol", "dave"]
+    );
+}
+
 async fn non_participants_read_nothing(db: Db) {
     let app = spawn_app(db).await;
     seed_standard(&app).await;
@@ -511,6 +563,7 @@ async fn non_participants_read_nothing(db: Db) {
 }
 
 both_dbs!(
+    removed_participants_see_no_roster_after_their_removal,
     seq_is_gapless_across_messages_and_events,
     order_and_paging,
     external_viewers_do_not_see_internal_roster_events,
