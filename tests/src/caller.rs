@@ -57,6 +57,14 @@ impl Caller {
         }
     }
 
+    /// The same principal over another channel (another replica of the server).
+    pub fn via(&self, channel: Channel) -> Caller {
+        Caller {
+            channel,
+            ..self.clone()
+        }
+    }
+
     /// The same principal acting as `user` (meaningful for service principals).
     pub fn acting_as(&self, user: &str) -> Caller {
         Caller {

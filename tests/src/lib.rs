@@ -79,6 +79,8 @@ pub struct TestApp {
     pub statements: Arc<AtomicU64>,
     pub db: Db,
     channel: Channel,
+    /// The configuration it was started with (for replicas).
+    config: parley_server::Config,
     dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     pg: Option<PgDatabase>,
@@ -132,6 +134,30 @@ pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut parley_server::C
 
     let mut config = parley_server::Config::new(url, key_path);
     configure(&mut config);
+    let server = start_server(config.clone()).await;
+    TestApp {
+        addr: server.addr,
+        key: server.key,
+        statements: server.statements,
+        db,
+        channel: server.channel,
+        config,
+        dir,
+        shutdown: Some(server.shutdown),
+        pg,
+    }
+}
+
+/// One running server process's worth of state: its address, channel and shutdown switch.
+struct Started {
+    addr: SocketAddr,
+    key: KeyFile,
+    statements: Arc<AtomicU64>,
+    channel: Channel,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_server(config: parley_server::Config) -> Started {
     let mut app = parley_server::App::prepare(config)
         .await
         .expect("prepare the server");
@@ -160,15 +186,35 @@ pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut parley_server::C
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("a valid endpoint")
         .connect_lazy();
-    TestApp {
+    Started {
         addr,
         key,
         statements,
-        db,
         channel,
-        dir,
-        shutdown: Some(shutdown_tx),
-        pg,
+        shutdown: shutdown_tx,
+    }
+}
+
+/// A second server on the same database and key file as a [`TestApp`]: another replica of a
+/// stateless service. Dropping it stops it; the database belongs to the app.
+pub struct Replica {
+    pub addr: SocketAddr,
+    channel: Channel,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Replica {
+    /// `caller` talking to this replica instead of the one it came from.
+    pub fn serve(&self, caller: &Caller) -> Caller {
+        caller.via(self.channel.clone())
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
     }
 }
 
@@ -225,6 +271,16 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// Starts another replica of this server: same database, same key file, own listener.
+    pub async fn replica(&self) -> Replica {
+        let server = start_server(self.config.clone()).await;
+        Replica {
+            addr: server.addr,
+            channel: server.channel,
+            shutdown: Some(server.shutdown),
+        }
+    }
+
     /// The temporary directory holding the key file (and the SQLite database).
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()

@@ -259,7 +259,128 @@ async fn concurrent_direct_creation_makes_one_conversation(db: Db) {
     );
 }
 
+/// Two replicas of the server on one database: the cap and one-row-per-user hold across them,
+/// a request id recorded by one is honoured by the other, and a page token sealed by one opens
+/// on the other. Nothing lives in a server's memory.
+async fn invariants_hold_across_replicas(db: Db) {
+    let app = spawn_app(db).await;
+    let replica = app.replica().await;
+    seed_standard(&app).await;
+    let users = seed_many(&app, "r", 50).await;
+    let alice = app.user(TENANT, "alice");
+    let alice_elsewhere = replica.serve(&alice);
+    let c = alice
+        .create_group_with("capped", &["bob"], Some(policy_with_max(12)))
+        .await
+        .expect("create");
+
+    // The cap: 50 concurrent adds, alternating replicas, into room for ten.
+    let calls = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| {
+            let caller = if i % 2 == 0 {
+                alice.clone()
+            } else {
+                alice_elsewhere.clone()
+            };
+            let (id, user) = (c.id.clone(), user.clone());
+            async move { caller.add_users(&id, &[&user]).await }
+        })
+        .collect();
+    let mut added = 0;
+    for result in all_at_once(calls).await {
+        match result {
+            Ok(_) => added += 1,
+            Err(status) => assert_error(
+                &status,
+                Code::FailedPrecondition,
+                ErrorReason::ParticipantLimitExceeded,
+            ),
+        }
+    }
+    assert_eq!(added, 10, "exactly the room there was, across replicas");
+    assert_eq!(alice.get(&c.id).await.expect("get").participant_count, 12);
+
+    // One row per user: the same person added 20 times at once through both replicas.
+    let open = alice.create_group("open", &["bob"]).await.expect("create");
+    let calls = (0..20)
+        .map(|i| {
+            let caller = if i % 2 == 0 {
+                alice.clone()
+            } else {
+                alice_elsewhere.clone()
+            };
+            let id = open.id.clone();
+            async move { caller.add_users(&id, &["carol"]).await }
+        })
+        .collect();
+    for result in all_at_once(calls).await {
+        result.expect("added, or already a participant");
+    }
+    let rows = alice.participants(&open.id).await.expect("roster");
+    assert_eq!(rows.iter().filter(|p| p.user_id == "carol").count(), 1);
+    let subjects: usize = alice
+        .events_of(&open.id, EventType::ParticipantAdded)
+        .await
+        .expect("events")
+        .iter()
+        .filter(|e| e.subject_ids.contains(&"carol".to_owned()))
+        .count();
+    assert_eq!(subjects, 1, "one PARTICIPANT_ADDED for carol");
+
+    // A request id recorded by one replica is honoured by the other.
+    let send = pb::SendMessageRequest {
+        conversation_id: open.id.clone(),
+        body: "once".into(),
+        request_id: request_id(),
+    };
+    let first = alice
+        .conv()
+        .send_message(alice.req(send.clone()))
+        .await
+        .expect("send")
+        .into_inner();
+    let again = alice_elsewhere
+        .conv()
+        .send_message(alice_elsewhere.req(send))
+        .await
+        .expect("the retry, on the other replica")
+        .into_inner();
+    assert_eq!(again, first);
+    assert_eq!(alice.messages(&open.id).await.expect("messages").len(), 1);
+
+    // A page token sealed by one replica opens on the other.
+    let page = |caller: &Caller, token: String| {
+        let msg = pb::ListParticipantsRequest {
+            conversation_id: c.id.clone(),
+            page_size: 5,
+            page_token: token,
+            ..Default::default()
+        };
+        let caller = caller.clone();
+        async move {
+            caller
+                .part()
+                .list_participants(caller.req(msg))
+                .await
+                .expect("a page")
+                .into_inner()
+        }
+    };
+    let first_page = page(&alice, String::new()).await;
+    assert_eq!(first_page.participants.len(), 5);
+    let second_page = page(&alice_elsewhere, first_page.next_page_token).await;
+    assert_eq!(second_page.participants.len(), 5);
+    assert!(
+        first_page.participants.last().map(|p| &p.user_id)
+            < second_page.participants.first().map(|p| &p.user_id),
+        "the second page follows the first"
+    );
+}
+
 both_dbs!(
+    invariants_hold_across_replicas,
     concurrent_adds_never_exceed_the_cap,
     concurrent_adds_of_one_user_make_one_row,
     no_external_is_added_after_the_first_message,
