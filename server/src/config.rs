@@ -59,6 +59,15 @@ pub struct Config {
     pub jwt_public_key: Option<PathBuf>,
     pub log_format: LogFormat,
     pub limits: Limits,
+    /// Serve TLS (HTTPS/2) with this PEM certificate chain and key instead of plaintext.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -71,6 +80,7 @@ impl Config {
             jwt_public_key: None,
             log_format: LogFormat::Pretty,
             limits: Limits::default(),
+            tls: None,
         }
     }
 }

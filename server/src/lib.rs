@@ -17,7 +17,7 @@ use std::{future::Future, sync::Arc};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
-pub use config::{Config, Limits, LogFormat};
+pub use config::{Config, Limits, LogFormat, TlsFiles};
 pub use telemetry::init_logging;
 
 /// A prepared server: database connected and migrated, keys loaded.
@@ -26,6 +26,7 @@ pub struct App {
     db: DatabaseConnection,
     verifier: auth::Verifier,
     key: auth::KeyFile,
+    tls: Option<tonic::transport::Identity>,
 }
 
 impl App {
@@ -39,6 +40,21 @@ impl App {
             })?)?,
             None => auth::Verifier::hs256(&key),
         };
+        // Read the certificate now, so that a wrong path fails the start, not the first call.
+        let tls = match &config.tls {
+            Some(files) => {
+                let read = |path: &std::path::Path| {
+                    std::fs::read(path).map_err(|e| {
+                        anyhow::anyhow!("cannot read the TLS file {}: {e}", path.display())
+                    })
+                };
+                Some(tonic::transport::Identity::from_pem(
+                    read(&files.cert)?,
+                    read(&files.key)?,
+                ))
+            }
+            None => None,
+        };
         let db = store::connect(&config.database_url).await?;
         store::migrate_up(&db).await?;
         Ok(Self {
@@ -46,6 +62,7 @@ impl App {
             db,
             verifier,
             key,
+            tls,
         })
     }
 
@@ -71,6 +88,6 @@ impl App {
             self.verifier,
             &self.key,
         ));
-        api::serve(state, listener, shutdown).await
+        api::serve(state, listener, self.tls, shutdown).await
     }
 }

@@ -58,6 +58,12 @@ struct ServeArgs {
     /// A PEM public key (RS256 or EdDSA) to verify tokens with instead of the key file.
     #[arg(long, env = "PARLEY_JWT_PUBLIC_KEY")]
     jwt_public_key: Option<PathBuf>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key) instead of plaintext.
+    #[arg(long, env = "PARLEY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "PARLEY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value = "pretty")]
     log_format: LogFormat,
     /// The largest `max_participants` of a conversation, and the default.
@@ -133,6 +139,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         database_url: args.database.database_url,
         key_file: args.key.key_file,
         jwt_public_key: args.jwt_public_key,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(parley_server::TlsFiles { cert, key }),
+            _ => None,
+        },
         log_format: args.log_format,
         limits: Limits {
             max_participants: args.max_participants,

@@ -391,6 +391,7 @@ const HEALTH_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 pub async fn serve(
     state: Arc<State>,
     listener: TcpListener,
+    tls: Option<tonic::transport::Identity>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use parley::pb::{
@@ -444,7 +445,11 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(parley::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let result = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(identity) = tls {
+        server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let result = server
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -27,6 +27,7 @@ mod sdk_errors_roster;
 mod sdk_paging;
 mod sdk_retry;
 mod timeline;
+mod tls;
 mod update_and_roles;
 mod validation;
 mod write_conflicts;
