@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_directory;
 mod m20261122_000002_conversations;
 mod m20261122_000003_invitations_outbox_requests;
+mod m20261122_000004_housekeeping_indexes;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_directory::Migration),
             Box::new(m20261122_000002_conversations::Migration),
             Box::new(m20261122_000003_invitations_outbox_requests::Migration),
+            Box::new(m20261122_000004_housekeeping_indexes::Migration),
         ]
     }
 }

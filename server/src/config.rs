@@ -30,6 +30,12 @@ pub struct Limits {
     /// Calls per second each principal may make to one replica (bursts of twice that);
     /// 0 turns the limit off.
     pub rate_limit_per_second: u32,
+    /// How long a `request_id` is remembered (AIP-155: 24 hours).
+    pub request_id_retention: Duration,
+    /// How long an acknowledged notification is kept (for `include_acked` listings).
+    pub acked_notification_retention: Duration,
+    /// How often each replica forgets expired request ids and old acknowledged notifications.
+    pub sweep_interval: Duration,
 }
 
 impl Default for Limits {
@@ -41,6 +47,9 @@ impl Default for Limits {
             max_group_reach: 100_000,
             invitation_ttl: Duration::from_secs(7 * 24 * 3600),
             rate_limit_per_second: 1_000,
+            request_id_retention: Duration::from_secs(24 * 3600),
+            acked_notification_retention: Duration::from_secs(7 * 24 * 3600),
+            sweep_interval: Duration::from_secs(600),
         }
     }
 }

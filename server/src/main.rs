@@ -84,6 +84,15 @@ struct ServeArgs {
     /// Calls per second per principal on this replica (bursts of twice that); 0 = unlimited.
     #[arg(long, env = "PARLEY_RATE_LIMIT", default_value_t = 1_000)]
     rate_limit: u32,
+    /// How long a request_id is remembered.
+    #[arg(long, env = "PARLEY_REQUEST_ID_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    request_id_retention: Duration,
+    /// How long an acknowledged notification is kept.
+    #[arg(long, env = "PARLEY_ACKED_NOTIFICATION_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    acked_notification_retention: Duration,
+    /// How often expired request ids and old acknowledged notifications are deleted.
+    #[arg(long, env = "PARLEY_SWEEP_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    sweep_interval: Duration,
 }
 
 #[derive(Args)]
@@ -151,6 +160,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_group_reach: args.max_group_reach,
             invitation_ttl: args.invitation_ttl,
             rate_limit_per_second: args.rate_limit,
+            request_id_retention: args.request_id_retention,
+            acked_notification_retention: args.acked_notification_retention,
+            sweep_interval: args.sweep_interval,
         },
     };
     let listen = config.listen;

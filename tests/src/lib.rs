@@ -385,6 +385,11 @@ impl TestApp {
         caller
     }
 
+    /// The URL of this server's database, for tests that look at housekeeping directly.
+    pub fn database_url(&self) -> &str {
+        &self.config.database_url
+    }
+
     /// The name of this server's PostgreSQL database (None on SQLite).
     pub fn database_name(&self) -> Option<&str> {
         self.pg.as_ref().map(|pg| pg.name.as_str())

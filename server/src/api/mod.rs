@@ -249,6 +249,38 @@ where
     }
 }
 
+fn micros(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Deletes request records past their retention and notifications acknowledged longer ago
+/// than theirs, every `sweep_interval`. Every replica sweeps; the deletes are idempotent.
+fn spawn_sweeper(state: Arc<State>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let limits = state.config.limits.clone();
+        let mut tick = tokio::time::interval(limits.sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = now_micros();
+            let requests =
+                requests::prune(&state.db, now - micros(limits.request_id_retention)).await;
+            let acked = store::outbox::prune_acked(
+                &state.db,
+                now - micros(limits.acked_notification_retention),
+            )
+            .await;
+            match (requests, acked) {
+                (Ok(0), Ok(0)) => {}
+                (Ok(requests), Ok(acked)) => {
+                    tracing::info!(requests, acked_notifications = acked, "swept expired rows");
+                }
+                (r, a) => tracing::warn!(requests = ?r.err(), acked = ?a.err(), "sweep failed"),
+            }
+        }
+    })
+}
+
 /// A mutation's transaction, or the reply recorded for its `request_id`.
 pub(crate) enum Begun<R> {
     Replayed(R),
@@ -300,6 +332,7 @@ impl State {
                 request_id: request_id.to_owned(),
                 method,
                 fingerprint: hex::encode(Sha256::digest(request.encode_to_vec())),
+                retention_micros: micros(self.config.limits.request_id_retention),
             })
         };
         if let Some(key) = &key
@@ -437,6 +470,7 @@ pub async fn serve(
             }
         })
     };
+    let sweeper = spawn_sweeper(state.clone());
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(parley::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -472,6 +506,7 @@ pub async fn serve(
         )
         .await;
     watcher.abort();
+    sweeper.abort();
     result?;
     Ok(())
 }

@@ -166,3 +166,13 @@ pub async fn ack<C: sea_orm::ConnectionTrait>(
         .await?;
     Ok(result.rows_affected)
 }
+
+/// Deletes notifications acknowledged before `cutoff` (the housekeeping sweep); returns how
+/// many. Unacknowledged ones are kept however old: delivery is at least once.
+pub async fn prune_acked<C: sea_orm::ConnectionTrait>(db: &C, cutoff: i64) -> Result<u64, Error> {
+    Ok(n::Entity::delete_many()
+        .filter(n::Column::AckTime.lt(cutoff))
+        .exec(db)
+        .await?
+        .rows_affected)
+}

@@ -9,9 +9,6 @@ use super::entities::request_records as rr;
 use crate::domain::model::now_micros;
 use crate::error::Error;
 
-/// How long a request id is remembered.
-pub const RETENTION_MICROS: i64 = 24 * 3600 * 1_000_000;
-
 /// Identifies one logical call.
 #[derive(Clone, Debug)]
 pub struct RequestKey {
@@ -21,6 +18,8 @@ pub struct RequestKey {
     pub method: &'static str,
     /// A hash of the request body, to tell a retry from a reuse.
     pub fingerprint: String,
+    /// How long the id is remembered ([`crate::Limits::request_id_retention`], 24 h).
+    pub retention_micros: i64,
 }
 
 /// The recorded response of an earlier call with this key, if any (within the retention).
@@ -39,7 +38,7 @@ pub async fn recorded<C: ConnectionTrait>(
     else {
         return Ok(None);
     };
-    if row.create_time < now_micros() - RETENTION_MICROS {
+    if row.create_time < now_micros() - key.retention_micros {
         return Ok(None);
     }
     if row.method != key.method || row.fingerprint != key.fingerprint {
@@ -59,7 +58,7 @@ pub async fn record(
         .filter(rr::Column::TenantId.eq(key.tenant_id.clone()))
         .filter(rr::Column::PrincipalId.eq(key.principal_id.clone()))
         .filter(rr::Column::RequestId.eq(key.request_id.clone()))
-        .filter(rr::Column::CreateTime.lt(now - RETENTION_MICROS))
+        .filter(rr::Column::CreateTime.lt(now - key.retention_micros))
         .exec(tx)
         .await?;
     rr::Entity::insert(rr::ActiveModel {
@@ -74,4 +73,14 @@ pub async fn record(
     .exec_without_returning(tx)
     .await?;
     Ok(())
+}
+
+/// Forgets every request id recorded before `cutoff` (the housekeeping sweep); returns how
+/// many. One statement, on the `request_records_by_age` index.
+pub async fn prune<C: ConnectionTrait>(db: &C, cutoff: i64) -> Result<u64, Error> {
+    Ok(rr::Entity::delete_many()
+        .filter(rr::Column::CreateTime.lt(cutoff))
+        .exec(db)
+        .await?
+        .rows_affected)
 }

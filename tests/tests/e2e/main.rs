@@ -15,6 +15,7 @@ mod concurrency;
 mod conversations;
 mod database_outage;
 mod directory;
+mod housekeeping;
 mod invitations;
 mod notifications;
 mod participants;
