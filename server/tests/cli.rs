@@ -166,3 +166,26 @@ fn serve_logs_each_rpc_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn tls_flags_come_in_pairs_and_must_be_readable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ok, _, stderr) = run(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--tls-cert", "server.pem"],
+    );
+    assert!(!ok && stderr.contains("--tls-key"), "{stderr}");
+    // A certificate that cannot be read fails the start, not the first call.
+    let (ok, _, stderr) = run(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "missing.pem",
+            "--tls-key",
+            "missing-key.pem",
+        ],
+    );
+    assert!(!ok && stderr.contains("missing.pem"), "{stderr}");
+}
