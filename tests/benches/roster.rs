@@ -63,6 +63,31 @@ async fn bench(db: Db) {
         .await,
     );
 
+    // A 6,000-member group in one call, three times: more rows than one statement may bind, so
+    // the inserts go in batches of 1,000.
+    let members = seed_many(&app, "g", 6_000).await;
+    let member_ids: Vec<&str> = members.iter().map(String::as_str).collect();
+    seed_group(&app, TENANT, "everyone", &member_ids).await;
+    let mut big = Vec::new();
+    for _ in 0..3 {
+        big.push(owner.create_group("bench", &[]).await.expect("create").id);
+    }
+    rows.push(
+        timed(
+            "AddParticipants, a 6,000-member group per call",
+            3,
+            || async {
+                for c in &big {
+                    owner
+                        .add(c, vec![group_invitee("everyone")], false)
+                        .await
+                        .expect("add the group");
+                }
+            },
+        )
+        .await,
+    );
+
     // One user per call, sequentially, into one conversation.
     let c = owner.create_group("bench", &[]).await.expect("create").id;
     rows.push(
