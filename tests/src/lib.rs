@@ -448,3 +448,28 @@ macro_rules! both_dbs {
 // Re-exported for the test files.
 #[doc(hidden)]
 pub use {futures, prost_types, tokio, tonic, tonic_reflection, tonic_types, uuid};
+
+/// Runs every future on its own task, released together by a barrier, and returns their
+/// results in order: the concurrency and duplicate-request tests race calls with it.
+pub async fn all_at_once<T, F>(futures: Vec<F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(futures.len()));
+    let handles: Vec<_> = futures
+        .into_iter()
+        .map(|f| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                f.await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.expect("the task did not panic"));
+    }
+    out
+}

@@ -6,30 +6,6 @@ use parley_tests::*;
 use pb::{add_participants_result::Outcome, event::Type as EventType, participant::Role};
 use tonic::Code;
 
-/// Runs every future on its own task, all at once, and returns their results in order.
-async fn all_at_once<T, F>(futures: Vec<F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(futures.len()));
-    let handles: Vec<_> = futures
-        .into_iter()
-        .map(|f| {
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                barrier.wait().await;
-                f.await
-            })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for handle in handles {
-        out.push(handle.await.expect("the task did not panic"));
-    }
-    out
-}
-
 /// Every unacknowledged notification of [`TENANT`].
 async fn outbox(app: &TestApp) -> Vec<pb::Notification> {
     let service = app.service(TENANT);
