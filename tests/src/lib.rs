@@ -385,6 +385,32 @@ impl TestApp {
         caller
     }
 
+    /// Every unacknowledged notification of `tenant`, oldest first, over all pages (read as a
+    /// service of that tenant).
+    pub async fn unacked_notifications(&self, tenant: &str) -> Vec<pb::Notification> {
+        let service = self.service(tenant);
+        let (mut out, mut page_token) = (Vec::new(), String::new());
+        for _ in 0..1_000 {
+            let msg = pb::ListNotificationsRequest {
+                page_size: 1000,
+                page_token,
+                include_acked: false,
+            };
+            let page = service
+                .notif()
+                .list_notifications(service.req(msg))
+                .await
+                .expect("ListNotifications")
+                .into_inner();
+            out.extend(page.notifications);
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            page_token = page.next_page_token;
+        }
+        panic!("ListNotifications did not end");
+    }
+
     /// The URL of this server's database, for tests that look at housekeeping directly.
     pub fn database_url(&self) -> &str {
         &self.config.database_url

@@ -67,33 +67,8 @@ async fn revoke(caller: &Caller, invitation_id: &str) -> Result<pb::Invitation, 
         .into_inner())
 }
 
-/// Every unacknowledged notification of `tenant`, oldest first.
-async fn outbox_of(app: &TestApp, tenant: &str) -> Vec<pb::Notification> {
-    let service = app.service(tenant);
-    let (mut out, mut page_token) = (Vec::new(), String::new());
-    for _ in 0..100 {
-        let msg = pb::ListNotificationsRequest {
-            page_size: 1000,
-            page_token,
-            include_acked: false,
-        };
-        let page = service
-            .notif()
-            .list_notifications(service.req(msg))
-            .await
-            .expect("ListNotifications")
-            .into_inner();
-        out.extend(page.notifications);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        page_token = page.next_page_token;
-    }
-    panic!("ListNotifications did not end");
-}
-
 async fn outbox(app: &TestApp) -> Vec<pb::Notification> {
-    outbox_of(app, TENANT).await
+    app.unacked_notifications(TENANT).await
 }
 
 /// The invitation tokens sent to `email`, oldest first.
@@ -527,7 +502,7 @@ async fn accept_checks_the_token_and_the_email(db: Db) {
     invite(&mallory, &other.id, &[&email])
         .await
         .expect("invite in globex");
-    let foreign = tokens_for(&outbox_of(&app, OTHER_TENANT).await, &email);
+    let foreign = tokens_for(&app.unacked_notifications(OTHER_TENANT).await, &email);
     assert_eq!(foreign.len(), 1);
     expect_err(
         accept(&guest, &foreign[0]).await,

@@ -8,20 +8,7 @@ use tonic::Code;
 
 /// Every unacknowledged notification of [`TENANT`].
 async fn outbox(app: &TestApp) -> Vec<pb::Notification> {
-    let service = app.service(TENANT);
-    let msg = pb::ListNotificationsRequest {
-        page_size: 1000,
-        page_token: String::new(),
-        include_acked: false,
-    };
-    let page = service
-        .notif()
-        .list_notifications(service.req(msg))
-        .await
-        .expect("ListNotifications")
-        .into_inner();
-    assert!(page.next_page_token.is_empty(), "one page is enough here");
-    page.notifications
+    app.unacked_notifications(TENANT).await
 }
 
 async fn count_events(caller: &Caller, id: &str, kind: EventType) -> usize {
