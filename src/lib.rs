@@ -15,3 +15,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The `ErrorInfo.domain` of every Parley error.
 pub const ERROR_DOMAIN: &str = "parley.v1";
+
+/// The largest reply a Parley client must accept, in bytes. The server bounds what one call can
+/// return to fit it (an AddParticipants reply lists one result per person reached, see the
+/// server's `--max-group-reach`), and the SDK decodes replies up to it (tonic's default is
+/// 4 MiB, which a large group's reply can pass).
+pub const MAX_REPLY_BYTES: usize = 32 * 1024 * 1024;

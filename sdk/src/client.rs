@@ -489,7 +489,10 @@ pub(crate) use call_options;
 macro_rules! rpc {
     ($stub:ident :: $method:ident) => {
         |channel: ::tonic::transport::Channel, request| async move {
-            $stub::new(channel).$method(request).await
+            $stub::new(channel)
+                .max_decoding_message_size(::parley::MAX_REPLY_BYTES)
+                .$method(request)
+                .await
         }
     };
 }

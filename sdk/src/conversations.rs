@@ -294,6 +294,7 @@ impl UpdateConversation {
 pub struct ListConversations {
     page_size: i32,
     page_token: Option<String>,
+    include_removed: bool,
 }
 paged!(ListConversations);
 
@@ -301,6 +302,13 @@ impl ListConversations {
     /// The first page, at the server's default size.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Also list the conversations the caller was removed from, each with `viewer_state`
+    /// REMOVED: they still read them as they were at the removal.
+    pub fn include_removed(mut self, include: bool) -> Self {
+        self.include_removed = include;
+        self
     }
 }
 
@@ -405,6 +413,7 @@ impl Conversations {
         let message = pb::ListConversationsRequest {
             page_size: request.page_size,
             page_token: request.page_token.unwrap_or_default(),
+            include_removed: request.include_removed,
         };
         let call = rpc!(Stub::list_conversations);
         let page = self

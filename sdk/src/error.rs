@@ -200,6 +200,20 @@ pub enum Error {
         #[source]
         status: Status,
     },
+    /// `GROUP_EMPTY`: the group has no active member, so it adds nobody.
+    #[error(
+        "{}",
+        with_invitees(one_or_batch("group", group_id, "has no active member"), invitees)
+    )]
+    GroupEmpty {
+        /// The group, when one call named one group.
+        group_id: Option<String>,
+        /// Every failing invitee, when an `AddParticipants` batch failed.
+        invitees: Vec<InviteeFailure>,
+        /// The status the server sent.
+        #[source]
+        status: Status,
+    },
     /// `INVITATION_NOT_FOUND`: no invitation with this token or id.
     #[error("invitation not found")]
     InvitationNotFound {
@@ -400,6 +414,22 @@ pub enum Error {
     /// back; nothing was applied. Retried by the SDK.
     #[error("the write collided with a concurrent one and was rolled back")]
     WriteConflict {
+        /// The status the server sent.
+        #[source]
+        status: Status,
+    },
+    /// `WATCH_TOO_SLOW` (RESOURCE_EXHAUSTED): a watch stream fell too far behind and was ended;
+    /// open it again from the last seq received.
+    #[error("the watch fell too far behind and was ended")]
+    WatchTooSlow {
+        /// The status the server sent.
+        #[source]
+        status: Status,
+    },
+    /// `TOO_MANY_WATCHES` (RESOURCE_EXHAUSTED): too many watch streams are open for this
+    /// principal (or this service in total) on the replica.
+    #[error("too many open watch streams")]
+    TooManyWatches {
         /// The status the server sent.
         #[source]
         status: Status,

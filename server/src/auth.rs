@@ -178,6 +178,7 @@ impl Verifier {
             email: claims.email.filter(|e| !e.is_empty()),
             name: claims.name.filter(|n| !n.is_empty()),
             acting_for: None,
+            directory_kind: None,
         })
     }
 }

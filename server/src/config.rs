@@ -38,13 +38,33 @@ pub struct Limits {
     pub sweep_interval: Duration,
 }
 
+/// The largest `max_group_reach` a server accepts: with one call's direct invitees too, the
+/// reply of a call that reaches that many people, each result at its largest (ids of 128
+/// characters), fits in [`parley::MAX_REPLY_BYTES`] (a unit test checks the arithmetic).
+pub const MAX_GROUP_REACH_CEILING: usize = 40_000;
+
+impl Limits {
+    /// Refuses settings the server cannot honour.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.max_group_reach > MAX_GROUP_REACH_CEILING {
+            anyhow::bail!(
+                "--max-group-reach {} is above {MAX_GROUP_REACH_CEILING}: the reply of such a call \
+                 could pass the {} bytes a client decodes",
+                self.max_group_reach,
+                parley::MAX_REPLY_BYTES
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_participants: 10_000,
             max_initial_participants: 10,
             max_invitees: 1_000,
-            max_group_reach: 100_000,
+            max_group_reach: 10_000,
             invitation_ttl: Duration::from_secs(7 * 24 * 3600),
             rate_limit_per_second: 1_000,
             request_id_retention: Duration::from_secs(24 * 3600),
@@ -91,5 +111,64 @@ impl Config {
             limits: Limits::default(),
             tls: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley::pb;
+    use prost::Message;
+
+    /// The largest one result of an AddParticipants reply can be: every id at its longest.
+    fn largest_result() -> pb::AddParticipantsResult {
+        let id = "x".repeat(crate::domain::validate::MAX_ID_LEN);
+        let time = Some(prost_types::Timestamp {
+            seconds: i64::MAX / 2,
+            nanos: 999_999_999,
+        });
+        pb::AddParticipantsResult {
+            invitee: Some(pb::Invitee {
+                invitee: Some(pb::invitee::Invitee::UserId(id.clone())),
+            }),
+            outcome: pb::add_participants_result::Outcome::AlreadyParticipant as i32,
+            reason: pb::ErrorReason::TooManyWatches as i32,
+            participant: Some(pb::Participant {
+                conversation_id: uuid::Uuid::nil().to_string(),
+                user_id: id.clone(),
+                kind: 2,
+                role: 3,
+                state: 2,
+                added_by: id.clone(),
+                join_time: time,
+                removed_by: id.clone(),
+                remove_time: time,
+                history_from: i64::MAX,
+            }),
+            invitation: None,
+            via_group_id: id,
+        }
+    }
+
+    #[test]
+    fn the_largest_allowed_reply_fits_what_clients_decode() {
+        let one = largest_result();
+        let limits = Limits::default();
+        // Each result is one length-delimited field of the reply: its bytes plus a tag and a
+        // length prefix of at most 3 bytes.
+        let per_result = one.encoded_len() + 4;
+        let worst = (MAX_GROUP_REACH_CEILING + limits.max_invitees) * per_result;
+        assert!(
+            worst <= parley::MAX_REPLY_BYTES,
+            "{worst} bytes > {}",
+            parley::MAX_REPLY_BYTES
+        );
+        assert!(limits.max_group_reach <= MAX_GROUP_REACH_CEILING);
+        assert!(limits.check().is_ok());
+        let too_far = Limits {
+            max_group_reach: MAX_GROUP_REACH_CEILING + 1,
+            ..Limits::default()
+        };
+        assert!(too_far.check().is_err());
     }
 }

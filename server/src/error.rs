@@ -84,7 +84,7 @@ pub enum Error {
         would_have: i64,
     },
     /// An atomic AddParticipants with failing invitees: nothing was applied.
-    #[error("{} invitee(s) failed, nothing was applied: {}", .failures.len(), describe(.failures))]
+    #[error("{}", summarise(.failures))]
     InviteesFailed {
         conversation_id: String,
         failures: Vec<FieldViolation>,
@@ -109,6 +109,26 @@ pub enum Error {
     WriteConflict(String),
     #[error("internal error")]
     Internal(String),
+}
+
+/// An atomic AddParticipants failure in one line: how many failed and the first of them. The
+/// full list travels in the BadRequest detail, not again in the message (a 1,000-invitee
+/// failure would otherwise put ~100 KB in the trailers).
+fn summarise(failures: &[FieldViolation]) -> String {
+    match failures.first() {
+        None => "invitees failed, nothing was applied".to_owned(),
+        Some(first) if failures.len() == 1 => format!(
+            "1 invitee failed, nothing was applied: {}: {}",
+            first.field, first.description
+        ),
+        Some(first) => format!(
+            "{} invitees failed, nothing was applied; the first: {}: {} (the BadRequest detail \
+             lists them, the first listed_invitees of them if they are many)",
+            failures.len(),
+            first.field,
+            first.description
+        ),
+    }
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -222,6 +242,10 @@ impl Error {
             } => {
                 m.insert("conversation_id".into(), conversation_id.clone());
                 m.insert("failed_invitees".into(), failures.len().to_string());
+                m.insert(
+                    "listed_invitees".into(),
+                    within_trailer_budget(failures).len().to_string(),
+                );
             }
             _ => {}
         }
@@ -259,10 +283,11 @@ impl Error {
             | R::ExternalRosterLocked
             | R::ParticipantLimitExceeded
             | R::InvitationExpired
-            | R::InvitationNotPending => Code::FailedPrecondition,
+            | R::InvitationNotPending
+            | R::GroupEmpty => Code::FailedPrecondition,
             R::AlreadyParticipant | R::AlreadyInvited => Code::AlreadyExists,
             R::EtagMismatch | R::WriteConflict => Code::Aborted,
-            R::RateLimited => Code::ResourceExhausted,
+            R::RateLimited | R::WatchTooSlow | R::TooManyWatches => Code::ResourceExhausted,
             R::DatabaseUnavailable => Code::Unavailable,
             R::Internal | R::Unspecified => Code::Internal,
         }
@@ -305,7 +330,7 @@ impl From<Error> for tonic::Status {
             details.set_retry_info(Some(*retry_after));
         }
         if let Some(violations) = violations {
-            let list = violations
+            let list = within_trailer_budget(violations)
                 .iter()
                 .map(|v| tonic_types::FieldViolation {
                     field: v.field.clone(),
@@ -318,6 +343,26 @@ impl From<Error> for tonic::Status {
         }
         tonic::Status::with_error_details(error.code(), message, details)
     }
+}
+
+/// Bytes of field violations one error carries. The details travel in the trailers, and a
+/// client refuses a header block past its limit (16 KiB for hyper-based clients, tonic's
+/// included): a 1,000-invitee failure listed whole would be ~100 KB, and the call would end as
+/// a protocol error instead of its reason.
+const VIOLATION_BUDGET: usize = 6 * 1024;
+
+/// The first violations that fit [`VIOLATION_BUDGET`] (at least one). The ErrorInfo metadata
+/// says how many failed in all (`failed_invitees`) and how many are listed (`listed_invitees`).
+fn within_trailer_budget(violations: &[FieldViolation]) -> &[FieldViolation] {
+    let mut used = 0;
+    let fit = violations
+        .iter()
+        .take_while(|v| {
+            used += v.field.len() + v.description.len() + v.reason.as_str_name().len() + 8;
+            used <= VIOLATION_BUDGET
+        })
+        .count();
+    &violations[..fit.max(1).min(violations.len())]
 }
 
 impl From<sea_orm::DbErr> for Error {

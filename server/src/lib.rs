@@ -33,6 +33,7 @@ impl App {
     /// Connects to `config.database_url` (creating a SQLite file if missing), applies every
     /// pending migration and loads (or creates) the key file.
     pub async fn prepare(config: Config) -> anyhow::Result<Self> {
+        config.limits.check()?;
         let key = auth::KeyFile::load_or_create(&config.key_file)?;
         let verifier = match &config.jwt_public_key {
             Some(path) => auth::Verifier::public_key(&std::fs::read(path).map_err(|e| {

@@ -76,7 +76,7 @@ struct ServeArgs {
     #[arg(long, env = "PARLEY_MAX_INVITEES", default_value_t = 1_000)]
     max_invitees: usize,
     /// Group memberships one AddParticipants call may expand (the sum of its groups' sizes).
-    #[arg(long, env = "PARLEY_MAX_GROUP_REACH", default_value_t = 100_000)]
+    #[arg(long, env = "PARLEY_MAX_GROUP_REACH", default_value_t = 10_000)]
     max_group_reach: usize,
     /// How long an email invitation stays valid.
     #[arg(long, env = "PARLEY_INVITATION_TTL", default_value = "7d", value_parser = humantime::parse_duration)]

@@ -242,12 +242,23 @@ impl Caller {
 
     /// Every conversation the caller is an active participant of, over all pages.
     pub async fn list_conversations(&self) -> Result<Vec<pb::Conversation>, Status> {
+        self.list_conversations_with(false, 0).await
+    }
+
+    /// Every conversation the caller is in (and, with `include_removed`, was removed from),
+    /// over all pages of `page_size`.
+    pub async fn list_conversations_with(
+        &self,
+        include_removed: bool,
+        page_size: i32,
+    ) -> Result<Vec<pb::Conversation>, Status> {
         let mut out = Vec::new();
         let mut page_token = String::new();
         for _ in 0..MAX_PAGES {
             let msg = pb::ListConversationsRequest {
-                page_size: 0,
+                page_size,
                 page_token,
+                include_removed,
             };
             let page = self
                 .conv()

@@ -41,6 +41,14 @@ pub fn expect_err<T: Debug>(result: Result<T, Status>, code: Code, reason: Error
     }
 }
 
+/// The `ErrorInfo` of `status`; panics if it has none.
+#[track_caller]
+pub fn error_info(status: &Status) -> tonic_types::ErrorInfo {
+    status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in the status details: {status:?}"))
+}
+
 /// The `BadRequest` field violations of `status` (empty if none).
 pub fn field_violations(status: &Status) -> Vec<FieldViolation> {
     status

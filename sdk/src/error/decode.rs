@@ -207,6 +207,13 @@ impl Error {
                 invitees: p.invitees(),
                 status: p.status,
             },
+            R::GroupEmpty => Self::GroupEmpty {
+                group_id: p.opt("group_id"),
+                invitees: p.invitees(),
+                status: p.status,
+            },
+            R::WatchTooSlow => Self::WatchTooSlow { status: p.status },
+            R::TooManyWatches => Self::TooManyWatches { status: p.status },
             R::InvitationNotFound => Self::InvitationNotFound { status: p.status },
             R::UserDeactivated => Self::UserDeactivated {
                 user_id: p.opt("user_id"),

@@ -25,6 +25,9 @@ impl Error {
             Self::ParticipantNotFound { .. } => R::ParticipantNotFound,
             Self::UserNotFound { .. } => R::UserNotFound,
             Self::GroupNotFound { .. } => R::GroupNotFound,
+            Self::GroupEmpty { .. } => R::GroupEmpty,
+            Self::WatchTooSlow { .. } => R::WatchTooSlow,
+            Self::TooManyWatches { .. } => R::TooManyWatches,
             Self::InvitationNotFound { .. } => R::InvitationNotFound,
             Self::UserDeactivated { .. } => R::UserDeactivated,
             Self::CantInviteSelf { .. } => R::CantInviteSelf,
@@ -83,6 +86,9 @@ impl Error {
             | Self::ParticipantNotFound { status, .. }
             | Self::UserNotFound { status, .. }
             | Self::GroupNotFound { status, .. }
+            | Self::GroupEmpty { status, .. }
+            | Self::WatchTooSlow { status }
+            | Self::TooManyWatches { status }
             | Self::InvitationNotFound { status }
             | Self::UserDeactivated { status, .. }
             | Self::CantInviteSelf { status, .. }
@@ -181,6 +187,7 @@ impl Error {
             | Self::NoExternalInvitePermission { invitees, .. }
             | Self::UserNotFound { invitees, .. }
             | Self::GroupNotFound { invitees, .. }
+            | Self::GroupEmpty { invitees, .. }
             | Self::UserDeactivated { invitees, .. }
             | Self::CantInviteSelf { invitees, .. }
             | Self::ExternalRosterLocked { invitees, .. } => invitees,

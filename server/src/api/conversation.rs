@@ -10,6 +10,7 @@ use crate::domain::model::{ConversationKind, History, Permission, TimelineItem};
 use crate::domain::principal::{Actor, Principal};
 use crate::domain::rules::{self, RequestedPolicy};
 use crate::domain::validate::{self, Violations};
+use crate::domain::visibility::{self, ConversationView, Viewer};
 use crate::error::Error;
 use crate::store::{self, conversations as convs, directory as dir, timeline::Only};
 
@@ -68,9 +69,19 @@ pub(crate) async fn timeline_page(
         ),
         None => None,
     };
-    let (_, window) = state.read_access(p, &id).await?;
-    let mut items =
-        store::timeline::list(&state.db, &id, window, only, newest_first, after, size + 1).await?;
+    let tx = store::begin_read(&state.db).await?;
+    let (_, viewer) = state.read_access(&tx, p, &id).await?;
+    let mut items = store::timeline::list(
+        &tx,
+        &id,
+        viewer.window(),
+        only,
+        newest_first,
+        after,
+        size + 1,
+    )
+    .await?;
+    tx.commit().await?;
     let next = super::next_page(&state.pager, list, &scope, &mut items, size, |i| {
         i.seq.to_string()
     });
@@ -168,34 +179,20 @@ impl Conversations {
                 "is below the number of participants at creation",
             ));
         }
-        let owner = dir::get_user(&state.db, &p.tenant_id, &owner_id)
-            .await?
-            .ok_or_else(|| Error::UserNotFound(owner_id.clone()))?;
-        let mut found = dir::users_by_id(&state.db, &p.tenant_id, &others).await?;
-        let mut people = Vec::with_capacity(others.len());
-        for id in &others {
-            let user = found
-                .remove(id)
-                .ok_or_else(|| Error::UserNotFound(id.clone()))?;
-            if user.status == crate::domain::model::UserStatus::Deactivated {
-                return Err(Error::UserDeactivated(id.clone()));
-            }
-            people.push(user);
-        }
         let m = begin_mutation!(state, &p, "CreateConversation", req_for_key);
-        let c = convs::create(
+        let view = convs::create(
             &m.tx,
+            &p,
             convs::NewConversation {
-                tenant_id: p.tenant_id.clone(),
                 kind,
                 title: req.title,
                 policy,
-                owner,
-                others: people,
+                owner_id,
+                other_ids: others,
             },
         )
         .await?;
-        m.finish(convert::conversation(&c)).await
+        m.finish(convert::conversation(&view)).await
     }
 
     async fn update(
@@ -317,8 +314,8 @@ impl Conversations {
         v.finish()?;
         let id = id.unwrap_or_default();
         let m = begin_mutation!(self.0, &p, "UpdateConversation", req);
-        let c = convs::update(&m.tx, &p.tenant_id, &actor(&p), &id, &conv.etag, patch).await?;
-        m.finish(convert::conversation(&c)).await
+        let view = convs::update(&m.tx, &p, &id, &conv.etag, patch).await?;
+        m.finish(convert::conversation(&view)).await
     }
 
     async fn check_access(
@@ -347,8 +344,8 @@ impl Conversations {
 
     async fn get(&self, p: Principal, id: &str) -> Result<pb::Conversation, Error> {
         let id = validate::conversation_id("id", id)?;
-        let (c, _) = self.0.read_access(&p, &id).await?;
-        Ok(convert::conversation(&c))
+        let (c, viewer) = self.0.read_access(&self.0.db, &p, &id).await?;
+        Ok(convert::conversation(&viewer.conversation(&c)))
     }
 
     async fn transition<Req: prost::Message>(
@@ -365,8 +362,8 @@ impl Conversations {
             Begun::Replayed(reply) => return Ok(reply),
             Begun::Fresh(m) => m,
         };
-        let c = convs::transition(&m.tx, &p.tenant_id, &actor(&p), &id, to).await?;
-        m.finish(convert::conversation(&c)).await
+        let view = convs::transition(&m.tx, &p, &id, to).await?;
+        m.finish(convert::conversation(&view)).await
     }
 }
 
@@ -400,31 +397,36 @@ impl ConversationService for Conversations {
             .handle(LIST_CONVERSATIONS, request, |p, req| async move {
                 let size = validate::page_size(req.page_size)?;
                 let a = actor(&p);
-                let scope = format!("{}/{}", p.tenant_id, a.id());
+                let scope = format!("{}/{}/{}", p.tenant_id, a.id(), req.include_removed);
                 let before = self
                     .0
                     .pager
                     .open(&req.page_token, LIST_CONVERSATIONS, &scope)?;
-                let mut list = match &a {
-                    Actor::User(u) => {
-                        convs::list_for_user(
-                            &self.0.db,
-                            &p.tenant_id,
-                            u,
-                            before.as_deref(),
-                            size + 1,
-                        )
-                        .await?
-                    }
-                    Actor::Admin(_) => {
-                        convs::list_for_tenant(
-                            &self.0.db,
-                            &p.tenant_id,
-                            before.as_deref(),
-                            size + 1,
-                        )
-                        .await?
-                    }
+                let mut list: Vec<ConversationView> = match &a {
+                    Actor::User(u) => convs::list_for_user(
+                        &self.0.db,
+                        &p.tenant_id,
+                        u,
+                        req.include_removed,
+                        before.as_deref(),
+                        size + 1,
+                    )
+                    .await?
+                    .into_iter()
+                    .map(|(c, row)| {
+                        visibility::viewer(&c, &p, Some(row)).map(|v| v.conversation(&c))
+                    })
+                    .collect::<Result<_, _>>()?,
+                    Actor::Admin(_) => convs::list_for_tenant(
+                        &self.0.db,
+                        &p.tenant_id,
+                        before.as_deref(),
+                        size + 1,
+                    )
+                    .await?
+                    .iter()
+                    .map(|c| Viewer::Admin.conversation(c))
+                    .collect(),
                 };
                 let next_page_token = super::next_page(
                     &self.0.pager,
@@ -432,7 +434,7 @@ impl ConversationService for Conversations {
                     &scope,
                     &mut list,
                     size,
-                    |c| c.id.clone(),
+                    |v| v.conversation.id.clone(),
                 );
                 Ok(pb::ListConversationsResponse {
                     conversations: list.iter().map(convert::conversation).collect(),

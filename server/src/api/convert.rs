@@ -2,9 +2,8 @@
 
 use parley::pb;
 
-use crate::domain::model::{
-    Conversation, Entry, Group, Invitation, Micros, Participant, TimelineItem, User,
-};
+use crate::domain::model::{Entry, Group, Invitation, Micros, Participant, TimelineItem, User};
+use crate::domain::visibility::ConversationView;
 
 pub fn timestamp(micros: Micros) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -13,7 +12,9 @@ pub fn timestamp(micros: Micros) -> prost_types::Timestamp {
     }
 }
 
-pub fn conversation(c: &Conversation) -> pb::Conversation {
+/// A conversation as one viewer sees it ([`crate::domain::visibility::Viewer::conversation`]).
+pub fn conversation(view: &ConversationView) -> pb::Conversation {
+    let c = &view.conversation;
     pb::Conversation {
         id: c.id.clone(),
         kind: c.kind as i32,
@@ -34,7 +35,8 @@ pub fn conversation(c: &Conversation) -> pb::Conversation {
         first_message_time: c.first_message_time.map(timestamp),
         create_time: Some(timestamp(c.create_time)),
         update_time: Some(timestamp(c.update_time)),
-        etag: c.etag(),
+        etag: view.etag.clone(),
+        viewer_state: view.viewer_state.map_or(0, |s| s as i32),
     }
 }
 

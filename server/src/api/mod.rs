@@ -20,8 +20,8 @@ use crate::domain::model::Conversation;
 use crate::domain::model::{UserKind, UserStatus, now_micros};
 use crate::domain::paging::Pager;
 use crate::domain::principal::{Actor, Principal, PrincipalKind};
-use crate::domain::rules::{self, ReadWindow};
 use crate::domain::validate;
+use crate::domain::visibility::{self, Viewer};
 use crate::error::Error;
 use crate::store::{
     self, directory as dir,
@@ -106,6 +106,7 @@ impl State {
                     return Err(Error::UserDeactivated(user_id));
                 }
                 principal.acting_for = Some(user_id);
+                principal.directory_kind = Some(user.kind);
             }
             (PrincipalKind::Service, None) => {}
             (_, Some(_)) => {
@@ -113,20 +114,28 @@ impl State {
                     "only service principals may act for another user",
                 ));
             }
-            (_, None) => self.ensure_directory_entry(&principal).await?,
+            (_, None) => {
+                principal.directory_kind = Some(self.ensure_directory_entry(&principal).await?);
+            }
         }
         Ok(principal)
     }
 
-    /// A user principal's first call adds it to the directory from its token claims.
-    async fn ensure_directory_entry(&self, p: &Principal) -> Result<(), Error> {
+    /// A user principal's first call adds it to the directory from its token claims. Returns
+    /// the directory kind of the principal.
+    async fn ensure_directory_entry(&self, p: &Principal) -> Result<UserKind, Error> {
         match dir::get_user(&self.db, &p.tenant_id, &p.id).await? {
             Some(u) if u.status == UserStatus::Deactivated => {
                 Err(Error::UserDeactivated(p.id.clone()))
             }
-            Some(_) => Ok(()),
+            Some(u) => Ok(u.kind),
             None => {
                 let now = now_micros();
+                let kind = if p.kind == PrincipalKind::External {
+                    UserKind::External
+                } else {
+                    UserKind::Internal
+                };
                 dir::insert_user_if_missing(
                     &self.db,
                     crate::domain::model::User {
@@ -134,33 +143,32 @@ impl State {
                         id: p.id.clone(),
                         display_name: p.name.clone().unwrap_or_else(|| p.id.clone()),
                         email: p.email.clone().unwrap_or_default(),
-                        kind: if p.kind == PrincipalKind::External {
-                            UserKind::External
-                        } else {
-                            UserKind::Internal
-                        },
+                        kind,
                         status: UserStatus::Active,
                         create_time: now,
                         update_time: now,
                     },
                 )
-                .await
+                .await?;
+                Ok(kind)
             }
         }
     }
 
-    /// A conversation of the caller's tenant and the part of it the caller may read: any
-    /// participant, active or removed (rules 15, 18, 19), or a service acting as administrator.
-    pub(crate) async fn read_access(
+    /// A conversation of the caller's tenant and who the caller is to it: any participant,
+    /// active or removed (rules 15, 18, 19), or a service acting as administrator. Run it on
+    /// the read transaction ([`store::begin_read`]) the rest of the read uses, so that the
+    /// authorization and the fetch see one snapshot.
+    pub(crate) async fn read_access<C: sea_orm::ConnectionTrait>(
         &self,
+        db: &C,
         p: &Principal,
         conversation_id: &str,
-    ) -> Result<(Conversation, ReadWindow), Error> {
-        let c = store::get_conversation(&self.db, &p.tenant_id, conversation_id).await?;
-        let a = actor(p);
-        let caller = store::caller_participant(&self.db, conversation_id, &a).await?;
-        let window = rules::read_window(&c, &a, caller.as_ref())?;
-        Ok((c, window))
+    ) -> Result<(Conversation, Viewer), Error> {
+        let c = store::get_conversation(db, &p.tenant_id, conversation_id).await?;
+        let caller = store::caller_participant(db, conversation_id, &p.actor()).await?;
+        let viewer = visibility::viewer(&c, p, caller)?;
+        Ok((c, viewer))
     }
 
     /// Runs one RPC: authenticates, calls `f` (again, a few times, if its write lost to a

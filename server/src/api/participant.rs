@@ -12,7 +12,6 @@ use super::conversation::{TimelineQuery, timeline_page};
 use super::{State, actor, begin_mutation, convert};
 use crate::domain::model::{ParticipantKind, ParticipantState, Role};
 use crate::domain::principal::Principal;
-use crate::domain::rules;
 use crate::domain::validate::{self, Violations};
 use crate::error::Error;
 use crate::store::{
@@ -73,11 +72,12 @@ impl Participants {
             .0
             .pager
             .open(&req.page_token, LIST_INVITATIONS, &scope)?;
-        let (c, window) = self.0.read_access(&p, &id).await?;
-        rules::require_current_reader(&c, &window)?;
+        let tx = store::begin_read(&self.0.db).await?;
+        let (c, viewer) = self.0.read_access(&tx, &p, &id).await?;
+        viewer.require_current(&c)?;
         let now = crate::domain::model::now_micros();
-        let mut list =
-            store::invitations::list(&self.0.db, &id, after.as_deref(), size + 1).await?;
+        let mut list = store::invitations::list(&tx, &id, after.as_deref(), size + 1).await?;
+        tx.commit().await?;
         let next_page_token = super::next_page(
             &self.0.pager,
             LIST_INVITATIONS,
@@ -222,16 +222,19 @@ impl Participants {
             .0
             .pager
             .open(&req.page_token, LIST_PARTICIPANTS, &scope)?;
-        let (c, window) = self.0.read_access(&p, &id).await?;
-        rules::require_current_reader(&c, &window)?;
+        let tx = store::begin_read(&self.0.db).await?;
+        let (c, viewer) = self.0.read_access(&tx, &p, &id).await?;
+        viewer.require_current(&c)?;
         let mut list = parts::list(
-            &self.0.db,
+            &tx,
             &c,
+            viewer.roster(),
             ParticipantFilter { state, kind },
             after.as_deref(),
             size + 1,
         )
         .await?;
+        tx.commit().await?;
         let next_page_token = super::next_page(
             &self.0.pager,
             LIST_PARTICIPANTS,
@@ -259,12 +262,16 @@ impl Participants {
         v.check(validate::id_field("user_id", &req.user_id));
         v.finish()?;
         let id = id.unwrap_or_default();
-        let (c, window) = self.0.read_access(&p, &id).await?;
+        let tx = store::begin_read(&self.0.db).await?;
+        let (c, viewer) = self.0.read_access(&tx, &p, &id).await?;
         if actor(&p).user_id() != Some(req.user_id.as_str()) {
-            rules::require_current_reader(&c, &window)?;
+            viewer.require_current(&c)?;
         }
-        let target = store::get_participant(&self.0.db, &id, &req.user_id)
-            .await?
+        let target = store::get_participant(&tx, &id, &req.user_id).await?;
+        tx.commit().await?;
+        // Someone the viewer may not see is, to them, not there (rule 18).
+        let target = target
+            .filter(|t| viewer.may_see(t))
             .ok_or(Error::ParticipantNotFound {
                 conversation_id: id,
                 user_id: req.user_id,

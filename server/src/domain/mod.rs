@@ -6,3 +6,4 @@ pub mod paging;
 pub mod principal;
 pub mod rules;
 pub mod validate;
+pub mod visibility;

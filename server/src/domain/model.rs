@@ -73,6 +73,13 @@ pub struct Conversation {
     pub version: i64,
     pub create_time: Micros,
     pub update_time: Micros,
+    /// The version as external viewers see it: internal-only roster changes do not move it
+    /// (rule 18).
+    pub shared_version: i64,
+    /// The update time as external viewers see it (rule 18).
+    pub shared_update_time: Micros,
+    /// Active participants an external viewer is shown: external participants and the owner.
+    pub external_view_count: i32,
 }
 
 impl Conversation {
@@ -81,9 +88,15 @@ impl Conversation {
         self.policy.lock_external_roster_on_first_message && self.first_message_time.is_some()
     }
 
-    /// An opaque version tag for optimistic concurrency.
+    /// An opaque version tag for optimistic concurrency, as internal viewers see it.
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.version)
+    }
+
+    /// The version tag as external viewers see it: it moves with every change they can see and
+    /// with no other (rule 18).
+    pub fn shared_etag(&self) -> String {
+        format!("\"s{}\"", self.shared_version)
     }
 }
 
@@ -102,6 +115,22 @@ pub struct Participant {
     pub history_from: i64,
     /// The seq of the event that removed them: they read below it.
     pub removed_seq: Option<i64>,
+    /// The conversation as they saw it just after their latest removal (rule 15); `None`
+    /// while active.
+    pub removed_view: Option<FrozenView>,
+}
+
+/// The changing fields of a conversation as one viewer saw them at one moment: what a removed
+/// participant reads of the conversation from their removal on (rule 15).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrozenView {
+    pub title: String,
+    pub state: ConversationState,
+    pub policy: Policy,
+    pub participant_count: i32,
+    pub first_message_time: Option<Micros>,
+    pub update_time: Micros,
+    pub etag: String,
 }
 
 impl Participant {

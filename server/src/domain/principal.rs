@@ -22,6 +22,9 @@ pub struct Principal {
     pub name: Option<String>,
     /// For a service principal: the user named by `x-parley-act-as`.
     pub acting_for: Option<String>,
+    /// The directory kind of the user the call is judged as (the act-as user for a service
+    /// acting for one), read with the call; `None` for a service acting as administrator.
+    pub directory_kind: Option<crate::domain::model::UserKind>,
 }
 
 /// Whom a call is judged as.

@@ -96,52 +96,6 @@ pub fn require_owner_or_admin(standing: &Standing<'_>) -> Result<(), Error> {
     }
 }
 
-/// The part of a timeline a viewer may read (rules 15, 18, 19).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReadWindow {
-    /// First readable seq.
-    pub from: i64,
-    /// First seq no longer readable (the removal event), if removed.
-    pub until: Option<i64>,
-    /// External viewers never see events about internal participants.
-    pub hide_internal_events: bool,
-}
-
-/// The roster and the invitations are the conversation as it is now, which a removed
-/// participant may not see (rule 15: the history they were part of, nothing after). They
-/// still read the conversation, its messages and its timeline up to their removal, and their
-/// own participant row.
-pub fn require_current_reader(
-    conversation: &Conversation,
-    window: &ReadWindow,
-) -> Result<(), Error> {
-    match window.until {
-        Some(_) => Err(Error::ParticipantRemoved(conversation.id.clone())),
-        None => Ok(()),
-    }
-}
-
-/// What the caller may read: any participant, active or removed; administrators read all.
-pub fn read_window(
-    conversation: &Conversation,
-    actor: &Actor,
-    caller: Option<&Participant>,
-) -> Result<ReadWindow, Error> {
-    match (actor, caller) {
-        (Actor::Admin(_), _) => Ok(ReadWindow {
-            from: 1,
-            until: None,
-            hide_internal_events: false,
-        }),
-        (Actor::User(_), Some(p)) => Ok(ReadWindow {
-            from: p.history_from.max(1),
-            until: if p.is_active() { None } else { p.removed_seq },
-            hide_internal_events: p.kind == ParticipantKind::External,
-        }),
-        (Actor::User(_), None) => Err(Error::NotAParticipant(conversation.id.clone())),
-    }
-}
-
 /// Where a newly added participant's history starts (rule 11).
 pub fn history_from(policy: &Policy, last_seq: i64) -> i64 {
     match policy.new_participant_history {

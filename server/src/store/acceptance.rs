@@ -78,9 +78,11 @@ pub async fn accept(
                 remove_time: None,
                 history_from: rules::history_from(&c.policy, c.last_seq),
                 removed_seq: None,
+                removed_view: None,
             };
             super::upsert_participants(tx, tenant_id, std::slice::from_ref(&p)).await?;
             c.participant_count += 1;
+            c.external_view_count += 1;
             c.last_seq += 1;
             let added = event(
                 &c.id,
@@ -135,15 +137,12 @@ async fn finish(
     subjects: Vec<String>,
 ) -> Result<(), Error> {
     c.last_seq += 1;
-    c.update_time = now;
-    append_items(
-        tx,
-        &[event(
-            &c.id, c.last_seq, now, event_type, actor_id, subjects, false,
-        )],
-    )
-    .await?;
-    save_conversation(tx, c, true).await
+    let items = [event(
+        &c.id, c.last_seq, now, event_type, actor_id, subjects, false,
+    )];
+    crate::domain::visibility::touch(c, now, &items);
+    append_items(tx, &items).await?;
+    save_conversation(tx, c).await
 }
 
 /// DeclineInvitation by the invitee.

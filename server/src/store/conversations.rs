@@ -15,24 +15,70 @@ use crate::domain::model::{
     Conversation, ConversationKind, ConversationState, Entry, EventType, Participant,
     ParticipantKind, ParticipantState, Role, TimelineItem, User, now_micros,
 };
-use crate::domain::principal::Actor;
+use crate::domain::principal::{Actor, Principal};
 use crate::domain::rules;
+use crate::domain::visibility::{self, ConversationView};
 use crate::error::Error;
 
 /// What CreateConversation asks for, validated.
 pub struct NewConversation {
-    pub tenant_id: String,
     pub kind: ConversationKind,
     pub title: String,
     pub policy: crate::domain::model::Policy,
-    pub owner: User,
-    /// The other people, known active directory users, without the owner, no duplicates.
-    pub others: Vec<User>,
+    pub owner_id: String,
+    /// The other people's ids, without the owner, no duplicates.
+    pub other_ids: Vec<String>,
+}
+
+/// The people of a new conversation, read from the directory inside its transaction, so that
+/// a user deactivated concurrently is never added: the owner and the others, each a known,
+/// active user.
+struct People {
+    tenant_id: String,
+    kind: ConversationKind,
+    title: String,
+    policy: crate::domain::model::Policy,
+    owner: User,
+    others: Vec<User>,
 }
 
 /// Creates a conversation with its owner, participants and opening events; a DIRECT
-/// conversation that already exists between the two people is returned instead.
-pub async fn create(tx: &DatabaseTransaction, new: NewConversation) -> Result<Conversation, Error> {
+/// conversation that already exists between the two people is returned instead. Returns it as
+/// its creator sees it.
+pub async fn create(
+    tx: &DatabaseTransaction,
+    principal: &Principal,
+    request: NewConversation,
+) -> Result<ConversationView, Error> {
+    let tenant_id = &principal.tenant_id;
+    let owner = super::directory::get_user(tx, tenant_id, &request.owner_id)
+        .await?
+        .ok_or_else(|| Error::UserNotFound(request.owner_id.clone()))?;
+    let mut found = super::directory::users_by_id(tx, tenant_id, &request.other_ids).await?;
+    let mut others = Vec::with_capacity(request.other_ids.len());
+    for id in &request.other_ids {
+        let user = found
+            .remove(id)
+            .ok_or_else(|| Error::UserNotFound(id.clone()))?;
+        if user.status == crate::domain::model::UserStatus::Deactivated {
+            return Err(Error::UserDeactivated(id.clone()));
+        }
+        others.push(user);
+    }
+    let new = People {
+        tenant_id: tenant_id.clone(),
+        kind: request.kind,
+        title: request.title,
+        policy: request.policy,
+        owner,
+        others,
+    };
+    let c = insert(tx, &new).await?;
+    let caller = super::get_participant(tx, &c.id, &new.owner.id).await?;
+    Ok(visibility::viewer(&c, principal, caller)?.conversation(&c))
+}
+
+async fn insert(tx: &DatabaseTransaction, new: &People) -> Result<Conversation, Error> {
     let direct_key = (new.kind == ConversationKind::Direct)
         .then(|| {
             new.others
@@ -72,6 +118,7 @@ pub async fn create(tx: &DatabaseTransaction, new: NewConversation) -> Result<Co
             remove_time: None,
             history_from: 1,
             removed_seq: None,
+            removed_view: None,
         })
         .collect();
     // seq 1: created; then who was added, internal and external apart (rule 18).
@@ -125,6 +172,9 @@ pub async fn create(tx: &DatabaseTransaction, new: NewConversation) -> Result<Co
         version: Set(1),
         create_time: Set(now),
         update_time: Set(now),
+        shared_version: Set(1),
+        shared_update_time: Set(now),
+        external_view_count: Set(visibility::external_view_count(&participants)),
     };
     conversations::Entity::insert(row)
         .exec_without_returning(tx)
@@ -168,28 +218,36 @@ async fn find_direct(
         .transpose()
 }
 
-/// The conversations `user_id` is an active participant of, newest first, after `before`.
+/// The conversations `user_id` is an active participant of (or, with `include_removed`, was
+/// removed from), newest first, after `before`, each with the user's participant row.
 pub async fn list_for_user(
     db: &DatabaseConnection,
     tenant_id: &str,
     user_id: &str,
+    include_removed: bool,
     before: Option<&str>,
     limit: u64,
-) -> Result<Vec<Conversation>, Error> {
+) -> Result<Vec<(Conversation, Participant)>, Error> {
     let mut q = conversations::Entity::find()
         .join_rev(JoinType::InnerJoin, participants_relation())
         .filter(participants::Column::TenantId.eq(tenant_id))
-        .filter(participants::Column::UserId.eq(user_id))
-        .filter(participants::Column::State.eq(ParticipantState::Active as i32));
+        .filter(participants::Column::UserId.eq(user_id));
+    if !include_removed {
+        q = q.filter(participants::Column::State.eq(ParticipantState::Active as i32));
+    }
     if let Some(before) = before {
         q = q.filter(conversations::Column::Id.lt(before));
     }
     q.order_by_desc(conversations::Column::Id)
         .limit(limit)
+        .select_also(participants::Entity)
         .all(db)
         .await?
         .into_iter()
-        .map(conversation_from)
+        .map(|(c, p)| {
+            let p = p.ok_or_else(|| Error::Internal("a joined participant is missing".into()))?;
+            Ok((conversation_from(c)?, super::participant_from(p)?))
+        })
         .collect()
 }
 
@@ -234,20 +292,23 @@ pub enum Transition {
 /// nothing; a closed conversation stays closed.
 pub async fn transition(
     tx: &DatabaseTransaction,
-    tenant_id: &str,
-    actor: &Actor,
+    principal: &Principal,
     id: &str,
     to: Transition,
-) -> Result<Conversation, Error> {
-    let mut c = lock_conversation(tx, tenant_id, id).await?;
+) -> Result<ConversationView, Error> {
+    let actor = &principal.actor();
+    let mut c = lock_conversation(tx, &principal.tenant_id, id).await?;
     let caller = super::caller_participant(tx, id, actor).await?;
     let standing = rules::require_active(&c, actor, caller.as_ref())?;
     rules::require_owner_or_admin(&standing)?;
+    let viewer = visibility::viewer(&c, principal, caller.clone())?;
     use ConversationState as S;
     let (next, event_type) = match (c.state, to) {
-        (S::Closed, Transition::Close) => return Ok(c),
+        (S::Closed, Transition::Close) => return Ok(viewer.conversation(&c)),
         (S::Closed, _) => return Err(Error::ConversationClosed(c.id.clone())),
-        (S::Archived, Transition::Archive) | (S::Active, Transition::Unarchive) => return Ok(c),
+        (S::Archived, Transition::Archive) | (S::Active, Transition::Unarchive) => {
+            return Ok(viewer.conversation(&c));
+        }
         (_, Transition::Archive) => (S::Archived, EventType::ConversationArchived),
         (_, Transition::Unarchive) => (S::Active, EventType::ConversationUnarchived),
         (_, Transition::Close) => (S::Closed, EventType::ConversationClosed),
@@ -255,23 +316,19 @@ pub async fn transition(
     let now = now_micros();
     c.state = next;
     c.last_seq += 1;
-    c.update_time = now;
-    append_items(
-        tx,
-        &[event(
-            &c.id,
-            c.last_seq,
-            now,
-            event_type,
-            actor.id(),
-            vec![],
-            false,
-        )],
-    )
-    .await?;
-    save_conversation(tx, &c, true).await?;
-    c.version += 1;
-    Ok(c)
+    let items = [event(
+        &c.id,
+        c.last_seq,
+        now,
+        event_type,
+        actor.id(),
+        vec![],
+        false,
+    )];
+    visibility::touch(&mut c, now, &items);
+    append_items(tx, &items).await?;
+    save_conversation(tx, &c).await?;
+    Ok(viewer.conversation(&c))
 }
 
 /// Posts a message (rule 25); the first one sets `first_message_time` and, with the lock on,
@@ -292,7 +349,6 @@ pub async fn send_message(
     let first = c.first_message_time.is_none();
     if first {
         c.first_message_time = Some(now);
-        c.update_time = now;
     }
     let item = TimelineItem {
         conversation_id: c.id.clone(),
@@ -304,8 +360,13 @@ pub async fn send_message(
             body,
         },
     };
+    // Only the first message changes the record (its first_message_time); later ones move
+    // nothing a reader of the record sees.
+    if first {
+        visibility::touch(&mut c, now, std::slice::from_ref(&item));
+    }
     append_items(tx, std::slice::from_ref(&item)).await?;
-    save_conversation(tx, &c, first).await?;
+    save_conversation(tx, &c).await?;
     Ok(item)
 }
 
@@ -324,13 +385,13 @@ pub struct ConversationPatch {
 /// UpdateConversation: the owner changes the title or the policy, guarded by the etag.
 pub async fn update(
     tx: &DatabaseTransaction,
-    tenant_id: &str,
-    actor: &Actor,
+    principal: &Principal,
     id: &str,
     etag: &str,
     patch: ConversationPatch,
-) -> Result<Conversation, Error> {
-    let mut c = lock_conversation(tx, tenant_id, id).await?;
+) -> Result<ConversationView, Error> {
+    let actor = &principal.actor();
+    let mut c = lock_conversation(tx, &principal.tenant_id, id).await?;
     let caller = super::caller_participant(tx, id, actor).await?;
     let standing = rules::require_active(&c, actor, caller.as_ref())?;
     if !standing.satisfies(crate::domain::model::Permission::Owner) {
@@ -338,7 +399,9 @@ pub async fn update(
             "only the owner may update a conversation",
         ));
     }
-    if !etag.is_empty() && etag != c.etag() {
+    // The etag is the one the caller reads (an external owner's moves only with what they see).
+    let viewer = visibility::viewer(&c, principal, caller.clone())?;
+    if !etag.is_empty() && etag != viewer.conversation(&c).etag {
         return Err(Error::EtagMismatch(etag.to_owned()));
     }
     rules::require_open(&c)?;
@@ -386,16 +449,14 @@ pub async fn update(
         p.max_participants = v;
     }
     if c.policy != before {
-        if c.policy.max_participants < before.max_participants {
-            let holding = i64::from(c.participant_count)
-                + super::invitations::count_pending(tx, id, now).await?;
-            if holding > i64::from(c.policy.max_participants) {
-                return Err(Error::ParticipantLimitExceeded {
-                    conversation_id: c.id.clone(),
-                    max: c.policy.max_participants,
-                    would_have: holding,
-                });
-            }
+        // Only active participants count (rule 9): a pending invitation is checked against
+        // the cap when it is accepted.
+        if c.policy.max_participants < c.participant_count {
+            return Err(Error::ParticipantLimitExceeded {
+                conversation_id: c.id.clone(),
+                max: c.policy.max_participants,
+                would_have: i64::from(c.participant_count),
+            });
         }
         c.last_seq += 1;
         items.push(event(
@@ -409,11 +470,10 @@ pub async fn update(
         ));
     }
     if items.is_empty() {
-        return Ok(c);
+        return Ok(viewer.conversation(&c));
     }
-    c.update_time = now;
+    visibility::touch(&mut c, now, &items);
     append_items(tx, &items).await?;
-    save_conversation(tx, &c, true).await?;
-    c.version += 1;
-    Ok(c)
+    save_conversation(tx, &c).await?;
+    Ok(viewer.conversation(&c))
 }

@@ -92,6 +92,9 @@ pub mod conversations {
         pub version: i64,
         pub create_time: i64,
         pub update_time: i64,
+        pub shared_version: i64,
+        pub shared_update_time: i64,
+        pub external_view_count: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -120,6 +123,7 @@ pub mod participants {
         pub remove_time: Option<i64>,
         pub history_from: i64,
         pub removed_seq: Option<i64>,
+        pub removed_view: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::RngCore;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, prelude::Expr,
-    sea_query::CaseStatement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, prelude::Expr, sea_query::CaseStatement,
 };
 use sha2::{Digest, Sha256};
 
@@ -188,8 +187,8 @@ pub async fn set_state(
 }
 
 /// A conversation's invitations by id (creation order), after `after`.
-pub async fn list(
-    db: &DatabaseConnection,
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
     conversation_id: &str,
     after: Option<&str>,
     limit: u64,

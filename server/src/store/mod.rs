@@ -23,9 +23,9 @@ use sea_orm::{
 };
 
 use crate::domain::model::{
-    Conversation, ConversationKind, ConversationState, Entry, EventType, History, Participant,
-    ParticipantKind, ParticipantState, Permission, Policy, Role, TimelineItem, User, UserKind,
-    UserStatus,
+    Conversation, ConversationKind, ConversationState, Entry, EventType, FrozenView, History,
+    Participant, ParticipantKind, ParticipantState, Permission, Policy, Role, TimelineItem, User,
+    UserKind, UserStatus,
 };
 use crate::error::Error;
 
@@ -71,6 +71,24 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()
             })
+            .await?
+        }
+        _ => db.begin().await?,
+    };
+    Ok(tx)
+}
+
+/// Starts a read transaction: every statement of a read sees one snapshot, so a removal that
+/// commits between the authorization and the fetch cannot leak items past it. PostgreSQL:
+/// REPEATABLE READ, READ ONLY; SQLite: a deferred transaction, whose first read fixes the
+/// snapshot (WAL).
+pub async fn begin_read(db: &DatabaseConnection) -> Result<DatabaseTransaction, Error> {
+    let tx = match db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            db.begin_with_config(
+                Some(sea_orm::IsolationLevel::RepeatableRead),
+                Some(sea_orm::AccessMode::ReadOnly),
+            )
             .await?
         }
         _ => db.begin().await?,
@@ -182,6 +200,7 @@ pub(crate) async fn upsert_participants(
                     P::RemoveTime,
                     P::HistoryFrom,
                     P::RemovedSeq,
+                    P::RemovedView,
                 ])
                 .to_owned(),
         )
@@ -191,12 +210,9 @@ pub(crate) async fn upsert_participants(
     Ok(())
 }
 
-/// Saves the conversation row's mutable columns, bumping its version.
-pub async fn save_conversation(
-    tx: &DatabaseTransaction,
-    c: &Conversation,
-    bump_version: bool,
-) -> Result<(), Error> {
+/// Saves the conversation row's mutable columns as they are in `c` (the caller moved the
+/// versions with [`crate::domain::visibility::touch`]).
+pub async fn save_conversation(tx: &DatabaseTransaction, c: &Conversation) -> Result<(), Error> {
     use entities::conversations::Column as C;
     entities::conversations::Entity::update_many()
         .col_expr(C::State, Expr::value(c.state as i32))
@@ -214,10 +230,13 @@ pub async fn save_conversation(
         )
         .col_expr(C::MaxParticipants, Expr::value(c.policy.max_participants))
         .col_expr(C::ParticipantCount, Expr::value(c.participant_count))
+        .col_expr(C::ExternalViewCount, Expr::value(c.external_view_count))
         .col_expr(C::LastSeq, Expr::value(c.last_seq))
         .col_expr(C::FirstMessageTime, Expr::value(c.first_message_time))
-        .col_expr(C::Version, Expr::value(c.version + i64::from(bump_version)))
+        .col_expr(C::Version, Expr::value(c.version))
         .col_expr(C::UpdateTime, Expr::value(c.update_time))
+        .col_expr(C::SharedVersion, Expr::value(c.shared_version))
+        .col_expr(C::SharedUpdateTime, Expr::value(c.shared_update_time))
         .filter(C::Id.eq(c.id.clone()))
         .exec(tx)
         .await?;
@@ -250,6 +269,9 @@ pub(crate) fn conversation_from(m: entities::conversations::Model) -> Result<Con
         version: m.version,
         create_time: m.create_time,
         update_time: m.update_time,
+        shared_version: m.shared_version,
+        shared_update_time: m.shared_update_time,
+        external_view_count: m.external_view_count,
     })
 }
 
@@ -266,7 +288,64 @@ pub(crate) fn participant_from(m: entities::participants::Model) -> Result<Parti
         remove_time: m.remove_time,
         history_from: m.history_from,
         removed_seq: m.removed_seq,
+        removed_view: m.removed_view.as_deref().map(frozen_from).transpose()?,
     })
+}
+
+/// A [`FrozenView`] as the `participants.removed_view` column keeps it (JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FrozenRow {
+    title: String,
+    state: i32,
+    add_internal: i32,
+    add_external: i32,
+    remove: i32,
+    lock_external: bool,
+    history: i32,
+    max_participants: i32,
+    participant_count: i32,
+    first_message_time: Option<i64>,
+    update_time: i64,
+    etag: String,
+}
+
+fn frozen_from(json: &str) -> Result<FrozenView, Error> {
+    let r: FrozenRow = serde_json::from_str(json)
+        .map_err(|e| Error::Internal(format!("stored removed view: {e}")))?;
+    Ok(FrozenView {
+        title: r.title,
+        state: enum_value::<ConversationState>("conversation state", r.state)?,
+        policy: Policy {
+            add_internal: enum_value::<Permission>("permission", r.add_internal)?,
+            add_external: enum_value::<Permission>("permission", r.add_external)?,
+            remove: enum_value::<Permission>("permission", r.remove)?,
+            lock_external_roster_on_first_message: r.lock_external,
+            new_participant_history: enum_value::<History>("history", r.history)?,
+            max_participants: r.max_participants,
+        },
+        participant_count: r.participant_count,
+        first_message_time: r.first_message_time,
+        update_time: r.update_time,
+        etag: r.etag,
+    })
+}
+
+fn frozen_row(v: &FrozenView) -> String {
+    serde_json::to_string(&FrozenRow {
+        title: v.title.clone(),
+        state: v.state as i32,
+        add_internal: v.policy.add_internal as i32,
+        add_external: v.policy.add_external as i32,
+        remove: v.policy.remove as i32,
+        lock_external: v.policy.lock_external_roster_on_first_message,
+        history: v.policy.new_participant_history as i32,
+        max_participants: v.policy.max_participants,
+        participant_count: v.participant_count,
+        first_message_time: v.first_message_time,
+        update_time: v.update_time,
+        etag: v.etag.clone(),
+    })
+    .unwrap_or_default()
 }
 
 pub(crate) fn participant_row(
@@ -287,6 +366,7 @@ pub(crate) fn participant_row(
         remove_time: Set(p.remove_time),
         history_from: Set(p.history_from),
         removed_seq: Set(p.removed_seq),
+        removed_view: Set(p.removed_view.as_ref().map(frozen_row)),
     }
 }
 

@@ -4,8 +4,7 @@ use std::collections::HashMap;
 
 use parley::pb::ErrorReason;
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::entities::participants;
@@ -20,6 +19,7 @@ use crate::domain::model::{
 };
 use crate::domain::principal::Actor;
 use crate::domain::rules::{self, Verdict};
+use crate::domain::visibility::{self, RosterScope};
 use crate::error::{Error, FieldViolation};
 
 /// One invitee of an AddParticipants call, as the request named it.
@@ -65,6 +65,8 @@ enum Person {
     User(String),
     Email(String),
     UnknownGroup,
+    /// A group with no active member: it adds nobody (rule 5, `GROUP_EMPTY`).
+    EmptyGroup,
 }
 
 /// Verdict on an email address that matches no directory user.
@@ -179,6 +181,7 @@ pub async fn add(
     for (index, invitee, via, person) in named {
         let judgement = match &person {
             Person::UnknownGroup => Judged::User(Verdict::Fail(ErrorReason::GroupNotFound)),
+            Person::EmptyGroup => Judged::User(Verdict::Fail(ErrorReason::GroupEmpty)),
             Person::User(id) => {
                 let user = users.get(id);
                 // A group expands to its active members: deactivated ones are skipped.
@@ -228,6 +231,27 @@ pub async fn add(
         };
         judged.push((index, invitee, via, person, judgement));
     }
+    // A group that reached nobody active (no members, or only deactivated ones) still has its
+    // one result (rule 5: never a silent cap), in request order.
+    let reached: std::collections::HashSet<usize> = judged.iter().map(|j| j.0).collect();
+    let empty_groups: Vec<usize> = invitees
+        .iter()
+        .enumerate()
+        .filter(|(i, invitee)| matches!(invitee, Invitee::Group(_)) && !reached.contains(i))
+        .map(|(i, _)| i)
+        .collect();
+    if !empty_groups.is_empty() {
+        for index in empty_groups {
+            judged.push((
+                index,
+                invitees[index].clone(),
+                None,
+                Person::EmptyGroup,
+                Judged::User(Verdict::Fail(ErrorReason::GroupEmpty)),
+            ));
+        }
+        judged.sort_by_key(|j| j.0);
+    }
 
     let failures: Vec<FieldViolation> = judged
         .iter()
@@ -275,18 +299,10 @@ pub async fn add(
         .map(|(e, _)| e.clone())
         .collect();
 
-    // The cap counts active participants and pending invitations (rule 9).
-    let pending_count = if new_emails.is_empty() && added_ids.is_empty() {
-        0
-    } else {
-        invitations::count_pending(tx, conversation_id, now).await?
-    };
-    let would_have = i64::from(c.participant_count)
-        + pending_count
-        + (added_ids.len() + new_emails.len()) as i64;
-    if (!added_ids.is_empty() || !new_emails.is_empty())
-        && would_have > i64::from(c.policy.max_participants)
-    {
+    // The cap counts active participants only (rule 9): a pending invitation is checked
+    // against it again when accepted.
+    let would_have = i64::from(c.participant_count) + added_ids.len() as i64;
+    if !added_ids.is_empty() && would_have > i64::from(c.policy.max_participants) {
         return Err(Error::ParticipantLimitExceeded {
             conversation_id: c.id.clone(),
             max: c.policy.max_participants,
@@ -313,6 +329,7 @@ pub async fn add(
                 remove_time: None,
                 history_from,
                 removed_seq: None,
+                removed_view: None,
             };
             (u.id.clone(), p)
         })
@@ -347,6 +364,10 @@ pub async fn add(
             }
         }
         c.participant_count += added_ids.len() as i32;
+        c.external_view_count += rows
+            .iter()
+            .filter(|p| p.kind == ParticipantKind::External)
+            .count() as i32;
         notes.extend(added_ids.iter().map(|id| {
             Notification::new(
                 Kind::AddedToConversation,
@@ -428,8 +449,8 @@ pub async fn add(
     append_items(tx, &items).await?;
     outbox::enqueue(tx, tenant_id, &notes).await?;
     if !items.is_empty() {
-        c.update_time = now;
-        save_conversation(tx, &c, true).await?;
+        visibility::touch(&mut c, now, &items);
+        save_conversation(tx, &c).await?;
     }
 
     Ok(judged
@@ -531,29 +552,31 @@ pub async fn remove(
     let now = now_micros();
     c.last_seq += 1;
     c.participant_count -= 1;
-    c.update_time = now;
+    if target.kind == ParticipantKind::External {
+        c.external_view_count -= 1;
+    }
+    let internal_only = target.kind == ParticipantKind::Internal;
+    let items = [event(
+        &c.id,
+        c.last_seq,
+        now,
+        EventType::ParticipantRemoved,
+        actor.id(),
+        vec![user_id.to_owned()],
+        internal_only,
+    )];
+    visibility::touch(&mut c, now, &items);
     target.state = ParticipantState::Removed;
     target.removed_by = Some(actor.id().to_owned());
     target.remove_time = Some(now);
     target.removed_seq = Some(c.last_seq);
+    // What they keep of the conversation: the record as they saw it just now (rule 15).
+    target.removed_view = Some(visibility::freeze(&c, &target));
     participants::Entity::update(participant_row(tenant_id, &target))
         .exec(tx)
         .await?;
-    let internal_only = target.kind == ParticipantKind::Internal;
-    append_items(
-        tx,
-        &[event(
-            &c.id,
-            c.last_seq,
-            now,
-            EventType::ParticipantRemoved,
-            actor.id(),
-            vec![user_id.to_owned()],
-            internal_only,
-        )],
-    )
-    .await?;
-    save_conversation(tx, &c, true).await?;
+    append_items(tx, &items).await?;
+    save_conversation(tx, &c).await?;
     Ok(target)
 }
 
@@ -564,16 +587,24 @@ pub struct ParticipantFilter {
     pub kind: Option<ParticipantKind>,
 }
 
-/// Participants by user id, after `after`, at most `limit`.
-pub async fn list(
-    db: &DatabaseConnection,
+/// Participants by user id, after `after`, at most `limit`, of those `scope` shows.
+pub async fn list<C: sea_orm::ConnectionTrait>(
+    db: &C,
     c: &Conversation,
+    scope: RosterScope,
     filter: ParticipantFilter,
     after: Option<&str>,
     limit: u64,
 ) -> Result<Vec<Participant>, Error> {
     let mut q =
         participants::Entity::find().filter(participants::Column::ConversationId.eq(c.id.clone()));
+    if scope == RosterScope::ExternalAndOwner {
+        q = q.filter(
+            sea_orm::Condition::any()
+                .add(participants::Column::Kind.eq(ParticipantKind::External as i32))
+                .add(participants::Column::UserId.eq(c.owner_id.clone())),
+        );
+    }
     if let Some(state) = filter.state {
         q = q.filter(participants::Column::State.eq(state as i32));
     }
@@ -628,21 +659,18 @@ pub async fn set_role(
         .exec(tx)
         .await?;
     c.last_seq += 1;
-    c.update_time = now;
     let internal_only = target.kind == ParticipantKind::Internal;
-    append_items(
-        tx,
-        &[event(
-            &c.id,
-            c.last_seq,
-            now,
-            EventType::RoleChanged,
-            actor.id(),
-            vec![user_id.to_owned()],
-            internal_only,
-        )],
-    )
-    .await?;
-    save_conversation(tx, &c, true).await?;
+    let items = [event(
+        &c.id,
+        c.last_seq,
+        now,
+        EventType::RoleChanged,
+        actor.id(),
+        vec![user_id.to_owned()],
+        internal_only,
+    )];
+    visibility::touch(&mut c, now, &items);
+    append_items(tx, &items).await?;
+    save_conversation(tx, &c).await?;
     Ok(target)
 }

@@ -1,13 +1,13 @@
 //! Reading a conversation's timeline within a viewer's window, paged by `seq`.
 
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::entities::timeline;
 use super::{ITEM_EVENT, ITEM_MESSAGE, item_from};
 use crate::domain::model::TimelineItem;
-use crate::domain::rules::ReadWindow;
+use crate::domain::visibility::ReadWindow;
 use crate::error::Error;
 
 /// Which entries a list wants.
@@ -19,8 +19,8 @@ pub enum Only {
 }
 
 /// Up to `limit` items of the window, after (in list order) the seq `after`.
-pub async fn list(
-    db: &DatabaseConnection,
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
     conversation_id: &str,
     window: ReadWindow,
     only: Only,

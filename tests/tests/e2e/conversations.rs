@@ -366,6 +366,7 @@ async fn list_conversations_of_the_caller(db: Db) {
         let msg = pb::ListConversationsRequest {
             page_size: 1,
             page_token: token.clone(),
+            include_removed: false,
         };
         let page = alice
             .conv()

@@ -31,4 +31,5 @@ mod timeline;
 mod tls;
 mod update_and_roles;
 mod validation;
+mod viewers;
 mod write_conflicts;

@@ -32,6 +32,7 @@ async fn conversations_page(
     let msg = pb::ListConversationsRequest {
         page_size,
         page_token: page_token.to_owned(),
+        include_removed: false,
     };
     Ok(caller
         .conv()
