@@ -11,8 +11,6 @@ const PROTOS: &[&str] = &[
     "parley/v1/participant.proto",
     "parley/v1/conversation.proto",
     "parley/v1/notification.proto",
-    "google/rpc/status.proto",
-    "google/rpc/error_details.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

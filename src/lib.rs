@@ -1,7 +1,8 @@
 //! The Parley API: the protobuf messages and gRPC stubs generated from `proto/parley/v1`,
-//! and the encoded file descriptor set that the server publishes through reflection
-//! (it also carries `google.rpc.Status` and the error-detail messages, so that `grpcurl`
-//! prints an error's `ErrorInfo` decoded).
+//! and the encoded file descriptor set that the server publishes through reflection. The
+//! server publishes `google.rpc.Status` and the error-detail messages from tonic-types'
+//! own descriptor set (`tonic_types::pb::FILE_DESCRIPTOR_SET`), so that `grpcurl` decodes an
+//! error's `ErrorInfo` with the same definitions the server encodes it with.
 
 /// Generated code for package `parley.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -54,7 +54,7 @@
 //! The replies are the generated protobuf messages ([`pb::Conversation`], [`pb::Participant`],
 //! …), whose enum fields have typed getters (`conversation.state()`, `participant.role()`).
 //!
-//! Features: `tls` (TLS through rustls, for `https://` endpoints), `dev-tokens` (the [`dev`]
+//! Features: `tls` (TLS through rustls, for `https://` endpoints), `dev-tokens` (the `dev`
 //! module, to mint development tokens from a server's key file).
 
 #![warn(missing_docs)]

@@ -1,14 +1,31 @@
 //! Bearer-token authentication: the key file, minting development tokens, and verifying a
 //! request's token into a [`Principal`].
+//!
+//! A token is verified with the key its header names: `alg: HS256` with the key file's secret,
+//! any other algorithm with the public keys of `--jwt-public-key` (a PEM key, or a JWKS whose
+//! key is chosen by the token's `kid`). Both are accepted at once, so an operator can move from
+//! development tokens to an identity provider, or rotate the provider's keys, without downtime
+//! (SPEC §5).
 
-use std::{fs, io::Write, path::Path, time::Duration};
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation,
+    errors::ErrorKind,
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse},
+};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::principal::{Principal, PrincipalKind};
+use crate::domain::validate;
 use crate::error::Error;
 
 /// The claims Parley reads from a bearer token.
@@ -22,10 +39,31 @@ pub struct Claims {
     pub kind: String,
     /// Expiry, seconds since the Unix epoch.
     pub exp: i64,
+    /// Not valid before, seconds since the Unix epoch (checked when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// The issuer (checked against `--jwt-issuer` when that is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// The audience (checked against `--jwt-audience` when that is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+    /// The user's email address, copied into the directory on a user's first call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// The user's display name, copied into the directory on a user's first call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+/// A token's `aud` claim: one audience or several (RFC 7519 §4.1.3 allows both).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "parley"`.
+    One(String),
+    /// `"aud": ["parley", "billing"]`.
+    Many(Vec<String>),
 }
 
 impl Claims {
@@ -40,6 +78,9 @@ impl Claims {
             tid: tid.to_owned(),
             kind: kind.to_owned(),
             exp: now + ttl.as_secs() as i64,
+            nbf: None,
+            iss: None,
+            aud: None,
             email: None,
             name: None,
         }
@@ -107,36 +148,69 @@ impl KeyFile {
     }
 }
 
+/// What a token must carry besides a good signature and a future `exp`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenRules {
+    /// The `iss` every token must have (`--jwt-issuer`); any, or none, when unset.
+    pub issuer: Option<String>,
+    /// An `aud` every token must name (`--jwt-audience`); any, or none, when unset.
+    pub audience: Option<String>,
+}
+
+/// Seconds of clock skew allowed on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 5;
+
 /// Verifies bearer tokens.
 #[derive(Clone)]
 pub struct Verifier {
-    key: DecodingKey,
+    hs256: Arc<DecodingKey>,
+    public: Option<Arc<PublicKeyFile>>,
     validation: Validation,
 }
 
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("public_key_file", &self.public.as_ref().map(|p| &p.path))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Verifier {
-    /// HS256 with the key file's secret.
-    pub fn hs256(key: &KeyFile) -> Self {
-        Self::with(DecodingKey::from_secret(key.secret()), &[Algorithm::HS256])
-    }
-
-    /// RS256 or EdDSA with a PEM public key.
-    pub fn public_key(pem: &[u8]) -> anyhow::Result<Self> {
-        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-            return Ok(Self::with(key, &[Algorithm::RS256]));
+    /// Verifies HS256 tokens with the key file's secret and, if `public_key` names a file, the
+    /// other algorithms with the keys in it (a PEM public key or a JWKS). Fails if that file
+    /// cannot be read or holds no usable key.
+    pub fn new(
+        key: &KeyFile,
+        public_key: Option<&Path>,
+        rules: &TokenRules,
+    ) -> anyhow::Result<Self> {
+        let public = match public_key {
+            Some(path) => Some(Arc::new(PublicKeyFile::load(path)?)),
+            None => None,
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = &rules.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
-        let key = DecodingKey::from_ed_pem(pem)
-            .map_err(|e| anyhow::anyhow!("the JWT public key is neither RSA nor Ed25519: {e}"))?;
-        Ok(Self::with(key, &[Algorithm::EdDSA]))
-    }
-
-    fn with(key: DecodingKey, algorithms: &[Algorithm]) -> Self {
-        let mut validation = Validation::new(algorithms[0]);
-        validation.algorithms = algorithms.to_vec();
-        validation.leeway = 5;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        Self { key, validation }
+        match &rules.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            // Without a configured audience, a token's `aud` is not Parley's to judge.
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        Ok(Self {
+            hs256: Arc::new(DecodingKey::from_secret(key.secret())),
+            public,
+            validation,
+        })
     }
 
     /// Turns an `authorization` header value into the principal it names.
@@ -150,35 +224,281 @@ impl Verifier {
             .ok_or(Error::TokenInvalid(
                 "the authorization header is not `Bearer <token>`",
             ))?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => Error::TokenExpired,
-                _ => Error::TokenInvalid("the token is malformed or its signature does not verify"),
-            },
-        )?;
-        let claims = data.claims;
-        let kind = match claims.kind.as_str() {
-            "internal" => PrincipalKind::Internal,
-            "external" => PrincipalKind::External,
-            "service" => PrincipalKind::Service,
-            _ => {
-                return Err(Error::TokenInvalid(
-                    "the token's `kind` claim is not internal, external or service",
-                ));
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| Error::TokenInvalid("the token is malformed"))?;
+        let key = self.key_for(&header)?;
+        // Exactly the algorithm of the chosen key: a public key must never be taken for an
+        // HMAC secret, nor an RSA key for an EdDSA one.
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![header.alg];
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => Error::TokenExpired,
+            ErrorKind::ImmatureSignature => Error::TokenInvalid("the token is not valid yet"),
+            ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                Error::TokenInvalid("the token is not issued for this server")
             }
-        };
-        crate::domain::validate::external_id(&claims.tid)
-            .map_err(|_| Error::TokenInvalid("the token's `tid` claim is not a valid tenant id"))?;
-        crate::domain::validate::external_id(&claims.sub)
-            .map_err(|_| Error::TokenInvalid("the token's `sub` claim is not a valid id"))?;
-        Ok(Principal {
-            tenant_id: claims.tid,
-            id: claims.sub,
-            kind,
-            email: claims.email.filter(|e| !e.is_empty()),
-            name: claims.name.filter(|n| !n.is_empty()),
-            acting_for: None,
-            directory_kind: None,
+            ErrorKind::MissingRequiredClaim(_) => {
+                Error::TokenInvalid("the token lacks a required claim")
+            }
+            _ => Error::TokenInvalid("the token is malformed or its signature does not verify"),
+        })?;
+        principal_from(data.claims)
+    }
+
+    /// The key that verifies a token with this header.
+    fn key_for(&self, header: &Header) -> Result<Arc<DecodingKey>, Error> {
+        if header.alg == Algorithm::HS256 {
+            return Ok(self.hs256.clone());
+        }
+        let public = self
+            .public
+            .as_ref()
+            .ok_or(Error::TokenInvalid("the token's algorithm is not accepted"))?;
+        public.key(header.kid.as_deref(), header.alg)
+    }
+}
+
+/// The principal named by verified claims, once they are within the bounds every request
+/// field has (SPEC §4 Bounds): past them the token is refused, before anything is stored.
+fn principal_from(claims: Claims) -> Result<Principal, Error> {
+    let kind = match claims.kind.as_str() {
+        "internal" => PrincipalKind::Internal,
+        "external" => PrincipalKind::External,
+        "service" => PrincipalKind::Service,
+        _ => {
+            return Err(Error::TokenInvalid(
+                "the token's `kind` claim is not internal, external or service",
+            ));
+        }
+    };
+    validate::external_id(&claims.tid)
+        .map_err(|_| Error::TokenInvalid("the token's `tid` claim is not a valid tenant id"))?;
+    validate::external_id(&claims.sub)
+        .map_err(|_| Error::TokenInvalid("the token's `sub` claim is not a valid id"))?;
+    let email = claims.email.filter(|e| !e.is_empty());
+    if let Some(email) = &email {
+        validate::email("email", email).map_err(|_| {
+            Error::TokenInvalid(
+                "the token's `email` claim is not an email address of at most 320 characters",
+            )
+        })?;
+    }
+    let name = claims.name.filter(|n| !n.is_empty());
+    if let Some(name) = &name {
+        validate::max_chars("name", name, validate::MAX_NAME_LEN).map_err(|_| {
+            Error::TokenInvalid("the token's `name` claim is longer than 200 characters")
+        })?;
+    }
+    Ok(Principal {
+        tenant_id: claims.tid,
+        id: claims.sub,
+        kind,
+        email,
+        name,
+        acting_for: None,
+        directory_kind: None,
+    })
+}
+
+/// How often, at most, the public key file is looked at again.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// A public key file larger than this is refused (a JWKS is a few kilobytes).
+const MAX_KEY_FILE_BYTES: u64 = 1 << 20;
+
+/// The `--jwt-public-key` file and the keys last read from it. It is read again, at most once
+/// a second and only when a token needs it, and its keys replaced when its contents changed, so
+/// an identity provider's keys rotate without a restart. A file that no longer reads or parses
+/// leaves the last good keys in place.
+struct PublicKeyFile {
+    path: PathBuf,
+    loaded: Mutex<Loaded>,
+}
+
+struct Loaded {
+    keys: Arc<PublicKeys>,
+    contents: Vec<u8>,
+    checked: Instant,
+}
+
+impl PublicKeyFile {
+    fn load(path: &Path) -> anyhow::Result<Self> {
+        let contents = read_key_file(path).map_err(|e| {
+            anyhow::anyhow!("cannot read the JWT public key {}: {e}", path.display())
+        })?;
+        let keys = PublicKeys::parse(&contents)
+            .map_err(|e| anyhow::anyhow!("the JWT public key {}: {e}", path.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            loaded: Mutex::new(Loaded {
+                keys: Arc::new(keys),
+                contents,
+                checked: Instant::now(),
+            }),
         })
     }
+
+    /// The key for a token's `kid` and `alg`, after re-reading the file if it is due.
+    fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<DecodingKey>, Error> {
+        let keys = {
+            // A panic elsewhere while holding the lock leaves consistent data: keep going.
+            let mut loaded = self
+                .loaded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if loaded.checked.elapsed() >= RELOAD_INTERVAL {
+                loaded.checked = Instant::now();
+                self.reload(&mut loaded);
+            }
+            loaded.keys.clone()
+        };
+        keys.find(kid, alg)
+    }
+
+    fn reload(&self, loaded: &mut Loaded) {
+        let contents = match read_key_file(&self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the JWT public key file again; keeping its last keys");
+                return;
+            }
+        };
+        if contents == loaded.contents {
+            return;
+        }
+        match PublicKeys::parse(&contents) {
+            Ok(keys) => {
+                tracing::info!(path = %self.path.display(), keys = keys.len(), "JWT public keys reloaded");
+                loaded.keys = Arc::new(keys);
+                loaded.contents = contents;
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "the JWT public key file no longer parses; keeping its last keys");
+            }
+        }
+    }
+}
+
+fn read_key_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut contents = Vec::new();
+    fs::File::open(path)?
+        .take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut contents)?;
+    if contents.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(std::io::Error::other("the file is larger than 1 MiB"));
+    }
+    Ok(contents)
+}
+
+/// The public keys of one version of the key file.
+enum PublicKeys {
+    /// One PEM key; a token's `kid`, if any, is not looked at.
+    Pem(PublicKey),
+    /// A JWKS: the token's `kid` names its key.
+    Jwks(Vec<PublicKey>),
+}
+
+struct PublicKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: Arc<DecodingKey>,
+}
+
+impl PublicKeys {
+    /// A JWKS (`{"keys": [...]}`) or a PEM public key (RS256 or EdDSA).
+    fn parse(contents: &[u8]) -> anyhow::Result<Self> {
+        if contents.trim_ascii_start().starts_with(b"{") {
+            let set: JwkSet =
+                serde_json::from_slice(contents).map_err(|e| anyhow::anyhow!("not a JWKS: {e}"))?;
+            let mut keys = Vec::with_capacity(set.keys.len());
+            for jwk in &set.keys {
+                match jwk_key(jwk) {
+                    Ok(key) => keys.push(key),
+                    Err(e) => tracing::warn!(
+                        kid = jwk.common.key_id.as_deref().unwrap_or(""),
+                        "JWKS key skipped: {e}"
+                    ),
+                }
+            }
+            if keys.is_empty() {
+                anyhow::bail!("the JWKS holds no usable signature key");
+            }
+            return Ok(Self::Jwks(keys));
+        }
+        let pem_key = |key, algorithm| {
+            Self::Pem(PublicKey {
+                kid: None,
+                algorithm,
+                key: Arc::new(key),
+            })
+        };
+        if let Ok(key) = DecodingKey::from_rsa_pem(contents) {
+            return Ok(pem_key(key, Algorithm::RS256));
+        }
+        let key = DecodingKey::from_ed_pem(contents).map_err(|e| {
+            anyhow::anyhow!("neither a JWKS nor an RSA or Ed25519 PEM public key: {e}")
+        })?;
+        Ok(pem_key(key, Algorithm::EdDSA))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Pem(_) => 1,
+            Self::Jwks(keys) => keys.len(),
+        }
+    }
+
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<DecodingKey>, Error> {
+        let key = match self {
+            Self::Pem(key) => key,
+            Self::Jwks(keys) => keys
+                .iter()
+                .find(|k| k.kid.as_deref() == kid)
+                .ok_or(Error::TokenInvalid("the token's `kid` names no known key"))?,
+        };
+        if key.algorithm != alg {
+            return Err(Error::TokenInvalid(
+                "the token's algorithm is not its key's",
+            ));
+        }
+        Ok(key.key.clone())
+    }
+}
+
+/// A JWKS entry as a verification key with its algorithm: the entry's `alg` if it has one,
+/// else the one its key type implies. Symmetric (`oct`) and encryption keys are refused: a
+/// public key file holds no secrets, and HS256 is the key file's.
+fn jwk_key(jwk: &Jwk) -> anyhow::Result<PublicKey> {
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        anyhow::bail!("an encryption key");
+    }
+    let implied = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            _ => anyhow::bail!("an unsupported elliptic curve"),
+        },
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            Algorithm::EdDSA
+        }
+        AlgorithmParameters::OctetKey(_) => anyhow::bail!("a symmetric key"),
+        _ => anyhow::bail!("an unsupported key type"),
+    };
+    let algorithm = match jwk.common.key_algorithm {
+        Some(alg) => Algorithm::try_from(alg)
+            .map_err(|_| anyhow::anyhow!("the unsupported algorithm {alg}"))?,
+        None => implied,
+    };
+    if algorithm.family() != implied.family() {
+        anyhow::bail!("its `alg` does not fit its key type");
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(PublicKey {
+        kid: jwk.common.key_id.clone(),
+        algorithm,
+        key: Arc::new(key),
+    })
 }

@@ -3,6 +3,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+pub use crate::auth::TokenRules;
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -28,8 +30,11 @@ pub struct Limits {
     /// How long an email invitation stays acceptable.
     pub invitation_ttl: Duration,
     /// Calls per second each principal may make to one replica (bursts of twice that);
-    /// 0 turns the limit off.
+    /// 0 turns the limit off. A service acting for users has this much per user it acts for.
     pub rate_limit_per_second: u32,
+    /// Calls per second a service principal may make to one replica in all, whomever it acts
+    /// for (bursts of twice that); 0 turns this limit off.
+    pub service_rate_limit_per_second: u32,
     /// How long a `request_id` is remembered (AIP-155: 24 hours).
     pub request_id_retention: Duration,
     /// How long an acknowledged notification is kept (for `include_acked` listings).
@@ -67,6 +72,7 @@ impl Default for Limits {
             max_group_reach: 10_000,
             invitation_ttl: Duration::from_secs(7 * 24 * 3600),
             rate_limit_per_second: 1_000,
+            service_rate_limit_per_second: 10_000,
             request_id_retention: Duration::from_secs(24 * 3600),
             acked_notification_retention: Duration::from_secs(7 * 24 * 3600),
             sweep_interval: Duration::from_secs(600),
@@ -83,9 +89,12 @@ pub struct Config {
     /// The HS256 secret, created with mode 0600 on first start if missing. It also keys the
     /// page-token MAC, so replicas that share a database must share this file.
     pub key_file: PathBuf,
-    /// A PEM public key (RS256 or EdDSA). When set, bearer tokens are verified with it instead
-    /// of the key file's secret.
+    /// A PEM public key (RS256 or EdDSA) or a JWKS file. Tokens signed with another algorithm
+    /// than HS256 are verified with it (a JWKS key chosen by the token's `kid`), HS256 tokens
+    /// still with the key file's secret. The file is read again when it changes.
     pub jwt_public_key: Option<PathBuf>,
+    /// The `iss` and `aud` every token must carry, when set.
+    pub token_rules: TokenRules,
     pub log_format: LogFormat,
     pub limits: Limits,
     /// Serve TLS (HTTPS/2) with this PEM certificate chain and key instead of plaintext.
@@ -107,6 +116,7 @@ impl Config {
             database_url: database_url.into(),
             key_file: key_file.into(),
             jwt_public_key: None,
+            token_rules: TokenRules::default(),
             log_format: LogFormat::Pretty,
             limits: Limits::default(),
             tls: None,

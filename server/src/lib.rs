@@ -17,7 +17,7 @@ use std::{future::Future, sync::Arc};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
-pub use config::{Config, Limits, LogFormat, TlsFiles};
+pub use config::{Config, Limits, LogFormat, TlsFiles, TokenRules};
 pub use telemetry::init_logging;
 
 /// A prepared server: database connected and migrated, keys loaded.
@@ -35,12 +35,8 @@ impl App {
     pub async fn prepare(config: Config) -> anyhow::Result<Self> {
         config.limits.check()?;
         let key = auth::KeyFile::load_or_create(&config.key_file)?;
-        let verifier = match &config.jwt_public_key {
-            Some(path) => auth::Verifier::public_key(&std::fs::read(path).map_err(|e| {
-                anyhow::anyhow!("cannot read the JWT public key {}: {e}", path.display())
-            })?)?,
-            None => auth::Verifier::hs256(&key),
-        };
+        let verifier =
+            auth::Verifier::new(&key, config.jwt_public_key.as_deref(), &config.token_rules)?;
         // Read the certificate now, so that a wrong path fails the start, not the first call.
         let tls = match &config.tls {
             Some(files) => {

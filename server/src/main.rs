@@ -46,6 +46,26 @@ struct KeyArgs {
     key_file: PathBuf,
 }
 
+/// The `iss` and `aud` tokens carry: the server checks them, `token` writes them.
+#[derive(Args, Clone)]
+struct TokenRuleArgs {
+    /// The issuer (`iss`) every token must have; unchecked when unset.
+    #[arg(long, env = "PARLEY_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// The audience every token's `aud` must name; unchecked when unset.
+    #[arg(long, env = "PARLEY_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+}
+
+impl From<TokenRuleArgs> for parley_server::TokenRules {
+    fn from(args: TokenRuleArgs) -> Self {
+        Self {
+            issuer: args.jwt_issuer,
+            audience: args.jwt_audience,
+        }
+    }
+}
+
 #[derive(Args, Clone)]
 struct ServeArgs {
     /// Address to listen on.
@@ -55,9 +75,12 @@ struct ServeArgs {
     database: DatabaseArgs,
     #[command(flatten)]
     key: KeyArgs,
-    /// A PEM public key (RS256 or EdDSA) to verify tokens with instead of the key file.
+    /// A PEM public key (RS256 or EdDSA) or a JWKS file (keys chosen by `kid`, re-read when it
+    /// changes) to verify tokens with, besides the key file's HS256 secret.
     #[arg(long, env = "PARLEY_JWT_PUBLIC_KEY")]
     jwt_public_key: Option<PathBuf>,
+    #[command(flatten)]
+    token_rules: TokenRuleArgs,
     /// Serve TLS with this PEM certificate chain (with --tls-key) instead of plaintext.
     #[arg(long, env = "PARLEY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -82,8 +105,13 @@ struct ServeArgs {
     #[arg(long, env = "PARLEY_INVITATION_TTL", default_value = "7d", value_parser = humantime::parse_duration)]
     invitation_ttl: Duration,
     /// Calls per second per principal on this replica (bursts of twice that); 0 = unlimited.
+    /// A service acting for users has this much per user.
     #[arg(long, env = "PARLEY_RATE_LIMIT", default_value_t = 1_000)]
     rate_limit: u32,
+    /// Calls per second a service may make on this replica in all, whomever it acts for
+    /// (bursts of twice that); 0 = unlimited.
+    #[arg(long, env = "PARLEY_SERVICE_RATE_LIMIT", default_value_t = 10_000)]
+    service_rate_limit: u32,
     /// How long a request_id is remembered.
     #[arg(long, env = "PARLEY_REQUEST_ID_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     request_id_retention: Duration,
@@ -113,6 +141,8 @@ struct TokenArgs {
     ttl: Duration,
     #[command(flatten)]
     key: KeyArgs,
+    #[command(flatten)]
+    token_rules: TokenRuleArgs,
 }
 
 #[derive(Args)]
@@ -148,6 +178,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         database_url: args.database.database_url,
         key_file: args.key.key_file,
         jwt_public_key: args.jwt_public_key,
+        token_rules: args.token_rules.into(),
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(parley_server::TlsFiles { cert, key }),
             _ => None,
@@ -160,6 +191,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_group_reach: args.max_group_reach,
             invitation_ttl: args.invitation_ttl,
             rate_limit_per_second: args.rate_limit,
+            service_rate_limit_per_second: args.service_rate_limit,
             request_id_retention: args.request_id_retention,
             acked_notification_retention: args.acked_notification_retention,
             sweep_interval: args.sweep_interval,
@@ -203,6 +235,8 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     let mut claims = auth::Claims::new(&args.tenant, &args.sub, &args.kind, args.ttl);
     claims.email = args.email;
     claims.name = args.name;
+    claims.iss = args.token_rules.jwt_issuer;
+    claims.aud = args.token_rules.jwt_audience.map(auth::Audience::One);
     println!("{}", key.mint(&claims)?);
     Ok(())
 }

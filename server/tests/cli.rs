@@ -121,7 +121,8 @@ fn serve_logs_each_rpc_and_stops_on_sigterm() {
         dir.path().join("parley.db").exists(),
         "sqlite://parley.db is created in the working directory"
     );
-    // One RPC without a token: logged as one JSON line with its method and code.
+    // One RPC without a token: logged as one JSON line with its code, inside the RPC's span
+    // (which names the method).
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{listen}"))
@@ -142,9 +143,46 @@ fn serve_logs_each_rpc_and_stops_on_sigterm() {
         .expect("a log line for the RPC")
         .expect("a log line");
     let json: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-    assert_eq!(json["method"], "ListConversations");
+    assert_eq!(json["span"]["name"], "rpc", "{line}");
+    assert_eq!(json["span"]["method"], "ListConversations", "{line}");
     assert_eq!(json["reason"], "TOKEN_MISSING");
     assert!(json["latency_ms"].is_number());
+
+    // A call with a token: its span also names the tenant and the principal.
+    let (ok, token, stderr) = run(dir.path(), &["token", "--tenant", "acme", "--sub", "alice"]);
+    assert!(ok, "{stderr}");
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{listen}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client =
+            parley::pb::conversation_service_client::ConversationServiceClient::new(channel);
+        let mut request = tonic::Request::new(parley::pb::ListConversationsRequest::default());
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", token.trim()).parse().expect("ascii"),
+        );
+        client
+            .list_conversations(request)
+            .await
+            .expect("with a token");
+    });
+    let json = loop {
+        let line = lines
+            .next()
+            .expect("a log line for the second RPC")
+            .expect("a log line");
+        let json: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if json["message"] == "rpc" {
+            break json;
+        }
+    };
+    assert_eq!(json["code"], "Ok", "{json}");
+    assert_eq!(json["span"]["tenant"], "acme", "{json}");
+    assert_eq!(json["span"]["principal"], "alice", "{json}");
+    assert_eq!(json["span"]["act_as"], "", "{json}");
 
     let pid = child.id().to_string();
     assert!(

@@ -13,6 +13,7 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tracing::Instrument;
 
 use crate::auth::{KeyFile, Verifier};
 use crate::config::Config;
@@ -37,12 +38,32 @@ pub struct State {
     pub db: DatabaseConnection,
     pub verifier: Verifier,
     pub pager: Pager,
-    limiter: Option<RateLimiter>,
+    limiter: Option<RateLimiter<Bucket>>,
+    service_limiter: Option<RateLimiter<(String, String)>>,
 }
 
-type RateLimiter = governor::DefaultKeyedRateLimiter<(String, String)>;
+type RateLimiter<K> = governor::DefaultKeyedRateLimiter<K>;
 
-fn rate_limiter(per_second: u32) -> Option<RateLimiter> {
+/// Whose calls one rate-limit bucket counts. Users and services are separate namespaces
+/// (SPEC §5): a user whose `sub` equals a service's name does not share its budget.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Bucket {
+    User {
+        tenant: String,
+        id: String,
+    },
+    /// A service, per user it acts for (`None`: acting as administrator).
+    Service {
+        tenant: String,
+        id: String,
+        acting_for: Option<String>,
+    },
+}
+
+/// Past this many keys a limiter forgets the buckets that are full again.
+const MAX_LIMITER_KEYS: usize = 100_000;
+
+fn rate_limiter<K: Clone + Eq + std::hash::Hash>(per_second: u32) -> Option<RateLimiter<K>> {
     let rate = std::num::NonZeroU32::new(per_second)?;
     let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
     Some(governor::RateLimiter::keyed(
@@ -50,36 +71,71 @@ fn rate_limiter(per_second: u32) -> Option<RateLimiter> {
     ))
 }
 
+/// Takes one call from `key`'s bucket, or says how long to wait for one.
+fn take<K: Clone + Eq + std::hash::Hash>(
+    limiter: Option<&RateLimiter<K>>,
+    key: &K,
+) -> Result<(), Error> {
+    let Some(limiter) = limiter else {
+        return Ok(());
+    };
+    if limiter.len() > MAX_LIMITER_KEYS {
+        limiter.retain_recent();
+    }
+    let clock = governor::clock::DefaultClock::default();
+    limiter
+        .check_key(key)
+        .map_err(|not_until| Error::RateLimited {
+            retry_after: not_until.wait_time_from(governor::clock::Clock::now(&clock)),
+        })
+}
+
 impl State {
     pub fn new(config: Config, db: DatabaseConnection, verifier: Verifier, key: &KeyFile) -> Self {
         let limiter = rate_limiter(config.limits.rate_limit_per_second);
+        let service_limiter = rate_limiter(config.limits.service_rate_limit_per_second);
         Self {
             config,
             db,
             verifier,
             pager: Pager::new(key.secret()),
             limiter,
+            service_limiter,
         }
     }
 
-    /// Each principal's calls per second on this replica (RESOURCE_EXHAUSTED with RetryInfo past it).
+    /// Each principal's calls per second on this replica (RESOURCE_EXHAUSTED with RetryInfo past
+    /// it). A service is limited per user it acts for and, in a second bucket, in all; the
+    /// per-user bucket is asked first, so one busy user does not spend the service's total.
+    /// Runs on the token alone, before any database work, so a flood costs no statements.
     fn admit(&self, p: &Principal) -> Result<(), Error> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        if limiter.len() > 100_000 {
-            limiter.retain_recent();
+        if !p.is_service() {
+            return take(
+                self.limiter.as_ref(),
+                &Bucket::User {
+                    tenant: p.tenant_id.clone(),
+                    id: p.id.clone(),
+                },
+            );
         }
-        let clock = governor::clock::DefaultClock::default();
-        limiter
-            .check_key(&(p.tenant_id.clone(), p.id.clone()))
-            .map_err(|not_until| Error::RateLimited {
-                retry_after: not_until.wait_time_from(governor::clock::Clock::now(&clock)),
-            })
+        take(
+            self.limiter.as_ref(),
+            &Bucket::Service {
+                tenant: p.tenant_id.clone(),
+                id: p.id.clone(),
+                acting_for: p.acting_for.clone(),
+            },
+        )?;
+        take(
+            self.service_limiter.as_ref(),
+            &(p.tenant_id.clone(), p.id.clone()),
+        )
     }
 
-    /// Verifies the bearer token and resolves whom the call acts as.
-    async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Error> {
+    /// Verifies the bearer token and reads the act-as header: everything about the caller that
+    /// needs no database. The act-as user is checked against the directory later, in
+    /// [`State::resolve_directory`].
+    fn identify(&self, metadata: &MetadataMap) -> Result<Principal, Error> {
         let authorization = match metadata.get("authorization") {
             None => None,
             Some(v) => Some(
@@ -99,30 +155,39 @@ impl State {
         match (principal.kind, act_as) {
             (PrincipalKind::Service, Some(user_id)) => {
                 validate::id_field(ACT_AS_HEADER, &user_id)?;
-                let user = dir::get_user(&self.db, &principal.tenant_id, &user_id)
-                    .await?
-                    .ok_or_else(|| Error::UserNotFound(user_id.clone()))?;
-                if user.status == UserStatus::Deactivated {
-                    return Err(Error::UserDeactivated(user_id));
-                }
                 principal.acting_for = Some(user_id);
-                principal.directory_kind = Some(user.kind);
             }
-            (PrincipalKind::Service, None) => {}
+            (_, None) => {}
             (_, Some(_)) => {
                 return Err(Error::NoPermission(
                     "only service principals may act for another user",
                 ));
             }
-            (_, None) => {
-                principal.directory_kind = Some(self.ensure_directory_entry(&principal).await?);
-            }
         }
         Ok(principal)
     }
 
+    /// The directory kind of the user the call is judged as (see
+    /// [`Principal::directory_kind`]): the act-as user must exist and be active; a user
+    /// principal's first call adds it to the directory from its token claims.
+    async fn resolve_directory(&self, p: &Principal) -> Result<Option<UserKind>, Error> {
+        match (p.kind, &p.acting_for) {
+            (PrincipalKind::Service, Some(user_id)) => {
+                let user = dir::get_user(&self.db, &p.tenant_id, user_id)
+                    .await?
+                    .ok_or_else(|| Error::UserNotFound(user_id.clone()))?;
+                if user.status == UserStatus::Deactivated {
+                    return Err(Error::UserDeactivated(user_id.clone()));
+                }
+                Ok(Some(user.kind))
+            }
+            (PrincipalKind::Service, None) => Ok(None),
+            _ => self.ensure_directory_entry(p).await.map(Some),
+        }
+    }
+
     /// A user principal's first call adds it to the directory from its token claims. Returns
-    /// the directory kind of the principal.
+    /// the entry's kind (on the first call, the kind inserted).
     async fn ensure_directory_entry(&self, p: &Principal) -> Result<UserKind, Error> {
         match dir::get_user(&self.db, &p.tenant_id, &p.id).await? {
             Some(u) if u.status == UserStatus::Deactivated => {
@@ -155,6 +220,22 @@ impl State {
         }
     }
 
+    /// Authenticates a call in the order that keeps floods cheap: the token and headers (no
+    /// database), then the rate limit, then the directory reads.
+    async fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        span: &tracing::Span,
+    ) -> Result<Principal, Error> {
+        let mut principal = self.identify(metadata)?;
+        span.record("tenant", principal.tenant_id.as_str());
+        span.record("principal", principal.id.as_str());
+        span.record("act_as", principal.acting_for.as_deref().unwrap_or(""));
+        self.admit(&principal)?;
+        principal.directory_kind = self.resolve_directory(&principal).await?;
+        Ok(principal)
+    }
+
     /// A conversation of the caller's tenant and who the caller is to it: any participant,
     /// active or removed (rules 15, 18, 19), or a service acting as administrator. Run it on
     /// the read transaction ([`store::begin_read`]) the rest of the read uses, so that the
@@ -184,40 +265,40 @@ impl State {
         F: Fn(Principal, Req) -> Fut,
         Fut: Future<Output = Result<Resp, Error>>,
     {
-        let started = Instant::now();
-        let (metadata, _, message) = request.into_parts();
-        let principal = match self.authenticate(&metadata).await {
-            Ok(p) => self.admit(&p).map(|()| p),
-            Err(e) => Err(e),
-        };
-        let (tenant, who) = match &principal {
-            Ok(p) => (p.tenant_id.clone(), p.actor().id().to_owned()),
-            Err(_) => (String::new(), String::new()),
-        };
-        let result = match principal {
-            Ok(p) => retry_write_conflicts(|| f(p.clone(), message.clone())).await,
-            Err(e) => Err(e),
-        };
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match result {
-            Ok(reply) => {
-                tracing::info!(
-                    method,
-                    tenant,
-                    principal = who,
-                    code = ?tonic::Code::Ok,
-                    latency_ms,
-                    "rpc"
-                );
-                Ok(Response::new(reply))
-            }
-            Err(e) => {
-                let code = e.code();
-                let reason = e.reason().as_str_name();
-                tracing::info!(method, tenant, principal = who, code = ?code, reason, latency_ms, "rpc");
-                Err(e.into())
+        // One span per RPC: every line logged inside the call carries who made it.
+        let span = tracing::info_span!(
+            "rpc",
+            method,
+            tenant = tracing::field::Empty,
+            principal = tracing::field::Empty,
+            act_as = tracing::field::Empty,
+        );
+        async move {
+            let started = Instant::now();
+            let (metadata, _, message) = request.into_parts();
+            let result = match self
+                .authenticate(&metadata, &tracing::Span::current())
+                .await
+            {
+                Ok(p) => retry_write_conflicts(|| f(p.clone(), message.clone())).await,
+                Err(e) => Err(e),
+            };
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            match result {
+                Ok(reply) => {
+                    tracing::info!(code = ?tonic::Code::Ok, latency_ms, "rpc");
+                    Ok(Response::new(reply))
+                }
+                Err(e) => {
+                    let code = e.code();
+                    let reason = e.reason().as_str_name();
+                    tracing::info!(code = ?code, reason, latency_ms, "rpc");
+                    Err(e.into())
+                }
             }
         }
+        .instrument(span)
+        .await
     }
 }
 
@@ -306,17 +387,22 @@ fn decode<R: prost::Message + Default>(bytes: &[u8]) -> Result<R, Error> {
     R::decode(bytes).map_err(|e| Error::Internal(format!("a recorded reply does not decode: {e}")))
 }
 
-/// Whose request ids a call's `request_id` is among. A service acting for a user is a principal
-/// of its own per user: one service retrying for alice and for bob with the same request id must
-/// not get alice's reply for bob. The key of such a pair contains a space, which no id may, so it
-/// can never be mistaken for a plain principal's; it is hashed to fit the 128-character column.
+/// Whose request ids a call's `request_id` is among. Users and services are separate
+/// namespaces (SPEC §5): a user whose `sub` equals a service's name must not get the service's
+/// recorded reply. A service acting for a user is a principal of its own per user: one service
+/// retrying for alice and for bob with the same request id must not get alice's reply for bob.
+/// A user's key is its id; a service's contains a space, which no id may, so neither can be
+/// mistaken for a user's, and is hashed to fit the 128-character column.
 fn request_principal(p: &Principal) -> String {
-    match &p.acting_for {
-        None => p.id.clone(),
-        Some(user) => format!(
+    match (p.kind, &p.acting_for) {
+        (PrincipalKind::Service, None) => {
+            format!("service {}", hex::encode(Sha256::digest(&p.id)))
+        }
+        (PrincipalKind::Service, Some(user)) => format!(
             "act-as {}",
             hex::encode(Sha256::digest(format!("{} {user}", p.id)))
         ),
+        _ => p.id.clone(),
     }
 }
 
@@ -482,10 +568,14 @@ pub async fn serve(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(parley::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // google.rpc.Status and the error details as tonic-types encodes them, so that grpcurl
+        // decodes an error's ErrorInfo and BadRequest exactly as they are sent.
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(parley::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let mut server = tonic::transport::Server::builder();
     if let Some(identity) = tls {

@@ -1,5 +1,7 @@
 //! Who is calling.
 
+use crate::domain::model::UserKind;
+
 /// The kind of a token's subject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PrincipalKind {
@@ -22,9 +24,11 @@ pub struct Principal {
     pub name: Option<String>,
     /// For a service principal: the user named by `x-parley-act-as`.
     pub acting_for: Option<String>,
-    /// The directory kind of the user the call is judged as (the act-as user for a service
-    /// acting for one), read with the call; `None` for a service acting as administrator.
-    pub directory_kind: Option<crate::domain::model::UserKind>,
+    /// The directory kind of the user the call is judged as: the act-as user's entry for a
+    /// service acting for a user, the principal's own entry (or the kind its first call just
+    /// inserted) for a user principal, `None` for a service acting as administrator. Filled in
+    /// once the directory has been read; `None` until then.
+    pub directory_kind: Option<UserKind>,
 }
 
 /// Whom a call is judged as.

@@ -163,7 +163,7 @@ pub async fn caller_participant<C: ConnectionTrait>(
 /// participants (12 columns) would pass both. Batches of 1,000 rows keep every insert of ours
 /// under 13,000 values, so a call of up to 1,000 people is one statement and a 10,000-member group
 /// ten.
-pub(crate) const ROWS_PER_INSERT: usize = 1_000;
+pub const ROWS_PER_INSERT: usize = 1_000;
 
 /// Ids per `IN (…)` look-up, for the same reason: groups can reach more people than one
 /// statement may bind. Up to 10,000 people is one query.

@@ -29,6 +29,7 @@ mod sdk_paging;
 mod sdk_retry;
 mod timeline;
 mod tls;
+mod tokens;
 mod update_and_roles;
 mod validation;
 mod viewers;
