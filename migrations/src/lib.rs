@@ -7,6 +7,7 @@ mod m20261122_000001_directory;
 mod m20261122_000002_conversations;
 mod m20261122_000003_invitations_outbox_requests;
 mod m20261122_000004_housekeeping_indexes;
+mod m20261202_000006_invitation_links;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_conversations::Migration),
             Box::new(m20261122_000003_invitations_outbox_requests::Migration),
             Box::new(m20261122_000004_housekeeping_indexes::Migration),
+            Box::new(m20261202_000006_invitation_links::Migration),
         ]
     }
 }

@@ -71,7 +71,7 @@ fn migrate_up_status_down() {
     assert!(ok);
     assert_eq!(
         status.lines().filter(|l| l.contains("Applied")).count(),
-        4,
+        5,
         "{status}"
     );
     let (ok, _, stderr) = run(dir.path(), &["migrate", "down", "--database-url", &url]);
@@ -79,7 +79,7 @@ fn migrate_up_status_down() {
     let (_, status, _) = run(dir.path(), &["migrate", "status", "--database-url", &url]);
     assert_eq!(
         status.lines().filter(|l| l.contains("Applied")).count(),
-        3,
+        4,
         "{status}"
     );
 }
