@@ -8,6 +8,7 @@ mod m20261122_000002_conversations;
 mod m20261122_000003_invitations_outbox_requests;
 mod m20261122_000004_housekeeping_indexes;
 mod m20261202_000005_viewer_views;
+mod m20261202_000006_invitation_links;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_invitations_outbox_requests::Migration),
             Box::new(m20261122_000004_housekeeping_indexes::Migration),
             Box::new(m20261202_000005_viewer_views::Migration),
+            Box::new(m20261202_000006_invitation_links::Migration),
         ]
     }
 }

@@ -169,9 +169,11 @@ impl DevKey {
         })
     }
 
-    /// The key from the text of a key file.
+    /// The key from the text of a key file: its first line (the HS256 secret; the server keeps
+    /// other secrets on the lines after it).
     pub fn parse(text: &str) -> Option<Self> {
-        let secret = URL_SAFE_NO_PAD.decode(text.trim()).ok()?;
+        let first = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+        let secret = URL_SAFE_NO_PAD.decode(first).ok()?;
         (secret.len() >= MIN_SECRET_LEN).then_some(Self { secret })
     }
 
@@ -215,6 +217,20 @@ mod tests {
     fn short_or_malformed_keys_are_rejected() {
         assert!(DevKey::parse(&URL_SAFE_NO_PAD.encode([1u8; 16])).is_none());
         assert!(DevKey::parse("not base64 !").is_none());
+        // The server's second line (its invitation secret) is not part of the signing key.
+        let two_lines = format!(
+            "{}\n{}\n",
+            URL_SAFE_NO_PAD.encode([7u8; 32]),
+            URL_SAFE_NO_PAD.encode([9u8; 32])
+        );
+        let claims = DevClaims::service("acme", "svc");
+        assert_eq!(
+            DevKey::parse(&two_lines).expect("a key").mint(&claims).ok(),
+            DevKey::parse(&URL_SAFE_NO_PAD.encode([7u8; 32]))
+                .expect("a key")
+                .mint(&claims)
+                .ok()
+        );
         let dir = std::env::temp_dir().join(format!("parley-sdk-{}", uuid::Uuid::new_v4()));
         assert!(matches!(
             DevKey::load(&dir),

@@ -16,6 +16,7 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation,
     errors::ErrorKind,
@@ -23,6 +24,7 @@ use jsonwebtoken::{
 };
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 use crate::domain::principal::{Principal, PrincipalKind};
 use crate::domain::validate;
@@ -87,10 +89,18 @@ impl Claims {
     }
 }
 
-/// The server's HS256 secret, kept in the key file.
+/// The server's secrets, kept in the key file (`--key-file`, shared by every replica), one
+/// base64url line each:
+///
+/// 1. the HS256 secret that signs and verifies tokens (and keys page tokens);
+/// 2. the invitation secret that invitation link tokens are derived from (SPEC rule 23).
+///
+/// They are separate so that rotating the first line (the token-verification key) leaves the
+/// second alone, and every invitation link already sent keeps working.
 #[derive(Clone)]
 pub struct KeyFile {
     secret: Vec<u8>,
+    invitation_secret: Vec<u8>,
 }
 
 impl std::fmt::Debug for KeyFile {
@@ -99,23 +109,56 @@ impl std::fmt::Debug for KeyFile {
     }
 }
 
+/// Shortest secret the key file may hold (256 bits).
+const MIN_SECRET_LEN: usize = 32;
+
+/// What the invitation secret of a key file written before it had one is derived from.
+const INVITATION_SECRET_LABEL: &[u8] = b"parley invitation secret v1";
+
 impl KeyFile {
-    /// Reads the key file, or creates it (mode 0600) with a random 256-bit secret.
+    /// Reads the key file, or creates it (mode 0600) with two random 256-bit secrets.
+    ///
+    /// A file of the first version holds only the HS256 line: the invitation line is appended
+    /// (see [`KeyFile::invitation_secret`]).
     pub fn load_or_create(path: &Path) -> anyhow::Result<Self> {
+        let not_a_key = || anyhow::anyhow!("{} does not hold a Parley key", path.display());
         match fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text)
-                .ok_or_else(|| anyhow::anyhow!("{} does not hold a Parley key", path.display())),
+            Ok(text) => match parse_lines(&text).ok_or_else(not_a_key)? {
+                (secret, Some(invitation_secret)) => Ok(Self {
+                    secret,
+                    invitation_secret,
+                }),
+                (secret, None) => {
+                    let invitation_secret = add_invitation_line(path, &secret)?;
+                    Ok(Self {
+                        secret,
+                        invitation_secret,
+                    })
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut secret = vec![0u8; 32];
-                rand::rng().fill_bytes(&mut secret);
+                let random = || {
+                    let mut bytes = vec![0u8; MIN_SECRET_LEN];
+                    rand::rng().fill_bytes(&mut bytes);
+                    bytes
+                };
+                let key = Self {
+                    secret: random(),
+                    invitation_secret: random(),
+                };
                 let mut options = fs::OpenOptions::new();
                 options.write(true).create_new(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
                 match options.open(path) {
                     Ok(mut file) => {
-                        writeln!(file, "{}", URL_SAFE_NO_PAD.encode(&secret))?;
-                        Ok(Self { secret })
+                        write!(
+                            file,
+                            "{}\n{}\n",
+                            URL_SAFE_NO_PAD.encode(&key.secret),
+                            URL_SAFE_NO_PAD.encode(&key.invitation_secret)
+                        )?;
+                        Ok(key)
                     }
                     // Another process created it first: use theirs.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -128,14 +171,19 @@ impl KeyFile {
         }
     }
 
-    fn parse(text: &str) -> Option<Self> {
-        let secret = URL_SAFE_NO_PAD.decode(text.trim()).ok()?;
-        (secret.len() >= 32).then_some(Self { secret })
-    }
-
-    /// The raw secret.
+    /// The raw HS256 secret.
     pub fn secret(&self) -> &[u8] {
         &self.secret
+    }
+
+    /// The secret invitation link tokens are derived from (SPEC rule 23): never the HS256
+    /// secret, so that rotating that one does not kill the links already sent.
+    ///
+    /// A key file from before this secret existed gets it appended at load, derived from its
+    /// HS256 line (so replicas starting at once on such a file append the same value) and from
+    /// then on read back from the file, so a later rotation of the first line leaves it as it is.
+    pub fn invitation_secret(&self) -> &[u8] {
+        &self.invitation_secret
     }
 
     /// Signs `claims` with HS256.
@@ -159,6 +207,73 @@ pub struct TokenRules {
 
 /// Seconds of clock skew allowed on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 5;
+
+/// The key file's secrets: the HS256 line and, when present, the invitation line. A repeat of
+/// the invitation line (two processes appending at once where file locks do not hold) is
+/// tolerated; anything else after it is not a key file of ours.
+fn parse_lines(text: &str) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let decode = |line: &str| {
+        URL_SAFE_NO_PAD
+            .decode(line)
+            .ok()
+            .filter(|s| s.len() >= MIN_SECRET_LEN)
+    };
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let secret = decode(lines.next()?)?;
+    let Some(second) = lines.next() else {
+        return Some((secret, None));
+    };
+    if lines.any(|l| l != second) {
+        return None;
+    }
+    Some((secret, Some(decode(second)?)))
+}
+
+/// Appends the invitation line to a key file that has only the HS256 line, and returns the
+/// invitation secret the file holds afterwards.
+///
+/// The value is derived from the HS256 secret, so that replicas upgrading one file at once
+/// agree on it even without the file lock. A file that cannot be written (a read-only mount)
+/// keeps working with the derived value, but then rotating its first line would change it:
+/// that is logged.
+fn add_invitation_line(path: &Path, secret: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .map_err(|e| anyhow::anyhow!("cannot key HMAC-SHA256: {e}"))?;
+    mac.update(INVITATION_SECRET_LABEL);
+    let derived = mac.finalize().into_bytes().to_vec();
+    match append_if_missing(path, &derived) {
+        Ok(stored) => Ok(stored),
+        Err(e) => {
+            tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "cannot add the invitation secret to the key file; it is derived from the \
+                 HS256 secret until it can be written, so rotating that secret now would \
+                 invalidate every invitation link sent"
+            );
+            Ok(derived)
+        }
+    }
+}
+
+/// Under an exclusive lock on the file: appends `derived` as the second line unless another
+/// process already did, and returns the second line's secret.
+fn append_if_missing(path: &Path, derived: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut file = fs::OpenOptions::new().read(true).append(true).open(path)?;
+    file.lock()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text)?;
+    let (_, second) = parse_lines(&text)
+        .ok_or_else(|| anyhow::anyhow!("{} does not hold a Parley key", path.display()))?;
+    if let Some(stored) = second {
+        return Ok(stored);
+    }
+    let separator = if text.ends_with('\n') { "" } else { "\n" };
+    writeln!(file, "{separator}{}", URL_SAFE_NO_PAD.encode(derived))?;
+    file.sync_all()?;
+    // The lock is released when the file is closed.
+    Ok(derived.to_vec())
+}
 
 /// Verifies bearer tokens.
 #[derive(Clone)]

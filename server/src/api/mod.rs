@@ -38,6 +38,8 @@ pub struct State {
     pub db: DatabaseConnection,
     pub verifier: Verifier,
     pub pager: Pager,
+    /// Derives invitation link tokens (rule 23) from the key file's invitation secret.
+    pub invitation_links: store::invitations::LinkKey,
     limiter: Option<RateLimiter<Bucket>>,
     service_limiter: Option<RateLimiter<(String, String)>>,
 }
@@ -99,6 +101,7 @@ impl State {
             db,
             verifier,
             pager: Pager::new(key.secret()),
+            invitation_links: store::invitations::LinkKey::new(key.invitation_secret()),
             limiter,
             service_limiter,
         }

@@ -47,10 +47,18 @@ impl NotificationService for Notifications {
                     size,
                     |n| n.id.clone(),
                 );
-                Ok(pb::ListNotificationsResponse {
-                    notifications: list
-                        .into_iter()
-                        .map(|n| pb::Notification {
+                let links = &self.0.invitation_links;
+                let notifications = list
+                    .into_iter()
+                    .map(|n| {
+                        // Rule 23: the link token is derived again, never read from the row;
+                        // once acknowledged the notification has been delivered and lists
+                        // without it (see the proto's `invitation_token`).
+                        let invitation_token = match (&n.invitation_id, n.ack_time) {
+                            (Some(id), None) => links.token(&p.tenant_id, id)?,
+                            _ => String::new(),
+                        };
+                        Ok(pb::Notification {
                             id: n.id,
                             kind: n.kind as i32,
                             recipient: Some(match n.recipient {
@@ -64,10 +72,13 @@ impl NotificationService for Notifications {
                             conversation_id: n.conversation_id,
                             actor_id: n.actor_id,
                             subject_ids: n.subject_ids,
-                            invitation_token: n.invitation_token.unwrap_or_default(),
+                            invitation_token,
                             create_time: Some(convert::timestamp(n.create_time)),
                         })
-                        .collect(),
+                    })
+                    .collect::<Result<_, Error>>()?;
+                Ok(pb::ListNotificationsResponse {
+                    notifications,
                     next_page_token,
                 })
             })

@@ -142,6 +142,7 @@ impl Participants {
             partial_success: req.partial_success,
             invitation_ttl_micros: self.0.config.limits.invitation_ttl.as_micros() as i64,
             max_group_reach: self.0.config.limits.max_group_reach,
+            links: self.0.invitation_links.clone(),
         };
         let results = parts::add(&m.tx, &p.tenant_id, &actor(&p), &id, invitees, options).await?;
         let reply = pb::AddParticipantsResponse {

@@ -14,23 +14,37 @@ use crate::domain::principal::Actor;
 use crate::domain::rules;
 use crate::error::Error;
 
-/// The invitation a token opens, if the caller (with `email`) may answer it.
-async fn answerable(
+/// The invitation a token opens and its conversation, locked in the one order every mutation
+/// takes (the conversation, then what hangs off it): the invitation is first read unlocked to
+/// learn its conversation, then re-read under the lock, and only that read is judged.
+async fn lock_by_token(
     tx: &DatabaseTransaction,
     tenant_id: &str,
-    email: Option<&str>,
     token: &str,
-) -> Result<Invitation, Error> {
-    let invitation = invitations::by_token(tx, tenant_id, token).await?;
+) -> Result<(Invitation, Conversation), Error> {
+    let seen = invitations::find_by_token(tx, tenant_id, token).await?;
+    let c = lock_conversation(tx, tenant_id, &seen.conversation_id).await?;
+    let invitation = invitations::lock_by_id(tx, tenant_id, &seen.id).await?;
+    Ok((invitation, c))
+}
+
+/// Whether the caller (with `email`) may answer this invitation (rule 16).
+fn answerable(invitation: &Invitation, email: Option<&str>) -> Result<(), Error> {
     match invitation.effective_state(now_micros()) {
         InvitationState::Pending => {}
         InvitationState::Expired => return Err(Error::InvitationExpired),
         _ => return Err(Error::InvitationNotPending),
     }
-    if !email.is_some_and(|e| e.eq_ignore_ascii_case(&invitation.email)) {
+    if !email.is_some_and(|e| same_email(e, &invitation.email)) {
         return Err(Error::InvitationEmailMismatch);
     }
-    Ok(invitation)
+    Ok(())
+}
+
+/// Emails compare case-insensitively with the same Unicode lower-casing that invitee emails
+/// get when invited (so "Émile@…" invited is "émile@…" accepting).
+fn same_email(a: &str, b: &str) -> bool {
+    a == b || a.to_lowercase() == b.to_lowercase()
 }
 
 /// AcceptInvitation: the caller becomes an EXTERNAL participant. Invitations sent before the
@@ -42,8 +56,8 @@ pub async fn accept(
     email: Option<&str>,
     token: &str,
 ) -> Result<Participant, Error> {
-    let mut invitation = answerable(tx, tenant_id, email, token).await?;
-    let mut c = lock_conversation(tx, tenant_id, &invitation.conversation_id).await?;
+    let (mut invitation, mut c) = lock_by_token(tx, tenant_id, token).await?;
+    answerable(&invitation, email)?;
     rules::require_open(&c)?;
     if c.external_roster_locked()
         && c.first_message_time
@@ -145,7 +159,8 @@ async fn finish(
     save_conversation(tx, c).await
 }
 
-/// DeclineInvitation by the invitee.
+/// DeclineInvitation by the invitee. Declining appends an event, so like accepting it needs a
+/// conversation that is not read-only (rule 24).
 pub async fn decline(
     tx: &DatabaseTransaction,
     tenant_id: &str,
@@ -153,8 +168,9 @@ pub async fn decline(
     email: Option<&str>,
     token: &str,
 ) -> Result<Invitation, Error> {
-    let mut invitation = answerable(tx, tenant_id, email, token).await?;
-    let mut c = lock_conversation(tx, tenant_id, &invitation.conversation_id).await?;
+    let (mut invitation, mut c) = lock_by_token(tx, tenant_id, token).await?;
+    answerable(&invitation, email)?;
+    rules::require_open(&c)?;
     let now = now_micros();
     invitation.state = InvitationState::Declined;
     invitations::set_state(tx, &invitation, now).await?;
@@ -178,8 +194,10 @@ pub async fn revoke(
     actor: &Actor,
     invitation_id: &str,
 ) -> Result<Invitation, Error> {
-    let mut invitation = invitations::by_id(tx, tenant_id, invitation_id).await?;
-    let mut c = lock_conversation(tx, tenant_id, &invitation.conversation_id).await?;
+    // The conversation is locked before the invitation, as everywhere (see `lock_by_token`).
+    let seen = invitations::find_by_id(tx, tenant_id, invitation_id).await?;
+    let mut c = lock_conversation(tx, tenant_id, &seen.conversation_id).await?;
+    let mut invitation = invitations::lock_by_id(tx, tenant_id, &seen.id).await?;
     let caller = super::caller_participant(tx, &c.id, actor).await?;
     rules::require_active(&c, actor, caller.as_ref())?;
     if let Actor::User(u) = actor

@@ -200,7 +200,8 @@ pub mod notifications {
         pub conversation_id: String,
         pub actor_id: String,
         pub subject_ids: String,
-        pub invitation_token: Option<String>,
+        /// The invitation an INVITATION notification carries the link of (never the token).
+        pub invitation_id: Option<String>,
         pub create_time: i64,
         pub ack_time: Option<i64>,
     }

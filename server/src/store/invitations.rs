@@ -1,10 +1,11 @@
-//! Email invitations (rules 3, 4, 8, 16, 17). The secret token travels only in the INVITATION
-//! notification; the table keeps its SHA-256.
+//! Email invitations (rules 3, 4, 8, 16, 17, 23). The link token is never stored: it is derived
+//! from the invitation secret whenever a notification carries it, and the table keeps only its
+//! SHA-256, to find the invitation a presented token opens.
 
 use std::collections::HashMap;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use rand::RngCore;
+use hmac::{Hmac, Mac};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, prelude::Expr, sea_query::CaseStatement,
@@ -15,15 +16,50 @@ use super::entities::invitations as inv;
 use crate::domain::model::{Invitation, InvitationState, Micros};
 use crate::error::Error;
 
-/// A new random invitation token (256 bits) and the hash that is stored.
-pub fn new_token() -> (String, String) {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let token = URL_SAFE_NO_PAD.encode(bytes);
-    let hash = token_hash(&token);
-    (token, hash)
+/// Derives invitation link tokens from the key file's invitation secret (rule 23).
+///
+/// A token is `base64url(HMAC-SHA256(secret, "parley invitation v1/<tenant>/<invitation id>"))`:
+/// every replica sharing the key file derives the same token for an invitation, for as long as
+/// the invitation exists, so a resend carries the link already sent, and the database holds
+/// nothing that opens an invitation.
+#[derive(Clone)]
+pub struct LinkKey {
+    secret: Vec<u8>,
 }
 
+impl std::fmt::Debug for LinkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkKey(..)")
+    }
+}
+
+impl LinkKey {
+    /// A key over the invitation secret ([`crate::auth::KeyFile::invitation_secret`]).
+    pub fn new(secret: &[u8]) -> Self {
+        Self {
+            secret: secret.to_vec(),
+        }
+    }
+
+    /// The link token of an invitation of `tenant_id`.
+    pub fn token(&self, tenant_id: &str, invitation_id: &str) -> Result<String, Error> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+            .map_err(|e| Error::Internal(format!("cannot key HMAC-SHA256: {e}")))?;
+        // Invitation ids are UUIDs: the last '/' ends the tenant, whatever the tenant holds.
+        mac.update(b"parley invitation v1/");
+        mac.update(tenant_id.as_bytes());
+        mac.update(b"/");
+        mac.update(invitation_id.as_bytes());
+        Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    /// The stored hash of an invitation's link token.
+    pub fn token_hash(&self, tenant_id: &str, invitation_id: &str) -> Result<String, Error> {
+        Ok(token_hash(&self.token(tenant_id, invitation_id)?))
+    }
+}
+
+/// What the invitations table keeps of a token: its SHA-256, hex.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -114,11 +150,14 @@ async fn insert_batch(
     Ok(())
 }
 
-/// Replaces the token hashes of invitations being sent again, in one statement.
-pub async fn rotate_tokens(
+/// Gives invitations made before links were derived (migration 000006: their hash is of a
+/// random token nobody can derive again) the hash of their derived token, so that a resend
+/// carries a link that opens them. `hashes` pairs invitation ids with their derived hashes; rows
+/// that already hold theirs are left untouched, so for every invitation made since this is one
+/// statement that changes nothing.
+pub async fn adopt_derived_links(
     tx: &DatabaseTransaction,
     hashes: &[(String, String)],
-    now: Micros,
 ) -> Result<(), Error> {
     if hashes.is_empty() {
         return Ok(());
@@ -129,31 +168,46 @@ pub async fn rotate_tokens(
     }
     inv::Entity::update_many()
         .col_expr(inv::Column::TokenHash, case.into())
-        .col_expr(inv::Column::UpdateTime, Expr::value(now))
         .filter(inv::Column::Id.is_in(hashes.iter().map(|(id, _)| id.clone())))
+        .filter(inv::Column::TokenHash.is_not_in(hashes.iter().map(|(_, h)| h.clone())))
         .exec(tx)
         .await?;
     Ok(())
 }
 
-/// The invitation a token opens, in the tenant, locked for the transaction.
-pub async fn by_token(
-    tx: &DatabaseTransaction,
+/// The invitation a token opens, in the tenant, read without a lock: the caller learns its
+/// conversation, locks that first (the one lock order of every mutation) and then re-reads the
+/// invitation with [`lock_by_id`].
+pub async fn find_by_token<C: ConnectionTrait>(
+    db: &C,
     tenant_id: &str,
     token: &str,
 ) -> Result<Invitation, Error> {
     let row = inv::Entity::find()
         .filter(inv::Column::TokenHash.eq(token_hash(token)))
         .filter(inv::Column::TenantId.eq(tenant_id))
-        .lock_exclusive()
-        .one(tx)
+        .one(db)
         .await?
         .ok_or(Error::InvitationNotFound)?;
     from_row(row)
 }
 
-/// One invitation of the tenant by id, locked for the transaction.
-pub async fn by_id(
+/// One invitation of the tenant by id, read without a lock (see [`find_by_token`]).
+pub async fn find_by_id<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Invitation, Error> {
+    let row = inv::Entity::find_by_id(id.to_owned())
+        .filter(inv::Column::TenantId.eq(tenant_id))
+        .one(db)
+        .await?
+        .ok_or(Error::InvitationNotFound)?;
+    from_row(row)
+}
+
+/// One invitation of the tenant by id, locked for the transaction (after its conversation).
+pub async fn lock_by_id(
     tx: &DatabaseTransaction,
     tenant_id: &str,
     id: &str,

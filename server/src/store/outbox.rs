@@ -27,8 +27,9 @@ pub struct Notification {
     pub conversation_id: String,
     pub actor_id: String,
     pub subject_ids: Vec<String>,
-    /// Only on INVITATION notifications, and only until acknowledged.
-    pub invitation_token: Option<String>,
+    /// Only on INVITATION notifications: the invitation whose link it carries. The link token
+    /// itself is never stored (rule 23); it is derived again when the notification is read.
+    pub invitation_id: Option<String>,
     pub create_time: i64,
     pub ack_time: Option<i64>,
 }
@@ -48,7 +49,7 @@ impl Notification {
             conversation_id: conversation_id.to_owned(),
             actor_id: actor_id.to_owned(),
             subject_ids,
-            invitation_token: None,
+            invitation_id: None,
             create_time: now_micros(),
             ack_time: None,
         }
@@ -88,7 +89,7 @@ async fn enqueue_batch(
         conversation_id: Set(x.conversation_id.clone()),
         actor_id: Set(x.actor_id.clone()),
         subject_ids: Set(serde_json::to_string(&x.subject_ids).unwrap_or_else(|_| "[]".into())),
-        invitation_token: Set(x.invitation_token.clone()),
+        invitation_id: Set(x.invitation_id.clone()),
         create_time: Set(x.create_time),
         ack_time: Set(None),
     }))
@@ -113,7 +114,7 @@ fn from_row(m: n::Model) -> Result<Notification, Error> {
         id: m.id,
         conversation_id: m.conversation_id,
         actor_id: m.actor_id,
-        invitation_token: m.invitation_token,
+        invitation_id: m.invitation_id,
         create_time: m.create_time,
         ack_time: m.ack_time,
     })
@@ -143,8 +144,7 @@ pub async fn list(
         .collect()
 }
 
-/// Acknowledges notifications (idempotent); an acknowledged invitation drops its token.
-/// Returns how many were newly acknowledged.
+/// Acknowledges notifications (idempotent). Returns how many were newly acknowledged.
 pub async fn ack<C: sea_orm::ConnectionTrait>(
     db: &C,
     tenant_id: &str,
@@ -155,10 +155,6 @@ pub async fn ack<C: sea_orm::ConnectionTrait>(
     }
     let result = n::Entity::update_many()
         .col_expr(n::Column::AckTime, Expr::value(now_micros()))
-        .col_expr(
-            n::Column::InvitationToken,
-            Expr::value(Option::<String>::None),
-        )
         .filter(n::Column::TenantId.eq(tenant_id))
         .filter(n::Column::Id.is_in(ids.iter().cloned()))
         .filter(n::Column::AckTime.is_null())

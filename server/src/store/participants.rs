@@ -51,12 +51,14 @@ pub struct AddResult {
 }
 
 /// How an AddParticipants call runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct AddOptions {
     pub partial_success: bool,
     pub invitation_ttl_micros: i64,
     /// Group memberships the call may expand ([`crate::Limits::max_group_reach`]).
     pub max_group_reach: usize,
+    /// Derives the link token whose hash a new invitation stores (rule 23).
+    pub links: invitations::LinkKey,
 }
 
 /// A person an AddParticipants call names: a directory user or an email nobody has.
@@ -391,9 +393,10 @@ pub async fn add(
     if !new_emails.is_empty() {
         let mut rows = Vec::with_capacity(new_emails.len());
         for email in &new_emails {
-            let (token, hash) = invitations::new_token();
+            let id = uuid::Uuid::now_v7().to_string();
+            let hash = options.links.token_hash(tenant_id, &id)?;
             let invitation = Invitation {
-                id: uuid::Uuid::now_v7().to_string(),
+                id,
                 conversation_id: c.id.clone(),
                 email: email.clone(),
                 invited_by: actor.id().to_owned(),
@@ -409,7 +412,7 @@ pub async fn add(
                 actor.id(),
                 vec![],
             );
-            note.invitation_token = Some(token);
+            note.invitation_id = Some(invitation.id.clone());
             notes.push(note);
             invited.insert(email.clone(), invitation.clone());
             rows.push((invitation, hash));
@@ -426,13 +429,14 @@ pub async fn add(
             false,
         ));
     }
+    // A resend (rule 4, ALREADY_INVITED) carries the same link as the first notification: the
+    // token is derived from the invitation, so nothing about the invitation changes (rule 23).
     if !resent_emails.is_empty() {
         let mut hashes = Vec::with_capacity(resent_emails.len());
         for email in &resent_emails {
             let Some(invitation) = pending.get(email) else {
                 continue;
             };
-            let (token, hash) = invitations::new_token();
             let mut note = Notification::new(
                 Kind::Invitation,
                 Recipient::Email(email.clone()),
@@ -440,11 +444,14 @@ pub async fn add(
                 actor.id(),
                 vec![],
             );
-            note.invitation_token = Some(token);
+            note.invitation_id = Some(invitation.id.clone());
             notes.push(note);
-            hashes.push((invitation.id.clone(), hash));
+            hashes.push((
+                invitation.id.clone(),
+                options.links.token_hash(tenant_id, &invitation.id)?,
+            ));
         }
-        invitations::rotate_tokens(tx, &hashes, now).await?;
+        invitations::adopt_derived_links(tx, &hashes).await?;
     }
     append_items(tx, &items).await?;
     outbox::enqueue(tx, tenant_id, &notes).await?;

@@ -16,6 +16,7 @@ mod conversations;
 mod database_outage;
 mod directory;
 mod housekeeping;
+mod invitation_links;
 mod invitations;
 mod notifications;
 mod participants;
