@@ -146,20 +146,33 @@ impl KeyFile {
                     secret: random(),
                     invitation_secret: random(),
                 };
+                // Written whole to a temporary file, then linked into place (which fails if
+                // the file exists): a replica starting at the same moment never reads a
+                // half-written key file, and the first to link wins.
+                let tmp = path.with_file_name(format!(
+                    ".{}.{}.tmp",
+                    path.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    uuid::Uuid::new_v4().simple()
+                ));
                 let mut options = fs::OpenOptions::new();
                 options.write(true).create_new(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                match options.open(path) {
-                    Ok(mut file) => {
-                        write!(
-                            file,
-                            "{}\n{}\n",
-                            URL_SAFE_NO_PAD.encode(&key.secret),
-                            URL_SAFE_NO_PAD.encode(&key.invitation_secret)
-                        )?;
-                        Ok(key)
-                    }
+                let written = options.open(&tmp).and_then(|mut file| {
+                    write!(
+                        file,
+                        "{}\n{}\n",
+                        URL_SAFE_NO_PAD.encode(&key.secret),
+                        URL_SAFE_NO_PAD.encode(&key.invitation_secret)
+                    )?;
+                    file.sync_all()
+                });
+                let linked = written.and_then(|()| fs::hard_link(&tmp, path));
+                let _ = fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => Ok(key),
                     // Another process created it first: use theirs.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         Self::load_or_create(path)

@@ -137,6 +137,35 @@ fn replicas_upgrading_one_old_file_at_once_agree() {
 }
 
 #[test]
+fn replicas_creating_one_file_at_once_agree() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("parley.key");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    // Never a half-written file: every start succeeds.
+                    let key = KeyFile::load_or_create(&path).expect("load or create");
+                    (key.secret().to_vec(), key.invitation_secret().to_vec())
+                })
+            })
+            .collect();
+        let keys: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect();
+        assert!(keys.iter().all(|k| *k == keys[0]), "one key file for all");
+        assert_eq!(lines(&path).len(), 2);
+        assert_eq!(mode(&path) & 0o777, 0o600);
+        let leftovers = std::fs::read_dir(dir.path()).expect("list").count();
+        assert_eq!(leftovers, 1, "no temporary file is left behind");
+    }
+}
+
+#[test]
 fn a_read_only_old_file_still_loads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("parley.key");
