@@ -27,6 +27,8 @@ pub struct Limits {
     /// Group memberships one AddParticipants call may expand (the sum of its groups' sizes),
     /// so that a call naming many large groups is refused before they are loaded.
     pub max_group_reach: usize,
+    /// Members one UpsertGroup call may list.
+    pub max_group_members: usize,
     /// How long an email invitation stays acceptable.
     pub invitation_ttl: Duration,
     /// Calls per second each principal may make to one replica (bursts of twice that);
@@ -70,6 +72,7 @@ impl Default for Limits {
             max_initial_participants: 10,
             max_invitees: 1_000,
             max_group_reach: 10_000,
+            max_group_members: 1_000,
             invitation_ttl: Duration::from_secs(7 * 24 * 3600),
             rate_limit_per_second: 1_000,
             service_rate_limit_per_second: 10_000,

@@ -101,6 +101,9 @@ struct ServeArgs {
     /// Group memberships one AddParticipants call may expand (the sum of its groups' sizes).
     #[arg(long, env = "PARLEY_MAX_GROUP_REACH", default_value_t = 10_000)]
     max_group_reach: usize,
+    /// Members one UpsertGroup call may list.
+    #[arg(long, env = "PARLEY_MAX_GROUP_MEMBERS", default_value_t = 1_000)]
+    max_group_members: usize,
     /// How long an email invitation stays valid.
     #[arg(long, env = "PARLEY_INVITATION_TTL", default_value = "7d", value_parser = humantime::parse_duration)]
     invitation_ttl: Duration,
@@ -189,6 +192,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_initial_participants: args.max_initial_participants,
             max_invitees: args.max_invitees,
             max_group_reach: args.max_group_reach,
+            max_group_members: args.max_group_members,
             invitation_ttl: args.invitation_ttl,
             rate_limit_per_second: args.rate_limit,
             service_rate_limit_per_second: args.service_rate_limit,

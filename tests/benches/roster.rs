@@ -43,7 +43,11 @@ where
 }
 
 async fn bench(db: Db) {
-    let app = spawn_app_with(db, |c| c.limits.rate_limit_per_second = 0).await;
+    let app = spawn_app_with(db, |c| {
+        c.limits.rate_limit_per_second = 0;
+        c.limits.max_group_members = 6_000;
+    })
+    .await;
     let users = seed_many(&app, "u", 1_000).await;
     let owner = app.user(TENANT, "owner");
     let mut rows = Vec::new();

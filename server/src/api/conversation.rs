@@ -1,11 +1,12 @@
 //! ConversationService: conversations, their lifecycle, messages and the timeline.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use parley::pb::{self, conversation_service_server::ConversationService};
 use tonic::{Request, Response, Status};
 
 use super::{Begun, State, actor, begin_mutation, convert};
+use crate::config::Limits;
 use crate::domain::model::{ConversationKind, History, Permission, TimelineItem};
 use crate::domain::principal::{Actor, Principal};
 use crate::domain::rules::{self, RequestedPolicy};
@@ -120,7 +121,33 @@ fn policy_request(p: Option<pb::Policy>, v: &mut Violations) -> Option<Requested
     })
 }
 
+/// CreateConversation's bounds, checked before the request is copied or looked into: the
+/// request id, then the raw `participant_ids` list's length (duplicates and the creator
+/// counted), so a huge list is refused without looking at a single id (SPEC §4, rule 12).
+fn create_bounds(limits: &Limits, req: &pb::CreateConversationRequest) -> Result<(), Error> {
+    validate::request_id(&req.request_id)?;
+    let max = limits.max_initial_participants;
+    if req.participant_ids.len() > max {
+        return Err(Error::TooManyInitialParticipants { max });
+    }
+    Ok(())
+}
+
+/// UpdateConversation's bounds on its repeated field, checked like [`create_bounds`].
+fn update_bounds(_: &Limits, req: &pb::UpdateConversationRequest) -> Result<(), Error> {
+    validate::request_id(&req.request_id)?;
+    if let Some(mask) = &req.update_mask {
+        validate::max_items(
+            "update_mask.paths",
+            &mask.paths,
+            validate::MAX_UPDATE_MASK_PATHS,
+        )?;
+    }
+    Ok(())
+}
+
 impl Conversations {
+    /// Runs after [`create_bounds`]: then the per-id checks, then linear de-duplication.
     async fn create(
         &self,
         p: Principal,
@@ -151,12 +178,14 @@ impl Conversations {
                 "a service must act for a user (x-parley-act-as) to create a conversation",
             ));
         };
-        let mut others: Vec<String> = Vec::new();
-        for id in req.participant_ids {
-            if id != owner_id && !others.contains(&id) {
-                others.push(id);
-            }
-        }
+        // Linear de-duplication, first mention kept.
+        let mut seen = HashSet::with_capacity(req.participant_ids.len());
+        let others: Vec<String> = req
+            .participant_ids
+            .iter()
+            .filter(|id| **id != owner_id && seen.insert(id.as_str()))
+            .cloned()
+            .collect();
         let max_initial = state.config.limits.max_initial_participants;
         if others.len() + 1 > max_initial {
             return Err(Error::TooManyInitialParticipants { max: max_initial });
@@ -201,10 +230,38 @@ impl Conversations {
         req: pb::UpdateConversationRequest,
     ) -> Result<pb::Conversation, Error> {
         let server_max = self.0.config.limits.max_participants;
+        // After [`update_bounds`]: every string's length, before a path is interpreted (or
+        // echoed in an error).
+        let mask_paths = req.update_mask.as_ref().map_or(&[][..], |m| &m.paths[..]);
         let conv = req
             .conversation
-            .clone()
+            .as_ref()
             .ok_or_else(|| Error::field("conversation", "is required"))?;
+        let mut v = Violations::default();
+        v.check(validate::max_chars(
+            "conversation.etag",
+            &conv.etag,
+            validate::MAX_ETAG_LEN,
+        ));
+        v.check(validate::max_chars(
+            "conversation.title",
+            &conv.title,
+            validate::MAX_TITLE_LEN,
+        ));
+        // Output only, so ignored, but bounded like every string of a request.
+        v.check(validate::max_chars(
+            "conversation.owner_id",
+            &conv.owner_id,
+            validate::MAX_ID_LEN,
+        ));
+        for (i, path) in mask_paths.iter().enumerate() {
+            v.check(validate::max_chars(
+                &format!("update_mask.paths[{i}]"),
+                path,
+                validate::MAX_FIELD_PATH_LEN,
+            ));
+        }
+        v.finish()?;
         let mut v = Violations::default();
         let id = v.check(validate::conversation_id("conversation.id", &conv.id));
         let paths: Vec<String> = match &req.update_mask {
@@ -229,11 +286,6 @@ impl Conversations {
             let whole = path == "policy";
             match path.as_str() {
                 "title" => {
-                    v.check(validate::max_chars(
-                        "conversation.title",
-                        &conv.title,
-                        validate::MAX_TITLE_LEN,
-                    ));
                     patch.title = Some(conv.title.clone());
                 }
                 "policy"
@@ -357,6 +409,7 @@ impl Conversations {
         req: &Req,
         to: convs::Transition,
     ) -> Result<pb::Conversation, Error> {
+        validate::request_id(request_id)?;
         let id = validate::conversation_id("id", id)?;
         let m = match self.0.begin(&p, method, request_id, req).await? {
             Begun::Replayed(reply) => return Ok(reply),
@@ -374,7 +427,9 @@ impl ConversationService for Conversations {
         request: Request<pb::CreateConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
         self.0
-            .handle("CreateConversation", request, |p, req| self.create(p, req))
+            .handle_bounded("CreateConversation", request, create_bounds, |p, req| {
+                self.create(p, req)
+            })
             .await
     }
 
@@ -449,7 +504,9 @@ impl ConversationService for Conversations {
         request: Request<pb::UpdateConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
         self.0
-            .handle("UpdateConversation", request, |p, req| self.update(p, req))
+            .handle_bounded("UpdateConversation", request, update_bounds, |p, req| {
+                self.update(p, req)
+            })
             .await
     }
 
@@ -516,6 +573,7 @@ impl ConversationService for Conversations {
     ) -> Result<Response<pb::Message>, Status> {
         self.0
             .handle("SendMessage", request, |p, req| async move {
+                validate::request_id(&req.request_id)?;
                 let mut v = Violations::default();
                 let id = v.check(validate::conversation_id(
                     "conversation_id",

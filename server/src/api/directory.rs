@@ -6,6 +6,7 @@ use parley::pb::{self, directory_service_server::DirectoryService};
 use tonic::{Request, Response, Status};
 
 use super::{State, begin_mutation, convert, require_service};
+use crate::config::Limits;
 use crate::domain::model::{Group, User, UserKind, UserStatus, now_micros};
 use crate::domain::validate::{self, Violations};
 use crate::error::Error;
@@ -14,6 +15,14 @@ use crate::store::directory as dir;
 pub struct Directory(pub Arc<State>);
 
 const LIST_USERS: &str = "ListUsers";
+
+/// UpsertGroup's bounds, checked before the request is copied or looked into: the request id,
+/// then the member list's length, before any member is looked at (SPEC §4).
+fn group_bounds(limits: &Limits, req: &pb::UpsertGroupRequest) -> Result<(), Error> {
+    validate::request_id(&req.request_id)?;
+    let members = req.group.as_ref().map_or(&[][..], |g| &g.member_ids[..]);
+    validate::max_items("group.member_ids", members, limits.max_group_members)
+}
 
 #[tonic::async_trait]
 impl DirectoryService for Directory {
@@ -24,6 +33,7 @@ impl DirectoryService for Directory {
         self.0
             .handle("UpsertUser", request, |p, req| async move {
                 require_service(&p)?;
+                validate::request_id(&req.request_id)?;
                 let u = req
                     .user
                     .as_ref()
@@ -129,11 +139,12 @@ impl DirectoryService for Directory {
         self.0
             .handle("SearchUsers", request, |p, req| async move {
                 require_service(&p)?;
+                // Bounded before it is trimmed: trimming scans it.
+                validate::max_chars("query", &req.query, validate::MAX_QUERY_LEN)?;
                 let query = req.query.trim();
                 if query.is_empty() {
                     return Err(Error::field("query", "must not be empty"));
                 }
-                validate::max_chars("query", query, validate::MAX_EMAIL_LEN)?;
                 let size = validate::page_size(req.page_size)?;
                 let users = dir::search_users(&self.0.db, &p.tenant_id, query, size).await?;
                 Ok(pb::SearchUsersResponse {
@@ -150,6 +161,7 @@ impl DirectoryService for Directory {
         self.0
             .handle("DeactivateUser", request, |p, req| async move {
                 require_service(&p)?;
+                validate::request_id(&req.request_id)?;
                 validate::id_field("id", &req.id)?;
                 let m = begin_mutation!(self.0, &p, "DeactivateUser", req);
                 let user = dir::deactivate_user(&m.tx, &p.tenant_id, &req.id).await?;
@@ -163,7 +175,7 @@ impl DirectoryService for Directory {
         request: Request<pb::UpsertGroupRequest>,
     ) -> Result<Response<pb::Group>, Status> {
         self.0
-            .handle("UpsertGroup", request, |p, req| async move {
+            .handle_bounded("UpsertGroup", request, group_bounds, |p, req| async move {
                 require_service(&p)?;
                 let g = req
                     .group
@@ -176,12 +188,6 @@ impl DirectoryService for Directory {
                     &g.name,
                     validate::MAX_NAME_LEN,
                 ));
-                if g.member_ids.len() > 10_000 {
-                    v.check::<()>(Err(Error::field(
-                        "group.member_ids",
-                        "at most 10000 members",
-                    )));
-                }
                 for (i, m) in g.member_ids.iter().enumerate() {
                     v.check(validate::id_field(&format!("group.member_ids[{i}]"), m));
                 }
@@ -232,6 +238,7 @@ impl DirectoryService for Directory {
         self.0
             .handle("DeleteGroup", request, |p, req| async move {
                 require_service(&p)?;
+                validate::request_id(&req.request_id)?;
                 validate::id_field("id", &req.id)?;
                 let m = begin_mutation!(self.0, &p, "DeleteGroup", req);
                 dir::delete_group(&m.tx, &p.tenant_id, &req.id).await?;

@@ -268,6 +268,26 @@ impl State {
         F: Fn(Principal, Req) -> Fut,
         Fut: Future<Output = Result<Resp, Error>>,
     {
+        self.handle_bounded(method, request, |_, _| Ok(()), f).await
+    }
+
+    /// [`Self::handle`], checking `bounds` (given the server's limits) on the request as soon
+    /// as the caller is known: before the request is copied (each attempt gets a copy) or a
+    /// handler sees it, so a request with a huge list is refused without any per-item work
+    /// (SPEC §4 "Bounds").
+    pub(crate) async fn handle_bounded<Req, Resp, B, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        bounds: B,
+        f: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        B: FnOnce(&crate::config::Limits, &Req) -> Result<(), Error>,
+        F: Fn(Principal, Req) -> Fut,
+        Fut: Future<Output = Result<Resp, Error>>,
+    {
         // One span per RPC: every line logged inside the call carries who made it.
         let span = tracing::info_span!(
             "rpc",
@@ -279,9 +299,11 @@ impl State {
         async move {
             let started = Instant::now();
             let (metadata, _, message) = request.into_parts();
+            let limits = &self.config.limits;
             let result = match self
                 .authenticate(&metadata, &tracing::Span::current())
                 .await
+                .and_then(|p| bounds(limits, &message).map(|()| p))
             {
                 Ok(p) => retry_write_conflicts(|| f(p.clone(), message.clone())).await,
                 Err(e) => Err(e),
@@ -422,7 +444,8 @@ impl State {
         let key = if request_id.is_empty() {
             None
         } else {
-            validate::max_chars("request_id", request_id, validate::MAX_ID_LEN)?;
+            // Handlers check it first too; this keeps every mutation covered.
+            validate::request_id(request_id)?;
             Some(RequestKey {
                 tenant_id: p.tenant_id.clone(),
                 principal_id: request_principal(p),

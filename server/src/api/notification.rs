@@ -6,6 +6,7 @@ use parley::pb::{self, notification_service_server::NotificationService};
 use tonic::{Request, Response, Status};
 
 use super::{State, begin_mutation, convert, require_service};
+use crate::config::Limits;
 use crate::domain::validate;
 use crate::error::Error;
 use crate::store::outbox::{self, Recipient};
@@ -13,8 +14,13 @@ use crate::store::outbox::{self, Recipient};
 pub struct Notifications(pub Arc<State>);
 
 const LIST_NOTIFICATIONS: &str = "ListNotifications";
-/// Most ids one AckNotifications call takes.
-const MAX_ACK: usize = 1_000;
+
+/// AckNotifications' bounds, checked before the request is copied or looked into: the request
+/// id, then the number of ids, before any id is looked at (SPEC §4).
+fn ack_bounds(_: &Limits, req: &pb::AckNotificationsRequest) -> Result<(), Error> {
+    validate::request_id(&req.request_id)?;
+    validate::max_items("ids", &req.ids, validate::MAX_ACK_IDS)
+}
 
 #[tonic::async_trait]
 impl NotificationService for Notifications {
@@ -90,29 +96,28 @@ impl NotificationService for Notifications {
         request: Request<pb::AckNotificationsRequest>,
     ) -> Result<Response<pb::AckNotificationsResponse>, Status> {
         self.0
-            .handle("AckNotifications", request, |p, req| async move {
-                require_service(&p)?;
-                if req.ids.is_empty() {
-                    return Err(Error::field("ids", "name at least one notification"));
-                }
-                if req.ids.len() > MAX_ACK {
-                    return Err(Error::field(
-                        "ids",
-                        format!("at most {MAX_ACK} ids per call"),
-                    ));
-                }
-                let mut v = validate::Violations::default();
-                for (i, id) in req.ids.iter().enumerate() {
-                    v.check(validate::conversation_id(&format!("ids[{i}]"), id));
-                }
-                v.finish()?;
-                let m = begin_mutation!(self.0, &p, "AckNotifications", req);
-                let acked = outbox::ack(&m.tx, &p.tenant_id, &req.ids).await?;
-                m.finish(pb::AckNotificationsResponse {
-                    acked: acked as i32,
-                })
-                .await
-            })
+            .handle_bounded(
+                "AckNotifications",
+                request,
+                ack_bounds,
+                |p, req| async move {
+                    require_service(&p)?;
+                    if req.ids.is_empty() {
+                        return Err(Error::field("ids", "name at least one notification"));
+                    }
+                    let mut v = validate::Violations::default();
+                    for (i, id) in req.ids.iter().enumerate() {
+                        v.check(validate::conversation_id(&format!("ids[{i}]"), id));
+                    }
+                    v.finish()?;
+                    let m = begin_mutation!(self.0, &p, "AckNotifications", req);
+                    let acked = outbox::ack(&m.tx, &p.tenant_id, &req.ids).await?;
+                    m.finish(pb::AckNotificationsResponse {
+                        acked: acked as i32,
+                    })
+                    .await
+                },
+            )
             .await
     }
 }

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::conversation::{TimelineQuery, timeline_page};
 use super::{State, actor, begin_mutation, convert};
+use crate::config::Limits;
 use crate::domain::model::{ParticipantKind, ParticipantState, Role};
 use crate::domain::principal::Principal;
 use crate::domain::validate::{self, Violations};
@@ -28,10 +29,22 @@ const LIST_INVITATIONS: &str = "ListInvitations";
 
 /// An invitation token as a request carries it.
 fn token_field(token: &str) -> Result<&str, Error> {
-    if token.is_empty() || token.len() > 128 {
+    // Bytes, not characters: a token is ASCII, and anything longer than the bound is no token.
+    if token.is_empty() || token.len() > validate::MAX_INVITATION_TOKEN_LEN {
         return Err(Error::field("token", "is not an invitation token"));
     }
     Ok(token)
+}
+
+/// AddParticipants' bounds, checked before the request is copied or looked into: the request
+/// id, then the number of invitees (rule 3), before one is looked at (SPEC §4).
+fn add_bounds(limits: &Limits, req: &pb::AddParticipantsRequest) -> Result<(), Error> {
+    validate::request_id(&req.request_id)?;
+    let max = limits.max_invitees;
+    if req.invitees.len() > max {
+        return Err(Error::TooManyInvitees { max });
+    }
+    Ok(())
 }
 
 impl Participants {
@@ -97,7 +110,6 @@ impl Participants {
         p: Principal,
         req: pb::AddParticipantsRequest,
     ) -> Result<pb::AddParticipantsResponse, Error> {
-        let max = self.0.config.limits.max_invitees;
         let now = crate::domain::model::now_micros();
         let req_for_key = req.clone();
         let mut v = Violations::default();
@@ -107,9 +119,6 @@ impl Participants {
         ));
         if req.invitees.is_empty() {
             v.check::<()>(Err(Error::field("invitees", "name at least one invitee")));
-        }
-        if req.invitees.len() > max {
-            return Err(Error::TooManyInvitees { max });
         }
         let mut invitees = Vec::with_capacity(req.invitees.len());
         for (i, invitee) in req.invitees.iter().cloned().enumerate() {
@@ -288,7 +297,9 @@ impl ParticipantService for Participants {
         request: Request<pb::AddParticipantsRequest>,
     ) -> Result<Response<pb::AddParticipantsResponse>, Status> {
         self.0
-            .handle("AddParticipants", request, |p, req| self.add(p, req))
+            .handle_bounded("AddParticipants", request, add_bounds, |p, req| {
+                self.add(p, req)
+            })
             .await
     }
 
@@ -298,6 +309,7 @@ impl ParticipantService for Participants {
     ) -> Result<Response<pb::Participant>, Status> {
         self.0
             .handle("RemoveParticipant", request, |p, req| async move {
+                validate::request_id(&req.request_id)?;
                 let mut v = Violations::default();
                 let id = v.check(validate::conversation_id(
                     "conversation_id",
@@ -338,6 +350,7 @@ impl ParticipantService for Participants {
     ) -> Result<Response<pb::Participant>, Status> {
         self.0
             .handle("SetParticipantRole", request, |p, req| async move {
+                validate::request_id(&req.request_id)?;
                 let mut v = Violations::default();
                 let id = v.check(validate::conversation_id(
                     "conversation_id",
@@ -405,6 +418,7 @@ impl ParticipantService for Participants {
     ) -> Result<Response<pb::Participant>, Status> {
         self.0
             .handle("AcceptInvitation", request, |p, req| async move {
+                validate::request_id(&req.request_id)?;
                 let token = token_field(&req.token)?;
                 let (user_id, email) = self.invitee(&p).await?;
                 let m = begin_mutation!(self.0, &p, "AcceptInvitation", req);
@@ -422,6 +436,7 @@ impl ParticipantService for Participants {
     ) -> Result<Response<pb::Invitation>, Status> {
         self.0
             .handle("DeclineInvitation", request, |p, req| async move {
+                validate::request_id(&req.request_id)?;
                 let token = token_field(&req.token)?;
                 let (user_id, email) = self.invitee(&p).await?;
                 let m = begin_mutation!(self.0, &p, "DeclineInvitation", req);
@@ -443,6 +458,7 @@ impl ParticipantService for Participants {
     ) -> Result<Response<pb::Invitation>, Status> {
         self.0
             .handle("RevokeInvitation", request, |p, req| async move {
+                validate::request_id(&req.request_id)?;
                 let id = validate::conversation_id("invitation_id", &req.invitation_id)?;
                 let m = begin_mutation!(self.0, &p, "RevokeInvitation", req);
                 let invitation = acceptance::revoke(&m.tx, &p.tenant_id, &actor(&p), &id).await?;

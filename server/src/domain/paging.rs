@@ -6,6 +6,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::domain::validate::MAX_PAGE_TOKEN_LEN;
 use crate::error::Error;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -62,6 +63,11 @@ impl Pager {
             return Ok(None);
         }
         let invalid = || Error::field("page_token", "is not a page token of this list");
+        // Bounded before decoding: no sealed token is this long, so garbage of any size costs
+        // one comparison.
+        if token.len() > MAX_PAGE_TOKEN_LEN {
+            return Err(invalid());
+        }
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         if bytes.len() <= TAG_LEN {
             return Err(invalid());
@@ -81,4 +87,40 @@ impl Pager {
 fn unreachable_hmac() -> HmacSha256 {
     // HMAC accepts keys of any length; this is never reached.
     panic!("HMAC rejected a key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_token_parley_seals_is_within_the_bound() {
+        let pager = Pager::new(b"secret");
+        // Ids of 128 four-byte characters, and ids of 128 characters JSON escapes: the tenant
+        // and the acting principal make the longest scope, a user id the longest key.
+        for c in ['𝄞', '"'] {
+            let id = c.to_string().repeat(128);
+            let scope = format!("{id}/{id}/{}", "x".repeat(40));
+            let token = pager.seal("ListConversations", &scope, &id);
+            assert!(
+                token.len() <= MAX_PAGE_TOKEN_LEN,
+                "{} characters",
+                token.len()
+            );
+            assert_eq!(
+                pager
+                    .open(&token, "ListConversations", &scope)
+                    .ok()
+                    .flatten(),
+                Some(id)
+            );
+        }
+    }
+
+    #[test]
+    fn an_overlong_token_is_refused_before_decoding() {
+        let pager = Pager::new(b"secret");
+        let err = pager.open(&"A".repeat(MAX_PAGE_TOKEN_LEN + 1), "L", "s");
+        assert!(matches!(err, Err(Error::InvalidField(_))));
+    }
 }

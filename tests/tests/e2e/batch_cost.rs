@@ -138,6 +138,7 @@ async fn a_group_too_large_for_one_statement(db: Db) {
     const MEMBERS: usize = 6_000;
     let app = spawn_app_with(db, |config| {
         config.limits.rate_limit_per_second = 1_000_000;
+        config.limits.max_group_members = MEMBERS;
     })
     .await;
     seed_standard(&app).await;

@@ -196,12 +196,15 @@ async fn create_rejects_bad_rosters_and_policies(db: Db) {
         alice.active_ids(&c.id).await.expect("roster"),
         vec!["alice", "bob", "carol"]
     );
+    // The raw list is bounded before it is de-duplicated (SPEC §4 "Bounds"): ten people, but
+    // twelve ids, duplicates and the creator counted.
     let mut with_dups: Vec<&str> = many[..9].to_vec();
     with_dups.extend(["alice", many[0], many[8]]);
-    alice
-        .create_group("ten again", &with_dups)
-        .await
-        .expect("duplicates do not count twice");
+    expect_err(
+        alice.create_group("ten again", &with_dups).await,
+        Code::InvalidArgument,
+        ErrorReason::TooManyInitialParticipants,
+    );
 }
 
 async fn direct_conversations(db: Db) {

@@ -9,6 +9,7 @@ mod sdk_support;
 
 mod auth_and_input;
 mod batch_cost;
+mod bounds;
 mod check_access;
 mod check_order;
 mod concurrency;
