@@ -931,6 +931,7 @@ async fn page_tokens_are_bounded_before_decoding(db: Db) {
                 conv.list_conversations(pb::ListConversationsRequest {
                     page_size: 0,
                     page_token: page_token(),
+                    include_removed: false,
                 })
             ),
         )
