@@ -17,6 +17,7 @@ mod database_outage;
 mod directory;
 mod housekeeping;
 mod invitations;
+mod model;
 mod notifications;
 mod participants;
 mod public_key;
