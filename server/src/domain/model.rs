@@ -120,17 +120,24 @@ pub struct Participant {
     pub removed_view: Option<FrozenView>,
 }
 
-/// The changing fields of a conversation as one viewer saw them at one moment: what a removed
-/// participant reads of the conversation from their removal on (rule 15).
+/// The changing fields of a conversation at one moment: what a removed participant reads of
+/// the conversation from their removal on (rule 15). It keeps both what an internal and what an
+/// external viewer saw, because how the participant is judged (rule 18) can change after the
+/// removal (their directory entry), and it applies at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrozenView {
     pub title: String,
     pub state: ConversationState,
     pub policy: Policy,
-    pub participant_count: i32,
     pub first_message_time: Option<Micros>,
+    /// As internal viewers saw it.
+    pub participant_count: i32,
     pub update_time: Micros,
     pub etag: String,
+    /// As external viewers saw it.
+    pub external_participant_count: i32,
+    pub shared_update_time: Micros,
+    pub shared_etag: String,
 }
 
 impl Participant {

@@ -188,12 +188,19 @@ impl Viewer {
             conversation.title = frozen.title.clone();
             conversation.state = frozen.state;
             conversation.policy = frozen.policy;
-            conversation.participant_count = frozen.participant_count;
             conversation.first_message_time = frozen.first_message_time;
-            conversation.update_time = frozen.update_time;
+            let etag = if self.is_external() {
+                conversation.participant_count = frozen.external_participant_count;
+                conversation.update_time = frozen.shared_update_time;
+                frozen.shared_etag.clone()
+            } else {
+                conversation.participant_count = frozen.participant_count;
+                conversation.update_time = frozen.update_time;
+                frozen.etag.clone()
+            };
             return ConversationView {
                 conversation,
-                etag: frozen.etag.clone(),
+                etag,
                 viewer_state,
             };
         }
@@ -219,22 +226,22 @@ fn external_record(c: &Conversation) -> Conversation {
     shown
 }
 
-/// What a participant removed just now keeps of the conversation: the record as they saw it
-/// just after the removal (rule 15), as an external viewer if their row says EXTERNAL.
-pub fn freeze(after_removal: &Conversation, removed: &Participant) -> FrozenView {
-    let (shown, etag) = if removed.kind == ParticipantKind::External {
-        (external_record(after_removal), after_removal.shared_etag())
-    } else {
-        (after_removal.clone(), after_removal.etag())
-    };
+/// What a participant removed just now keeps of the conversation: the record as it was just
+/// after the removal (rule 15), as internal and as external viewers saw it, so that it is read
+/// as the participant is judged when they read it (rule 18).
+pub fn freeze(after_removal: &Conversation) -> FrozenView {
+    let c = after_removal;
     FrozenView {
-        title: shown.title,
-        state: shown.state,
-        policy: shown.policy,
-        participant_count: shown.participant_count,
-        first_message_time: shown.first_message_time,
-        update_time: shown.update_time,
-        etag,
+        title: c.title.clone(),
+        state: c.state,
+        policy: c.policy,
+        first_message_time: c.first_message_time,
+        participant_count: c.participant_count,
+        update_time: c.update_time,
+        etag: c.etag(),
+        external_participant_count: c.external_view_count,
+        shared_update_time: c.shared_update_time,
+        shared_etag: c.shared_etag(),
     }
 }
 

@@ -307,6 +307,9 @@ struct FrozenRow {
     first_message_time: Option<i64>,
     update_time: i64,
     etag: String,
+    external_participant_count: i32,
+    shared_update_time: i64,
+    shared_etag: String,
 }
 
 fn frozen_from(json: &str) -> Result<FrozenView, Error> {
@@ -327,6 +330,9 @@ fn frozen_from(json: &str) -> Result<FrozenView, Error> {
         first_message_time: r.first_message_time,
         update_time: r.update_time,
         etag: r.etag,
+        external_participant_count: r.external_participant_count,
+        shared_update_time: r.shared_update_time,
+        shared_etag: r.shared_etag,
     })
 }
 
@@ -344,6 +350,9 @@ fn frozen_row(v: &FrozenView) -> String {
         first_message_time: v.first_message_time,
         update_time: v.update_time,
         etag: v.etag.clone(),
+        external_participant_count: v.external_participant_count,
+        shared_update_time: v.shared_update_time,
+        shared_etag: v.shared_etag.clone(),
     })
     .unwrap_or_default()
 }

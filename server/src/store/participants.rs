@@ -578,7 +578,7 @@ pub async fn remove(
     target.remove_time = Some(now);
     target.removed_seq = Some(c.last_seq);
     // What they keep of the conversation: the record as they saw it just now (rule 15).
-    target.removed_view = Some(visibility::freeze(&c, &target));
+    target.removed_view = Some(visibility::freeze(&c));
     participants::Entity::update(participant_row(tenant_id, &target))
         .exec(tx)
         .await?;

@@ -1,10 +1,10 @@
 //! Disagreements the model test found, each kept as a plain test of the shortest sequence.
 //!
-//! SERVER BUG, open: these fail until the server is fixed. A removed participant's frozen view of
-//! the conversation (rule 15) is taken as their participant row's kind says (`visibility::freeze`),
-//! not as they are judged (rule 18: the row OR the directory entry says EXTERNAL, at once), so
-//! someone whose directory entry says EXTERNAL reads, once removed, a `participant_count` that
-//! counts internal participants.
+//! Fixed: a removed participant's frozen view of the conversation (rule 15) was taken as their
+//! participant row's kind said, not as they are judged when they read it (rule 18: the row OR the
+//! directory entry says EXTERNAL, at once), so someone whose directory entry says EXTERNAL read,
+//! once removed, a `participant_count` that counted internal participants. The frozen view now
+//! keeps both the internal and the external reading (`visibility::freeze`).
 
 use parley_tests::*;
 use pb::participant::State as PState;
