@@ -521,6 +521,32 @@ impl Caller {
         }
     }
 
+    /// AcceptInvitation with a fresh request id.
+    pub async fn accept_invitation(&self, token: &str) -> Result<pb::Participant, Status> {
+        let msg = pb::AcceptInvitationRequest {
+            token: token.to_owned(),
+            request_id: request_id(),
+        };
+        Ok(self
+            .part()
+            .accept_invitation(self.req(msg))
+            .await?
+            .into_inner())
+    }
+
+    /// DeclineInvitation with a fresh request id.
+    pub async fn decline_invitation(&self, token: &str) -> Result<pb::Invitation, Status> {
+        let msg = pb::DeclineInvitationRequest {
+            token: token.to_owned(),
+            request_id: request_id(),
+        };
+        Ok(self
+            .part()
+            .decline_invitation(self.req(msg))
+            .await?
+            .into_inner())
+    }
+
     /// Every invitation to a conversation, any state, over all pages.
     pub async fn invitations(&self, conversation_id: &str) -> Result<Vec<pb::Invitation>, Status> {
         let mut out = Vec::new();

@@ -28,27 +28,11 @@ async fn invite(caller: &Caller, id: &str, emails: &[&str]) -> Result<Vec<Outcom
 }
 
 async fn accept(caller: &Caller, token: &str) -> Result<pb::Participant, Status> {
-    let msg = pb::AcceptInvitationRequest {
-        token: token.to_owned(),
-        request_id: request_id(),
-    };
-    Ok(caller
-        .part()
-        .accept_invitation(caller.req(msg))
-        .await?
-        .into_inner())
+    caller.accept_invitation(token).await
 }
 
 async fn decline(caller: &Caller, token: &str) -> Result<pb::Invitation, Status> {
-    let msg = pb::DeclineInvitationRequest {
-        token: token.to_owned(),
-        request_id: request_id(),
-    };
-    Ok(caller
-        .part()
-        .decline_invitation(caller.req(msg))
-        .await?
-        .into_inner())
+    caller.decline_invitation(token).await
 }
 
 /// Every notification of the tenant `reader` (a service) sees, acknowledged ones too or not.
