@@ -372,6 +372,63 @@ async fn an_atomic_failure_summarises_its_message(db: Db) {
     assert_eq!(alice.snapshot(&c.id).await, before, "nothing was written");
 }
 
+/// A read authorizes and fetches in one snapshot: while bob reads the timeline over and over,
+/// alice removes him and keeps posting; no read of his ever returns an item at or past his
+/// removal (with the two in separate snapshots, a removal committing between them let the
+/// fetch run with the window of an active participant).
+async fn a_read_never_sees_past_a_removal_that_commits_during_it(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let bob = app.user(TENANT, "bob");
+    let c = alice.create_group("race", &["bob"]).await.expect("create");
+    for i in 0..5 {
+        alice
+            .send(&c.id, &format!("before {i}"))
+            .await
+            .expect("send");
+    }
+    let reader = {
+        let (bob, id) = (bob.clone(), c.id.clone());
+        tokio::spawn(async move {
+            let mut highest = 0;
+            for _ in 0..300 {
+                let msg = pb::ListTimelineRequest {
+                    conversation_id: id.clone(),
+                    order: pb::Order::NewestFirst as i32,
+                    page_size: 5,
+                    page_token: String::new(),
+                };
+                let page = bob
+                    .conv()
+                    .list_timeline(bob.req(msg))
+                    .await
+                    .expect("a removed participant still reads")
+                    .into_inner();
+                highest = page.items.iter().map(|i| i.seq).fold(highest, i64::max);
+            }
+            highest
+        })
+    };
+    alice.remove(&c.id, "bob").await.expect("remove bob");
+    for i in 0..40 {
+        alice
+            .send(&c.id, &format!("after {i}"))
+            .await
+            .expect("send");
+    }
+    let highest = reader.await.expect("the reader");
+    let removal = alice
+        .events_of(&c.id, pb::event::Type::ParticipantRemoved)
+        .await
+        .expect("events")[0]
+        .seq;
+    assert!(
+        highest < removal,
+        "bob read seq {highest}, at or past his removal at {removal}"
+    );
+}
+
 both_dbs!(
     external_viewers_see_nothing_of_internal_changes,
     a_directory_kind_of_external_applies_at_once,
@@ -379,4 +436,5 @@ both_dbs!(
     a_removed_external_keeps_the_external_view,
     a_group_with_no_active_member_is_group_empty,
     an_atomic_failure_summarises_its_message,
+    a_read_never_sees_past_a_removal_that_commits_during_it,
 );
