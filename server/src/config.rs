@@ -102,6 +102,9 @@ pub struct Config {
     pub limits: Limits,
     /// Serve TLS (HTTPS/2) with this PEM certificate chain and key instead of plaintext.
     pub tls: Option<TlsFiles>,
+    /// Serve Prometheus metrics over HTTP at `/metrics` on this address (port 0: any free
+    /// port, see [`crate::App::metrics_addr`]); `None` opens no metrics port.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A PEM certificate chain and its private key.
@@ -123,6 +126,7 @@ impl Config {
             log_format: LogFormat::Pretty,
             limits: Limits::default(),
             tls: None,
+            metrics_listen: None,
         }
     }
 }

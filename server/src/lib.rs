@@ -2,17 +2,19 @@
 //! persistence (`store`).
 //!
 //! [`App::prepare`] connects to the database, applies migrations and loads the keys;
-//! [`App::serve`] runs the gRPC server on a listener until a shutdown signal resolves.
+//! [`App::serve`] runs the gRPC server on a listener until a shutdown signal resolves, and the
+//! Prometheus endpoint ([`metrics`]) beside it when `metrics_listen` is set.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod store;
 mod telemetry;
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
@@ -27,6 +29,8 @@ pub struct App {
     verifier: auth::Verifier,
     key: auth::KeyFile,
     tls: Option<tonic::transport::Identity>,
+    /// The metrics endpoint, bound in `prepare`, and what it serves.
+    metrics: Option<(metrics::Endpoint, Arc<metrics::Metrics>)>,
 }
 
 impl App {
@@ -54,12 +58,22 @@ impl App {
         };
         let db = store::connect(&config.database_url).await?;
         store::migrate_up(&db).await?;
+        // Bound here rather than in `serve`, so the address (port 0 in tests) is known before
+        // the first call.
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some((
+                metrics::Endpoint::bind(addr).await?,
+                Arc::new(metrics::Metrics::new(&db)),
+            )),
+            None => None,
+        };
         Ok(Self {
             config,
             db,
             verifier,
             key,
             tls,
+            metrics,
         })
     }
 
@@ -73,18 +87,33 @@ impl App {
         &self.key
     }
 
-    /// Serves gRPC on `listener` until `shutdown` resolves, then drains in-flight calls.
+    /// Where the metrics endpoint listens: `None` when `metrics_listen` is unset (no port is
+    /// open).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(endpoint, _)| endpoint.addr())
+    }
+
+    /// Serves gRPC on `listener` (and the metrics endpoint, if bound) until `shutdown`
+    /// resolves, then drains in-flight calls and closes the metrics port.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let state = Arc::new(api::State::new(
-            self.config,
-            self.db,
-            self.verifier,
-            &self.key,
-        ));
-        api::serve(state, listener, self.tls, shutdown).await
+        let (metrics, endpoint) = match self.metrics {
+            Some((endpoint, metrics)) => {
+                let task = tokio::spawn(endpoint.serve(metrics.clone()));
+                (Some(metrics), Some(task))
+            }
+            None => (None, None),
+        };
+        let state = Arc::new(
+            api::State::new(self.config, self.db, self.verifier, &self.key).with_metrics(metrics),
+        );
+        let result = api::serve(state, listener, self.tls, shutdown).await;
+        if let Some(task) = endpoint {
+            task.abort();
+        }
+        result
     }
 }

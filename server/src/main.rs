@@ -89,6 +89,9 @@ struct ServeArgs {
     tls_key: Option<PathBuf>,
     #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value = "pretty")]
     log_format: LogFormat,
+    /// Serve Prometheus metrics over HTTP at /metrics on this address; unset: no metrics port.
+    #[arg(long, env = "PARLEY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// The largest `max_participants` of a conversation, and the default.
     #[arg(long, env = "PARLEY_MAX_PARTICIPANTS", default_value_t = 10_000)]
     max_participants: i32,
@@ -187,6 +190,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ => None,
         },
         log_format: args.log_format,
+        metrics_listen: args.metrics_listen,
         limits: Limits {
             max_participants: args.max_participants,
             max_initial_participants: args.max_initial_participants,
@@ -203,6 +207,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let listen = config.listen;
     let app = App::prepare(config).await?;
+    if let Some(addr) = app.metrics_addr() {
+        tracing::info!(%addr, "serving Prometheus metrics at http://{addr}/metrics");
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;

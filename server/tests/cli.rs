@@ -228,3 +228,139 @@ fn tls_flags_come_in_pairs_and_must_be_readable() {
     );
     assert!(!ok && stderr.contains("missing.pem"), "{stderr}");
 }
+
+/// `--metrics-listen` serves Prometheus text, and a call's `traceparent` shows in its span.
+#[cfg(unix)]
+#[test]
+fn serve_takes_the_callers_traceparent_and_serves_metrics() {
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["--listen", &listen, "--log-format", "json"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env_remove("PARLEY_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines().map(|line| {
+        let line = line.expect("a log line");
+        let json: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        json
+    });
+    // The metrics address is logged before the gRPC listener's line.
+    let mut metrics_addr = None;
+    let started = Instant::now();
+    loop {
+        let json = lines.next().expect("the server logs until it listens");
+        if let Some(addr) = json["addr"].as_str() {
+            metrics_addr = Some(addr.parse::<std::net::SocketAddr>().expect("an address"));
+        }
+        if json["message"] == "parley-server listening" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server did not start"
+        );
+    }
+    let metrics_addr = metrics_addr.expect("the metrics address is logged");
+    assert_ne!(metrics_addr.port(), 0);
+
+    let (ok, token, stderr) = run(dir.path(), &["token", "--tenant", "acme", "--sub", "alice"]);
+    assert!(ok, "{stderr}");
+    let call = |traceparent: &str| {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{listen}"))
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connect");
+            let mut client =
+                parley::pb::conversation_service_client::ConversationServiceClient::new(channel);
+            let mut request = tonic::Request::new(parley::pb::ListConversationsRequest::default());
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {}", token.trim()).parse().expect("ascii"),
+            );
+            request
+                .metadata_mut()
+                .insert("traceparent", traceparent.parse().expect("ascii"));
+            client
+                .list_conversations(request)
+                .await
+                .expect("a malformed traceparent is not an error");
+        });
+    };
+    let mut rpc_line = || loop {
+        let json = lines.next().expect("a log line for the RPC");
+        if json["message"] == "rpc" {
+            break json;
+        }
+    };
+
+    call("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    let json = rpc_line();
+    assert_eq!(json["code"], "Ok", "{json}");
+    assert_eq!(
+        json["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{json}"
+    );
+    assert_eq!(json["span"]["parent_span_id"], "00f067aa0ba902b7", "{json}");
+
+    // A malformed one is ignored: the call is answered, its span names no trace.
+    call("00-not-a-trace-01");
+    let json = rpc_line();
+    assert_eq!(json["code"], "Ok", "{json}");
+    assert!(json["span"].get("trace_id").is_none(), "{json}");
+    assert!(json["span"].get("parent_span_id").is_none(), "{json}");
+
+    // The endpoint counted both calls.
+    let mut stream = std::net::TcpStream::connect(metrics_addr).expect("connect to metrics");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: parley\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response
+            .lines()
+            .any(|l| l == r#"parley_rpc_calls_total{method="ListConversations",code="OK"} 2"#),
+        "{response}"
+    );
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "a graceful stop exits 0: {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The metrics port closed with the server.
+    assert!(std::net::TcpStream::connect(metrics_addr).is_err());
+}

@@ -74,6 +74,8 @@ static LOGGING: Once = Once::new();
 /// on PostgreSQL, drops the test database.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where the metrics endpoint listens, when the configuration turned it on.
+    pub metrics_addr: Option<SocketAddr>,
     pub key: KeyFile,
     /// The number of SQL statements the server has run so far.
     pub statements: Arc<AtomicU64>,
@@ -137,6 +139,7 @@ pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut parley_server::C
     let server = start_server(config.clone()).await;
     TestApp {
         addr: server.addr,
+        metrics_addr: server.metrics_addr,
         key: server.key,
         statements: server.statements,
         db,
@@ -151,6 +154,7 @@ pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut parley_server::C
 /// One running server process's worth of state: its address, channel and shutdown switch.
 struct Started {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     key: KeyFile,
     statements: Arc<AtomicU64>,
     channel: Channel,
@@ -168,6 +172,7 @@ async fn start_server(config: parley_server::Config) -> Started {
             counter.fetch_add(1, Ordering::SeqCst);
         });
     let key = app.key().clone();
+    let metrics_addr = app.metrics_addr();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind an ephemeral port");
@@ -188,6 +193,7 @@ async fn start_server(config: parley_server::Config) -> Started {
         .connect_lazy();
     Started {
         addr,
+        metrics_addr,
         key,
         statements,
         channel,

@@ -42,6 +42,8 @@ pub struct State {
     pub invitation_links: store::invitations::LinkKey,
     limiter: Option<RateLimiter<Bucket>>,
     service_limiter: Option<RateLimiter<(String, String)>>,
+    /// Where each call is counted; `None` when metrics are off.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 type RateLimiter<K> = governor::DefaultKeyedRateLimiter<K>;
@@ -104,7 +106,14 @@ impl State {
             invitation_links: store::invitations::LinkKey::new(key.invitation_secret()),
             limiter,
             service_limiter,
+            metrics: None,
         }
+    }
+
+    /// Counts every call in `metrics` (`None`: metrics off, nothing is recorded).
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Each principal's calls per second on this replica (RESOURCE_EXHAUSTED with RetryInfo past
@@ -288,14 +297,26 @@ impl State {
         F: Fn(Principal, Req) -> Fut,
         Fut: Future<Output = Result<Resp, Error>>,
     {
-        // One span per RPC: every line logged inside the call carries who made it.
+        // One span per RPC: every line logged inside the call carries who made it, and the
+        // caller's trace when it sent one.
         let span = tracing::info_span!(
             "rpc",
             method,
             tenant = tracing::field::Empty,
             principal = tracing::field::Empty,
             act_as = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            parent_span_id = tracing::field::Empty,
         );
+        if let Some(trace) = request
+            .metadata()
+            .get(TRACEPARENT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse)
+        {
+            span.record("trace_id", trace.trace_id);
+            span.record("parent_span_id", trace.parent_id);
+        }
         async move {
             let started = Instant::now();
             let (metadata, _, message) = request.into_parts();
@@ -308,14 +329,21 @@ impl State {
                 Ok(p) => retry_write_conflicts(|| f(p.clone(), message.clone())).await,
                 Err(e) => Err(e),
             };
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let elapsed = started.elapsed();
+            let latency_ms = elapsed.as_secs_f64() * 1000.0;
+            let code = match &result {
+                Ok(_) => tonic::Code::Ok,
+                Err(e) => e.code(),
+            };
+            if let Some(metrics) = &self.metrics {
+                metrics.record(method, code, elapsed);
+            }
             match result {
                 Ok(reply) => {
-                    tracing::info!(code = ?tonic::Code::Ok, latency_ms, "rpc");
+                    tracing::info!(code = ?code, latency_ms, "rpc");
                     Ok(Response::new(reply))
                 }
                 Err(e) => {
-                    let code = e.code();
                     let reason = e.reason().as_str_name();
                     tracing::info!(code = ?code, reason, latency_ms, "rpc");
                     Err(e.into())
@@ -324,6 +352,49 @@ impl State {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// The W3C trace context header (<https://www.w3.org/TR/trace-context/>).
+const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// The parts of a caller's `traceparent` the RPC's span records, borrowed from the header.
+#[derive(Debug, PartialEq, Eq)]
+struct TraceParent<'a> {
+    trace_id: &'a str,
+    parent_id: &'a str,
+}
+
+impl<'a> TraceParent<'a> {
+    /// `version-trace_id-parent_id-flags`, each lowercase hex of 2, 32, 16 and 2 digits, ids
+    /// not all zero, version not `ff`. A later version may append fields after the flags (the
+    /// specification asks to read the first four then); version 00 may not. Anything else is
+    /// `None`: a malformed header is ignored, never an error.
+    fn parse(header: &'a str) -> Option<Self> {
+        let hex = |s: &str, len: usize| {
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let non_zero = |s: &str| s.bytes().any(|b| b != b'0');
+        let mut parts = header.splitn(5, '-');
+        let version = parts.next()?;
+        let trace_id = parts.next()?;
+        let parent_id = parts.next()?;
+        let flags = parts.next()?;
+        let rest = parts.next();
+        let well_formed = hex(version, 2)
+            && version != "ff"
+            && hex(trace_id, 32)
+            && non_zero(trace_id)
+            && hex(parent_id, 16)
+            && non_zero(parent_id)
+            && hex(flags, 2)
+            && (rest.is_none() || version != "00");
+        well_formed.then_some(Self {
+            trace_id,
+            parent_id,
+        })
     }
 }
 
@@ -640,6 +711,43 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+
+    #[test]
+    fn a_well_formed_traceparent_names_the_trace_and_the_parent() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            TraceParent::parse(header),
+            Some(TraceParent {
+                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+                parent_id: "00f067aa0ba902b7",
+            })
+        );
+        // A later version may carry more fields; the first four are read.
+        assert!(
+            TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-x")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_malformed_traceparent_is_ignored() {
+        for header in [
+            "",
+            "garbage",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "0-04bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceParent::parse(header), None, "{header:?}");
+        }
+    }
 
     #[tokio::test]
     async fn write_conflicts_are_run_again_until_they_pass() {

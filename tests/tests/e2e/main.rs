@@ -19,6 +19,7 @@ mod directory;
 mod housekeeping;
 mod invitation_links;
 mod invitations;
+mod metrics;
 mod model;
 mod notifications;
 mod participants;
