@@ -273,3 +273,149 @@ pub fn external_view_count<'a>(participants: impl IntoIterator<Item = &'a Partic
         .filter(|p| p.is_active() && (p.kind == ParticipantKind::External || p.role == Role::Owner))
         .count() as i32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::model::{
+        ConversationKind, ConversationState, Entry, EventType, History, Permission, Policy,
+    };
+
+    fn conversation() -> Conversation {
+        Conversation {
+            id: "c".into(),
+            tenant_id: "t".into(),
+            kind: ConversationKind::Group,
+            title: "title".into(),
+            owner_id: "owner".into(),
+            state: ConversationState::Active,
+            policy: Policy {
+                add_internal: Permission::Participants,
+                add_external: Permission::Owner,
+                remove: Permission::Owner,
+                lock_external_roster_on_first_message: true,
+                new_participant_history: History::Full,
+                max_participants: 100,
+            },
+            participant_count: 5,
+            last_seq: 10,
+            first_message_time: None,
+            version: 7,
+            create_time: 1,
+            update_time: 70,
+            shared_version: 3,
+            shared_update_time: 30,
+            external_view_count: 2,
+        }
+    }
+
+    fn row(user: &str, kind: ParticipantKind, role: Role) -> Participant {
+        Participant {
+            conversation_id: "c".into(),
+            user_id: user.into(),
+            kind,
+            role,
+            state: ParticipantState::Active,
+            added_by: "owner".into(),
+            join_time: 1,
+            removed_by: None,
+            remove_time: None,
+            history_from: 1,
+            removed_seq: None,
+            removed_view: None,
+        }
+    }
+
+    fn viewer_of(row: Participant, external: bool) -> Viewer {
+        Viewer::Participant {
+            row: Box::new(row),
+            external,
+        }
+    }
+
+    fn event(seq: i64, internal_only: bool) -> TimelineItem {
+        TimelineItem {
+            conversation_id: "c".into(),
+            seq,
+            create_time: 0,
+            entry: Entry::Event {
+                event_type: EventType::ParticipantAdded,
+                actor_id: "owner".into(),
+                subject_ids: vec![],
+                internal_only,
+            },
+        }
+    }
+
+    #[test]
+    fn an_external_viewer_reads_the_shared_record() {
+        let c = conversation();
+        let view =
+            viewer_of(row("x", ParticipantKind::External, Role::Member), true).conversation(&c);
+        assert_eq!(view.conversation.participant_count, 2);
+        assert_eq!(view.conversation.update_time, 30);
+        assert_eq!(view.etag, c.shared_etag());
+        let internal =
+            viewer_of(row("i", ParticipantKind::Internal, Role::Member), false).conversation(&c);
+        assert_eq!(internal.conversation.participant_count, 5);
+        assert_eq!(internal.etag, c.etag());
+        assert_ne!(view.etag, internal.etag, "the two etags never coincide");
+    }
+
+    #[test]
+    fn internal_only_changes_leave_the_shared_record_alone() {
+        let mut c = conversation();
+        touch(&mut c, 100, &[event(11, true)]);
+        assert_eq!((c.version, c.update_time), (8, 100));
+        assert_eq!((c.shared_version, c.shared_update_time), (3, 30));
+        touch(&mut c, 200, &[event(12, true), event(13, false)]);
+        assert_eq!((c.version, c.update_time), (9, 200));
+        assert_eq!((c.shared_version, c.shared_update_time), (4, 200));
+    }
+
+    #[test]
+    fn external_viewers_see_external_people_and_the_owner() {
+        let v = viewer_of(row("x", ParticipantKind::External, Role::Member), true);
+        assert_eq!(v.roster(), RosterScope::ExternalAndOwner);
+        assert!(v.may_see(&row("owner", ParticipantKind::Internal, Role::Owner)));
+        assert!(v.may_see(&row("y", ParticipantKind::External, Role::Member)));
+        assert!(!v.may_see(&row("i", ParticipantKind::Internal, Role::Admin)));
+        // Their own row, whatever it says.
+        let judged = viewer_of(row("me", ParticipantKind::Internal, Role::Member), true);
+        assert!(judged.may_see(&row("me", ParticipantKind::Internal, Role::Member)));
+        assert!(judged.window().hide_internal_events);
+        assert!(!judged.window().admits(&event(4, true)));
+        assert!(judged.window().admits(&event(4, false)));
+    }
+
+    #[test]
+    fn a_removed_viewer_reads_the_frozen_record_as_they_are_judged_now() {
+        let mut c = conversation();
+        let frozen = freeze(&c);
+        let mut gone = row("r", ParticipantKind::Internal, Role::Member);
+        gone.state = ParticipantState::Removed;
+        gone.removed_seq = Some(8);
+        gone.removed_view = Some(frozen);
+        c.title = "later".into();
+        c.state = ConversationState::Archived;
+        c.participant_count = 9;
+        c.version = 20;
+        let as_internal = viewer_of(gone.clone(), false).conversation(&c);
+        assert_eq!(as_internal.conversation.title, "title");
+        assert_eq!(as_internal.conversation.state, ConversationState::Active);
+        assert_eq!(as_internal.conversation.participant_count, 5);
+        assert_eq!(as_internal.etag, "\"7\"");
+        assert_eq!(as_internal.viewer_state, Some(ParticipantState::Removed));
+        let as_external = viewer_of(gone.clone(), true).conversation(&c);
+        assert_eq!(as_external.conversation.participant_count, 2);
+        assert_eq!(as_external.etag, "\"s3\"");
+        let window = viewer_of(gone.clone(), false).window();
+        assert!(window.admits(&event(7, false)) && !window.admits(&event(8, false)));
+        assert!(viewer_of(gone.clone(), false).require_current(&c).is_err());
+        assert!(!viewer_of(gone, false).may_see(&row(
+            "owner",
+            ParticipantKind::Internal,
+            Role::Owner
+        )));
+    }
+}
