@@ -105,6 +105,46 @@ pub struct Config {
     /// Serve Prometheus metrics over HTTP at `/metrics` on this address (port 0: any free
     /// port, see [`crate::App::metrics_addr`]); `None` opens no metrics port.
     pub metrics_listen: Option<SocketAddr>,
+    /// How many database connections each replica keeps.
+    pub db_pool: DbPool,
+}
+
+/// The size of a replica's database connection pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DbPool {
+    /// The most connections open at once; unset, 8 on SQLite (whose writers take turns anyway)
+    /// and 16 on PostgreSQL.
+    pub max_connections: Option<u32>,
+    /// Connections kept open when idle; unset, 1.
+    pub min_connections: Option<u32>,
+}
+
+impl DbPool {
+    /// The most connections on SQLite when no maximum is set.
+    pub const SQLITE_DEFAULT_MAX: u32 = 8;
+    /// The most connections on PostgreSQL when no maximum is set.
+    pub const POSTGRES_DEFAULT_MAX: u32 = 16;
+
+    /// The `(min, max)` connections on SQLite (`sqlite = true`) or PostgreSQL, refusing a
+    /// maximum of 0 or a minimum above the maximum (the pool could never open).
+    pub fn sizes(&self, sqlite: bool) -> anyhow::Result<(u32, u32)> {
+        let default_max = if sqlite {
+            Self::SQLITE_DEFAULT_MAX
+        } else {
+            Self::POSTGRES_DEFAULT_MAX
+        };
+        let max = self.max_connections.unwrap_or(default_max);
+        let min = self.min_connections.unwrap_or(1).min(max);
+        if max == 0 {
+            anyhow::bail!("--db-max-connections must be at least 1");
+        }
+        if let Some(asked) = self.min_connections
+            && asked > max
+        {
+            anyhow::bail!("--db-min-connections {asked} is above --db-max-connections {max}");
+        }
+        Ok((min, max))
+    }
 }
 
 /// A PEM certificate chain and its private key.
@@ -127,6 +167,7 @@ impl Config {
             limits: Limits::default(),
             tls: None,
             metrics_listen: None,
+            db_pool: DbPool::default(),
         }
     }
 }
@@ -165,6 +206,41 @@ mod tests {
             invitation: None,
             via_group_id: id,
         }
+    }
+
+    #[test]
+    fn pool_sizes_default_per_engine_and_refuse_what_cannot_open() {
+        let unset = DbPool::default();
+        assert_eq!(unset.sizes(true).ok(), Some((1, 8)));
+        assert_eq!(unset.sizes(false).ok(), Some((1, 16)));
+        let set = DbPool {
+            max_connections: Some(40),
+            min_connections: Some(4),
+        };
+        assert_eq!(set.sizes(true).ok(), Some((4, 40)));
+        assert_eq!(set.sizes(false).ok(), Some((4, 40)));
+        let small = DbPool {
+            max_connections: Some(1),
+            min_connections: None,
+        };
+        assert_eq!(small.sizes(false).ok(), Some((1, 1)));
+        let zero = DbPool {
+            max_connections: Some(0),
+            min_connections: None,
+        };
+        assert!(zero.sizes(true).is_err());
+        let inverted = DbPool {
+            max_connections: Some(2),
+            min_connections: Some(3),
+        };
+        assert!(inverted.sizes(false).is_err());
+        // Above the engine's default maximum when no maximum is given.
+        let min_only = DbPool {
+            max_connections: None,
+            min_connections: Some(10),
+        };
+        assert!(min_only.sizes(true).is_err());
+        assert_eq!(min_only.sizes(false).ok(), Some((10, 16)));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
-pub use config::{Config, Limits, LogFormat, TlsFiles, TokenRules};
+pub use config::{Config, DbPool, Limits, LogFormat, TlsFiles, TokenRules};
 pub use telemetry::init_logging;
 
 /// A prepared server: database connected and migrated, keys loaded.
@@ -56,7 +56,7 @@ impl App {
             }
             None => None,
         };
-        let db = store::connect(&config.database_url).await?;
+        let db = store::connect(&config.database_url, &config.db_pool).await?;
         store::migrate_up(&db).await?;
         // Bound here rather than in `serve`, so the address (port 0 in tests) is known before
         // the first call.

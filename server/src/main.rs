@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use parley_server::{App, Config, Limits, LogFormat, auth};
+use parley_server::{App, Config, DbPool, Limits, LogFormat, auth};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +37,22 @@ struct DatabaseArgs {
         default_value = "sqlite://parley.db"
     )]
     database_url: String,
+    /// The most database connections this process opens (default: 8 on SQLite, 16 on
+    /// PostgreSQL).
+    #[arg(long, env = "PARLEY_DB_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    db_max_connections: Option<u32>,
+    /// Database connections kept open when idle (default: 1).
+    #[arg(long, env = "PARLEY_DB_MIN_CONNECTIONS")]
+    db_min_connections: Option<u32>,
+}
+
+impl DatabaseArgs {
+    fn pool(&self) -> DbPool {
+        DbPool {
+            max_connections: self.db_max_connections,
+            min_connections: self.db_min_connections,
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -181,6 +197,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     parley_server::init_logging(args.log_format)?;
     let config = Config {
         listen: args.listen,
+        db_pool: args.database.pool(),
         database_url: args.database.database_url,
         key_file: args.key.key_file,
         jwt_public_key: args.jwt_public_key,
@@ -254,7 +271,8 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     use parley_migration::{Migrator, MigratorTrait};
-    let db = parley_server::store::connect(&args.database.database_url).await?;
+    let db =
+        parley_server::store::connect(&args.database.database_url, &args.database.pool()).await?;
     match args.action {
         MigrateAction::Up => {
             Migrator::up(&db, None).await?;

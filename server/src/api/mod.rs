@@ -546,15 +546,17 @@ impl Mutation {
     pub(crate) async fn finish<R: prost::Message + Default>(self, reply: R) -> Result<R, Error> {
         let Mutation { tx, key, db } = self;
         if let Some(key) = &key
-            && let Err(e) = requests::record(&tx, key, reply.encode_to_vec()).await
+            && !requests::record(&tx, key, reply.encode_to_vec()).await?
         {
             drop(tx);
-            if store::is_unique_violation(&e)
-                && let Some(bytes) = requests::recorded(&db, key).await?
-            {
-                return decode(&bytes);
-            }
-            return Err(e.into());
+            return match requests::recorded(&db, key).await? {
+                Some(bytes) => decode(&bytes),
+                // The winner's record expired in between (a retention of moments): this call
+                // was rolled back, so running it again is safe, and it will record its own.
+                None => Err(Error::WriteConflict(
+                    "a concurrent call's request record expired".into(),
+                )),
+            };
         }
         tx.commit().await?;
         Ok(reply)

@@ -3,8 +3,12 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::OnConflict,
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, EntityTrait, FromQueryResult, IdenStatic, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Select,
+    prelude::Expr,
+    sea_query::{ExprTrait, OnConflict, Order},
 };
 
 use super::entities::{group_members, groups, users};
@@ -27,10 +31,11 @@ fn user_row(u: &User) -> users::ActiveModel {
     }
 }
 
-/// Creates or replaces a user (its `create_time` is kept).
+/// Creates or replaces a user (its `create_time` is kept), in one statement that returns the
+/// row as stored: `INSERT … ON CONFLICT … DO UPDATE … RETURNING` (PostgreSQL, SQLite 3.35+).
 pub async fn upsert_user<C: ConnectionTrait>(db: &C, user: User) -> Result<User, Error> {
     use users::Column as C;
-    users::Entity::insert(user_row(&user))
+    let mut upsert = users::Entity::insert(user_row(&user))
         .on_conflict(
             OnConflict::columns([C::TenantId, C::Id])
                 .update_columns([
@@ -44,11 +49,15 @@ pub async fn upsert_user<C: ConnectionTrait>(db: &C, user: User) -> Result<User,
                 ])
                 .to_owned(),
         )
-        .exec_without_returning(db)
-        .await?;
-    get_user(db, &user.tenant_id, &user.id)
+        .into_query();
+    // Built by hand rather than with `exec_with_returning`, which falls back to an insert and a
+    // read on SQLite unless sea-orm is built with its `sqlite-use-returning-for-3_35` feature.
+    upsert.returning_all();
+    let row = db
+        .query_one(&upsert)
         .await?
-        .ok_or_else(|| Error::Internal("an upserted user vanished".into()))
+        .ok_or_else(|| Error::Internal("an upsert returned no user".into()))?;
+    user_from(users::Model::from_query_result(&row, "")?)
 }
 
 /// Adds a user if the directory does not know it yet (a principal's first call).
@@ -138,38 +147,84 @@ pub async fn list_users(
         .collect()
 }
 
-/// Users whose display name or email starts with `prefix` (case-insensitive).
+/// Users whose display name or email starts with `prefix` (case-insensitive), by name then id.
 pub async fn search_users(
     db: &DatabaseConnection,
     tenant_id: &str,
     prefix: &str,
     limit: u64,
 ) -> Result<Vec<User>, Error> {
-    let escaped: String = prefix
-        .to_lowercase()
-        .chars()
-        .flat_map(|c| match c {
-            '\\' | '%' | '_' => vec!['\\', c],
-            c => vec![c],
-        })
-        .collect();
-    let pattern = format!("{escaped}%");
-    let like = || sea_orm::sea_query::LikeExpr::new(pattern.clone()).escape('\\');
-    users::Entity::find()
-        .filter(users::Column::TenantId.eq(tenant_id))
-        .filter(
-            Condition::any()
-                .add(users::Column::NameLower.like(like()))
-                .add(users::Column::EmailLower.like(like())),
-        )
-        .order_by_asc(users::Column::NameLower)
-        .order_by_asc(users::Column::Id)
-        .limit(limit)
+    search_users_query(db.get_database_backend(), tenant_id, prefix, limit)
         .all(db)
         .await?
         .into_iter()
         .map(user_from)
         .collect()
+}
+
+/// The statement behind [`search_users`] (public so that a test can ask the engine for its
+/// plan). A prefix is a range of the lower-cased columns, `[prefix, next)`, which a b-tree
+/// index on `(tenant_id, name_lower)` or `(tenant_id, email_lower)` serves on both engines;
+/// `LIKE 'prefix%'` is served by neither (SQLite's LIKE ignores ASCII case, PostgreSQL's needs
+/// a byte-ordered index).
+///
+/// The range holds exactly the strings starting with the prefix only in code point order:
+/// SQLite's BINARY collation (UTF-8 bytes compare in code point order), and PostgreSQL's "C"
+/// collation, named here whatever the database's default, with indexes of that collation
+/// (`users_name_prefix`, `users_email_prefix`). The order of the results is unchanged.
+pub fn search_users_query(
+    backend: DatabaseBackend,
+    tenant_id: &str,
+    prefix: &str,
+    limit: u64,
+) -> Select<users::Entity> {
+    let lower = prefix.to_lowercase();
+    let next = prefix_successor(&lower);
+    let column = |c: users::Column| match backend {
+        DatabaseBackend::Postgres => Expr::cust(format!(r#""users"."{}" COLLATE "C""#, c.as_str())),
+        _ => Expr::col((users::Entity, c)),
+    };
+    let starts_with = |c: users::Column| {
+        let mut range = Condition::all().add(column(c).gte(lower.clone()));
+        if let Some(next) = &next {
+            range = range.add(column(c).lt(next.clone()));
+        }
+        range
+    };
+    let q = users::Entity::find()
+        .filter(users::Column::TenantId.eq(tenant_id))
+        .filter(
+            Condition::any()
+                .add(starts_with(users::Column::NameLower))
+                .add(starts_with(users::Column::EmailLower)),
+        );
+    let q = match backend {
+        // `+name_lower` is the same value, but no index supplies its order. Without it SQLite,
+        // which has no statistics unless someone runs ANALYZE, reckons a tenant holds ten users
+        // and walks all of them on `users_name` to save sorting the matches.
+        DatabaseBackend::Sqlite => q.order_by(Expr::cust(r#"+"users"."name_lower""#), Order::Asc),
+        _ => q.order_by_asc(users::Column::NameLower),
+    };
+    q.order_by_asc(users::Column::Id).limit(limit)
+}
+
+/// The least string greater than every string that starts with `prefix`, in code point order:
+/// the prefix with its last character moved one code point on (past the surrogates, which no
+/// `char` is), dropping trailing `char::MAX`, which has no successor. `None` when nothing is
+/// greater (an empty prefix, or one of `char::MAX` only): the range has no upper end.
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 pub async fn deactivate_user<C: ConnectionTrait>(
@@ -325,4 +380,72 @@ pub async fn delete_group(
         return Err(Error::GroupNotFound(id.to_owned()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_successor;
+
+    /// Whether `s` lies in the range the prefix becomes.
+    fn in_range(s: &str, prefix: &str) -> bool {
+        s >= prefix && prefix_successor(prefix).is_none_or(|next| s < next.as_str())
+    }
+
+    #[test]
+    fn the_successor_bounds_exactly_the_strings_with_the_prefix() {
+        assert_eq!(prefix_successor("ali").as_deref(), Some("alj"));
+        assert_eq!(prefix_successor("a%").as_deref(), Some("a&"));
+        assert_eq!(prefix_successor("zé").as_deref(), Some("zê"));
+        assert_eq!(prefix_successor("x\u{D7FF}").as_deref(), Some("x\u{E000}"));
+        assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(
+            prefix_successor("a\u{10FFFF}\u{10FFFF}").as_deref(),
+            Some("b")
+        );
+        assert_eq!(prefix_successor("\u{10FFFF}"), None);
+        assert_eq!(prefix_successor(""), None);
+
+        // Rust's `str` order is code point order, as the engines' byte-wise collations are.
+        let prefixes = [
+            "ali",
+            "a",
+            "z.top",
+            "a_b",
+            "100%",
+            "\u{D7FF}",
+            "é",
+            "a\u{10FFFF}",
+            "\u{10FFFF}",
+        ];
+        let names = [
+            "ali",
+            "alice",
+            "alj",
+            "alh\u{10FFFF}",
+            "ali\u{10FFFF}",
+            "a",
+            "b",
+            "a_bc",
+            "a%bc",
+            "100% sure",
+            "100",
+            "\u{D7FF}x",
+            "\u{E000}",
+            "éa",
+            "ê",
+            "a\u{10FFFF}b",
+            "b",
+            "\u{10FFFF}\u{10FFFF}",
+            "",
+        ];
+        for prefix in prefixes {
+            for name in names {
+                assert_eq!(
+                    in_range(name, prefix),
+                    name.starts_with(prefix),
+                    "{name:?} against {prefix:?}"
+                );
+            }
+        }
+    }
 }

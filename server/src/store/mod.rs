@@ -30,26 +30,40 @@ use crate::domain::model::{
 use crate::error::Error;
 
 /// Opens the database: `sqlite://…` (file created if missing, WAL, busy timeout) or
-/// `postgres://…`.
-pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+/// `postgres://…`, with a pool of `pool`'s size.
+///
+/// Every PostgreSQL connection plans each execution of a prepared statement with its actual
+/// values (`plan_cache_mode = force_custom_plan`). Statements are prepared once per pooled
+/// connection and live as long as it; left to itself, PostgreSQL switches a statement to a
+/// generic plan after five executions, and one made while a table was nearly empty (a fresh
+/// directory being imported) can keep a poor index for the connection's whole life: a primary
+/// key look-up on `users` filtering thousands of rows. Planning these short statements costs
+/// far less than one such plan.
+pub async fn connect(
+    url: &str,
+    pool: &crate::config::DbPool,
+) -> anyhow::Result<DatabaseConnection> {
+    let sqlite = url.starts_with("sqlite:");
+    let (min, max) = pool.sizes(sqlite)?;
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(30));
-    if url.starts_with("sqlite:") {
-        options
-            .max_connections(8)
-            .min_connections(1)
-            .map_sqlx_sqlite_opts(|o| {
-                o.create_if_missing(true)
-                    .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                    .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(30))
-            });
+        .acquire_timeout(Duration::from_secs(30))
+        .max_connections(max)
+        .min_connections(min);
+    if sqlite {
+        options.map_sqlx_sqlite_opts(|o| {
+            o.create_if_missing(true)
+                .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(30))
+        });
     } else {
-        options.max_connections(16).min_connections(1);
+        // A startup parameter, so it holds on every connection the pool ever opens (sea-orm's
+        // after-connect hook runs once per pool, not per connection).
+        options.map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_custom_plan")]));
     }
     Database::connect(options)
         .await

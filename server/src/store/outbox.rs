@@ -3,7 +3,7 @@
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, prelude::Expr,
+    QueryFilter, QueryOrder, QuerySelect, Select, prelude::Expr,
 };
 
 use super::entities::notifications as n;
@@ -128,6 +128,24 @@ pub async fn list(
     after: Option<&str>,
     limit: u64,
 ) -> Result<Vec<Notification>, Error> {
+    list_query(tenant_id, include_acked, after, limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect()
+}
+
+/// The statement behind [`list`] (public so that a test can ask the engine for its plan).
+/// Without acknowledged ones it names `ack_time IS NULL` as the partial index
+/// `notifications_unacked` does, so that the engine reads that index, which holds only the
+/// unacknowledged rows in id order.
+pub fn list_query(
+    tenant_id: &str,
+    include_acked: bool,
+    after: Option<&str>,
+    limit: u64,
+) -> Select<n::Entity> {
     let mut q = n::Entity::find().filter(n::Column::TenantId.eq(tenant_id));
     if !include_acked {
         q = q.filter(n::Column::AckTime.is_null());
@@ -135,13 +153,7 @@ pub async fn list(
     if let Some(after) = after {
         q = q.filter(n::Column::Id.gt(after));
     }
-    q.order_by_asc(n::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(from_row)
-        .collect()
+    q.order_by_asc(n::Column::Id).limit(limit)
 }
 
 /// Acknowledges notifications (idempotent). Returns how many were newly acknowledged.

@@ -2,7 +2,10 @@
 //! transaction as the change, and a repeat from the same principal within 24 hours gets it back.
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    prelude::Expr,
+    sea_query::{ExprTrait, OnConflict},
 };
 
 use super::entities::request_records as rr;
@@ -47,21 +50,21 @@ pub async fn recorded<C: ConnectionTrait>(
     Ok(Some(row.response))
 }
 
-/// Records the response, replacing an expired record of the same key.
+/// Records the response in one statement, replacing an expired record of the same key.
+/// Returns `false`, writing nothing, when a live record of the key exists: a concurrent call
+/// with the same request id committed first, and the caller must roll back and answer with
+/// that call's reply.
+///
+/// An insert whose conflict updates only an expired row: on PostgreSQL, an insert racing an
+/// uncommitted one of the same key waits for it, then finds its row live and updates nothing;
+/// on SQLite, write transactions run one at a time.
 pub async fn record(
     tx: &DatabaseTransaction,
     key: &RequestKey,
     response: Vec<u8>,
-) -> Result<(), sea_orm::DbErr> {
+) -> Result<bool, sea_orm::DbErr> {
     let now = now_micros();
-    rr::Entity::delete_many()
-        .filter(rr::Column::TenantId.eq(key.tenant_id.clone()))
-        .filter(rr::Column::PrincipalId.eq(key.principal_id.clone()))
-        .filter(rr::Column::RequestId.eq(key.request_id.clone()))
-        .filter(rr::Column::CreateTime.lt(now - key.retention_micros))
-        .exec(tx)
-        .await?;
-    rr::Entity::insert(rr::ActiveModel {
+    let written = rr::Entity::insert(rr::ActiveModel {
         tenant_id: Set(key.tenant_id.clone()),
         principal_id: Set(key.principal_id.clone()),
         request_id: Set(key.request_id.clone()),
@@ -70,9 +73,26 @@ pub async fn record(
         response: Set(response),
         create_time: Set(now),
     })
+    .on_conflict(
+        OnConflict::columns([
+            rr::Column::TenantId,
+            rr::Column::PrincipalId,
+            rr::Column::RequestId,
+        ])
+        .update_columns([
+            rr::Column::Method,
+            rr::Column::Fingerprint,
+            rr::Column::Response,
+            rr::Column::CreateTime,
+        ])
+        .action_and_where(
+            Expr::col((rr::Entity, rr::Column::CreateTime)).lt(now - key.retention_micros),
+        )
+        .to_owned(),
+    )
     .exec_without_returning(tx)
     .await?;
-    Ok(())
+    Ok(written > 0)
 }
 
 /// Forgets every request id recorded before `cutoff` (the housekeeping sweep); returns how

@@ -189,8 +189,100 @@ async fn a_group_too_large_for_one_statement(db: Db) {
     assert_eq!(told, MEMBERS + 2, "everyone added was told");
 }
 
+/// A `request_id` costs two statements: the look-up before the call and the record written
+/// with it (one upsert, which replaces an expired record in place). Each cost is the least of
+/// three calls: the housekeeping sweep runs in the background and shares the counter.
+async fn a_request_id_costs_a_look_up_and_one_record(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("t", &["bob"]).await.expect("create");
+    let send = |request_id: String| {
+        let alice = alice.clone();
+        let message = pb::SendMessageRequest {
+            conversation_id: c.id.clone(),
+            body: "hello".into(),
+            request_id,
+        };
+        async move { alice.conv().send_message(alice.req(message)).await }
+    };
+    // Warm up whatever a first call costs.
+    send(String::new()).await.expect("warm-up");
+
+    let (mut plain_cost, mut retryable_cost) = (u64::MAX, u64::MAX);
+    for _ in 0..3 {
+        let (plain, cost) = counted(&app, send(String::new())).await;
+        plain.expect("send without a request id");
+        plain_cost = plain_cost.min(cost);
+        let (retryable, cost) = counted(&app, send(request_id())).await;
+        retryable.expect("send with a request id");
+        retryable_cost = retryable_cost.min(cost);
+    }
+    eprintln!(
+        "{db:?}: SendMessage ran {plain_cost} statements, {retryable_cost} with a request id"
+    );
+    assert_eq!(retryable_cost, plain_cost + 2);
+}
+
+/// UpsertUser writes and reads the user back in one statement, new or known (without a
+/// request id, which costs the same two statements as anywhere).
+async fn upserting_a_user_is_one_statement(db: Db) {
+    let app = spawn_app(db).await;
+    let service = app.service(TENANT);
+    let upsert = |user: pb::User| {
+        let service = service.clone();
+        async move {
+            service
+                .dir()
+                .upsert_user(service.req(pb::UpsertUserRequest {
+                    user: Some(user),
+                    request_id: String::new(),
+                }))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let alice = pb::User {
+        id: "alice".into(),
+        display_name: "Alice".into(),
+        email: email_of(TENANT, "alice"),
+        kind: pb::user::Kind::Internal as i32,
+        ..Default::default()
+    };
+    upsert(pb::User {
+        id: "warm-up".into(),
+        ..alice.clone()
+    })
+    .await
+    .expect("warm-up");
+    // The least of three calls each: the background sweep shares the counter.
+    let (mut create_cost, mut update_cost) = (u64::MAX, u64::MAX);
+    for i in 0..3 {
+        let fresh = pb::User {
+            id: format!("alice{i}"),
+            ..alice.clone()
+        };
+        let (created, cost) = counted(&app, upsert(fresh.clone())).await;
+        let created = created.expect("create");
+        create_cost = create_cost.min(cost);
+        let renamed = pb::User {
+            display_name: format!("Renamed {i}"),
+            ..fresh
+        };
+        let (updated, cost) = counted(&app, upsert(renamed)).await;
+        let updated = updated.expect("rename");
+        update_cost = update_cost.min(cost);
+        assert_eq!(updated.display_name, format!("Renamed {i}"));
+        assert_eq!(updated.create_time, created.create_time, "create_time kept");
+    }
+    eprintln!("{db:?}: UpsertUser ran {create_cost} statements new, {update_cost} known");
+    assert_eq!((create_cost, update_cost), (1, 1), "{db:?}");
+}
+
 both_dbs!(
     adding_users_costs_the_same_at_any_size,
     adding_groups_costs_the_same_at_any_size,
     a_group_too_large_for_one_statement,
+    a_request_id_costs_a_look_up_and_one_record,
+    upserting_a_user_is_one_statement,
 );

@@ -1,0 +1,373 @@
+//! Reads that stay flat as tables grow: the outbox drain reads only unacknowledged rows, and
+//! SearchUsers reads a range of an index, on both engines. Each test fills a table directly
+//! (tens of thousands of rows in one statement), asks the engine for the plan of the exact
+//! statement the server runs (the store builds it; `EXPLAIN` on PostgreSQL, `EXPLAIN QUERY
+//! PLAN` on SQLite, through a connection of the test's own), and checks the answers through
+//! the API. SearchUsers' matching and order are checked on tricky prefixes too.
+
+use parley_server::store::{directory, outbox};
+use parley_tests::*;
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, QueryTrait, Statement};
+
+/// Acknowledged notifications written beside the few unacknowledged ones.
+const ACKED: i64 = 50_000;
+/// One notification in this many is left unacknowledged.
+const UNACKED_EVERY: i64 = 1_000;
+/// Directory entries written for the search plans.
+const USERS: i64 = 20_000;
+
+/// A connection of the test's own to the server's database.
+async fn tables(app: &TestApp) -> DatabaseConnection {
+    sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("connect to the server's database")
+}
+
+async fn run(db: &DatabaseConnection, sql: &str) {
+    db.execute_unprepared(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Refreshes the planner's statistics on PostgreSQL, as autovacuum would after such a load.
+/// SQLite is left without statistics, as a Parley database is: its plans must not need them.
+async fn analyze(db: &DatabaseConnection, table: &str) {
+    if db.get_database_backend() == DatabaseBackend::Postgres {
+        run(db, &format!("ANALYZE {table}")).await;
+    }
+}
+
+/// The engine's plan for `statement`, bound values and all, one line per plan node.
+async fn plan(db: &DatabaseConnection, statement: Statement) -> String {
+    let backend = db.get_database_backend();
+    let explain = match backend {
+        DatabaseBackend::Sqlite => "EXPLAIN QUERY PLAN",
+        _ => "EXPLAIN",
+    };
+    let rows = db
+        .query_all_raw(Statement {
+            sql: format!("{explain} {}", statement.sql),
+            ..statement
+        })
+        .await
+        .expect("explain");
+    rows.iter()
+        .map(|row| match backend {
+            DatabaseBackend::Sqlite => row.try_get::<String>("", "detail"),
+            _ => row.try_get_by_index::<String>(0),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .expect("plan lines")
+        .join("\n")
+}
+
+/// `rows` rows made by `select` (which reads `i`, 1..=rows) on either engine, in one statement.
+fn numbered(backend: DatabaseBackend, rows: i64, insert: &str, select: &str) -> String {
+    match backend {
+        DatabaseBackend::Sqlite => format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+             {insert} SELECT {select} FROM n"
+        ),
+        _ => format!("{insert} SELECT {select} FROM generate_series(1, {rows}) AS n(i)"),
+    }
+}
+
+/// A zero-padded 36-character id from the number `i`.
+fn padded(backend: DatabaseBackend, expr: &str) -> String {
+    match backend {
+        DatabaseBackend::Sqlite => format!("printf('%036d', {expr})"),
+        _ => format!("lpad(({expr})::text, 36, '0')"),
+    }
+}
+
+async fn the_outbox_drain_reads_only_unacknowledged_rows(db: Db) {
+    let app = spawn_app(db).await;
+    let tables = tables(&app).await;
+    let backend = tables.get_database_backend();
+    let insert = "INSERT INTO notifications (id, tenant_id, kind, recipient_user_id, \
+                  conversation_id, actor_id, subject_ids, create_time, ack_time)";
+    let id = padded(backend, "i");
+    run(
+        &tables,
+        &numbered(
+            backend,
+            ACKED,
+            insert,
+            &format!(
+                "{id}, '{TENANT}', 1, 'bob', 'c', 'alice', '[]', i, \
+                 CASE WHEN i % {UNACKED_EVERY} = 0 THEN NULL ELSE i END"
+            ),
+        ),
+    )
+    .await;
+    // Another tenant's backlog, unacknowledged: it must not be read either.
+    let other_id = padded(backend, &format!("i + {ACKED}"));
+    run(
+        &tables,
+        &numbered(
+            backend,
+            1_000,
+            insert,
+            &format!("{other_id}, '{OTHER_TENANT}', 1, 'bob', 'c', 'alice', '[]', i, NULL"),
+        ),
+    )
+    .await;
+    analyze(&tables, "notifications").await;
+
+    let first_page = outbox::list_query(TENANT, false, None, 51);
+    let later_page = outbox::list_query(TENANT, false, Some(&format!("{:036}", 10_000)), 51);
+    for (what, query) in [("first page", first_page), ("later page", later_page)] {
+        let plan = plan(&tables, query.build(backend)).await;
+        eprintln!("{db:?} ListNotifications {what}:\n{plan}");
+        assert!(
+            plan.contains("notifications_unacked"),
+            "{db:?}: the {what} does not read the unacknowledged index:\n{plan}"
+        );
+        if backend == DatabaseBackend::Sqlite {
+            assert!(!plan.contains("SCAN"), "{db:?}: a scan:\n{plan}");
+        }
+    }
+
+    // The drain itself: every unacknowledged one of the tenant, in order, and nothing else.
+    let listed: Vec<String> = app
+        .unacked_notifications(TENANT)
+        .await
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    let expected: Vec<String> = (1..=ACKED / UNACKED_EVERY)
+        .map(|k| format!("{:036}", k * UNACKED_EVERY))
+        .collect();
+    assert_eq!(listed, expected);
+}
+
+async fn search_users_reads_a_range_of_an_index(db: Db) {
+    let app = spawn_app(db).await;
+    let tables = tables(&app).await;
+    let backend = tables.get_database_backend();
+    // Names spread over the alphabet ("user-<i> q", "user-<i> r", …) so that a prefix of a few
+    // letters matches a few rows, as in a real directory.
+    let letter = match backend {
+        DatabaseBackend::Sqlite => "char(97 + i % 26)",
+        _ => "chr(97 + i % 26)",
+    };
+    let name = format!("{letter} || 'name' || i");
+    run(
+        &tables,
+        &numbered(
+            backend,
+            USERS,
+            "INSERT INTO users (tenant_id, id, display_name, name_lower, email, email_lower, \
+             kind, status, create_time, update_time)",
+            &format!(
+                "'{TENANT}', 'u' || i, {name}, {name}, 'mail' || i || '@x.example', \
+                 'mail' || i || '@x.example', 1, 1, 1, 1"
+            ),
+        ),
+    )
+    .await;
+    analyze(&tables, "users").await;
+
+    let (name_index, email_index) = match backend {
+        DatabaseBackend::Sqlite => ("users_name", "users_email"),
+        _ => ("users_name_prefix", "users_email_prefix"),
+    };
+    for prefix in ["Kname123", "mail777"] {
+        let query = directory::search_users_query(backend, TENANT, prefix, 51);
+        let plan = plan(&tables, query.build(backend)).await;
+        eprintln!("{db:?} SearchUsers {prefix:?}:\n{plan}");
+        assert!(
+            plan.contains(name_index) && plan.contains(email_index),
+            "{db:?}: {prefix:?} does not read {name_index} and {email_index}:\n{plan}"
+        );
+        if backend == DatabaseBackend::Sqlite {
+            // Both ranges searched, not the tenant's whole directory walked in name order.
+            assert!(
+                plan.contains("name_lower>? AND name_lower<?")
+                    && plan.contains("email_lower>? AND email_lower<?"),
+                "{db:?}: not a range:\n{plan}"
+            );
+            assert!(!plan.contains("SCAN"), "{db:?}: a scan:\n{plan}");
+        }
+    }
+    // On SQLite the plan holds for a prefix that matches much of the directory too.
+    if backend == DatabaseBackend::Sqlite {
+        let query = directory::search_users_query(backend, TENANT, "k", 51);
+        let plan = plan(&tables, query.build(backend)).await;
+        assert!(plan.contains("MULTI-INDEX OR"), "{db:?}:\n{plan}");
+    }
+
+    // The answers: "Kname123" matches the users i whose number starts with 123 and whose
+    // name's letter is k (i % 26 = 10), in name order.
+    let service = app.service(TENANT);
+    let found = search_ordered(&service, "KNAME123").await;
+    let mut expected: Vec<(String, String)> = std::iter::once(123)
+        .chain(1230..=1239)
+        .chain(12300..=12399)
+        .filter(|i| i % 26 == 10)
+        .map(|i| (format!("kname{i}"), format!("u{i}")))
+        .collect();
+    expected.sort();
+    assert!(!expected.is_empty());
+    let expected: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(found, expected);
+    assert_eq!(search_ordered(&service, "mail7777@").await, vec!["u7777"]);
+}
+
+/// SearchUsers' ids in the order the server returns them.
+async fn search_ordered(service: &Caller, query: &str) -> Vec<String> {
+    service
+        .dir()
+        .search_users(service.req(pb::SearchUsersRequest {
+            query: query.to_owned(),
+            page_size: 100,
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("search {query:?}: {e:?}"))
+        .into_inner()
+        .users
+        .into_iter()
+        .map(|u| u.id)
+        .collect()
+}
+
+async fn search_users_matches_prefixes_exactly_in_name_order(db: Db) {
+    let app = spawn_app(db).await;
+    let service = app.service(TENANT);
+    let people = [
+        ("pct", "100% Sure", "pct@x.example"),
+        ("hundred", "100 Percent", "hundred@x.example"),
+        ("under", "A_b", "under@x.example"),
+        ("plain", "Ab", "plain@x.example"),
+        ("zoe-umlaut", "Zoë", "zoe2@x.example"),
+        ("zoe", "Zoe", "zoe@x.example"),
+        ("omega", "Ωmega", "omega@x.example"),
+        ("omega2", "ωMEGA Two", "omega2@x.example"),
+        ("top", "Top\u{10FFFF}", "top@x.example"),
+        ("topper", "Top\u{10FFFF}per", "topper@x.example"),
+        ("tops", "Tops", "tops@x.example"),
+        ("sam2", "Sam", "sam-b@x.example"),
+        ("sam1", "Sam", "sam-a@x.example"),
+        ("slash", "Back\\slash", "slash@x.example"),
+    ];
+    for (id, name, email) in people {
+        service
+            .upsert(pb::User {
+                id: id.to_owned(),
+                display_name: name.to_owned(),
+                email: email.to_owned(),
+                kind: pb::user::Kind::Internal as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("upsert {id}: {e:?}"));
+    }
+    let cases: &[(&str, &[&str])] = &[
+        // LIKE's wildcards are plain characters.
+        ("100%", &["pct"]),
+        ("100", &["hundred", "pct"]),
+        ("a_", &["under"]),
+        ("A", &["under", "plain"]),
+        ("back\\", &["slash"]),
+        // Non-ASCII, upper-case queries of lower-cased names, names tied and ordered by id.
+        ("zo", &["zoe", "zoe-umlaut"]),
+        ("ZOË", &["zoe-umlaut"]),
+        ("ωm", &["omega", "omega2"]),
+        ("ΩMEGA T", &["omega2"]),
+        ("sam", &["sam1", "sam2"]),
+        // The last code point has no successor: the range ends where the prefix before it does.
+        ("top\u{10FFFF}", &["top", "topper"]),
+        ("top", &["tops", "top", "topper"]),
+        ("tops", &["tops"]),
+        // Email prefixes, and a name prefix that is also another user's email prefix.
+        ("zoe2@", &["zoe-umlaut"]),
+        ("sam-", &["sam1", "sam2"]),
+        ("nobody", &[]),
+    ];
+    for (query, expected) in cases {
+        assert_eq!(
+            search_ordered(&service, query).await,
+            expected.to_vec(),
+            "{db:?}: {query:?}"
+        );
+    }
+}
+
+/// The pool is as large as configured, and on PostgreSQL every connection of it, not only the
+/// first, plans each statement with its actual values.
+async fn connections_are_as_configured(db: Db) {
+    let app = spawn_app(db).await;
+    let pool = parley_server::DbPool {
+        max_connections: Some(3),
+        min_connections: Some(3),
+    };
+    let conn = parley_server::store::connect(app.database_url(), &pool)
+        .await
+        .expect("connect");
+    let (min, max) = match conn.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            let options = conn.get_postgres_connection_pool().options();
+            (options.get_min_connections(), options.get_max_connections())
+        }
+        _ => {
+            let options = conn.get_sqlite_connection_pool().options();
+            (options.get_min_connections(), options.get_max_connections())
+        }
+    };
+    assert_eq!((min, max), (3, 3));
+    if conn.get_database_backend() == DatabaseBackend::Postgres {
+        // Three transactions at once hold three distinct connections.
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            open.push(
+                sea_orm::TransactionTrait::begin(&conn)
+                    .await
+                    .expect("begin"),
+            );
+        }
+        let mut backends = std::collections::HashSet::new();
+        for tx in &open {
+            let row = tx
+                .query_one_raw(Statement::from_string(
+                    DatabaseBackend::Postgres,
+                    "SELECT current_setting('plan_cache_mode'), pg_backend_pid()",
+                ))
+                .await
+                .expect("show")
+                .expect("a row");
+            assert_eq!(
+                row.try_get_by_index::<String>(0).expect("a setting"),
+                "force_custom_plan"
+            );
+            backends.insert(row.try_get_by_index::<i32>(1).expect("a backend pid"));
+        }
+        assert_eq!(backends.len(), 3, "three connections");
+    }
+    let unset = parley_server::store::connect(app.database_url(), &Default::default())
+        .await
+        .expect("connect with the defaults");
+    let max = match unset.get_database_backend() {
+        DatabaseBackend::Postgres => unset
+            .get_postgres_connection_pool()
+            .options()
+            .get_max_connections(),
+        _ => unset
+            .get_sqlite_connection_pool()
+            .options()
+            .get_max_connections(),
+    };
+    assert_eq!(max, if db == Db::Sqlite { 8 } else { 16 });
+    let inverted = parley_server::DbPool {
+        max_connections: Some(2),
+        min_connections: Some(3),
+    };
+    let refused = parley_server::store::connect(app.database_url(), &inverted).await;
+    assert!(refused.is_err(), "a minimum above the maximum is refused");
+}
+
+both_dbs!(
+    connections_are_as_configured,
+    the_outbox_drain_reads_only_unacknowledged_rows,
+    search_users_reads_a_range_of_an_index,
+    search_users_matches_prefixes_exactly_in_name_order,
+);
