@@ -184,26 +184,7 @@ fn serve_logs_each_rpc_and_stops_on_sigterm() {
     assert_eq!(json["span"]["principal"], "alice", "{json}");
     assert_eq!(json["span"]["act_as"], "", "{json}");
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(status.success(), "a graceful stop exits 0: {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stop_with_sigterm(&mut child);
 }
 
 #[test]
@@ -341,6 +322,14 @@ fn serve_takes_the_callers_traceparent_and_serves_metrics() {
         "{response}"
     );
 
+    stop_with_sigterm(&mut child);
+    // The metrics port closed with the server.
+    assert!(std::net::TcpStream::connect(metrics_addr).is_err());
+}
+
+/// Sends SIGTERM and waits (up to 30 s) for a graceful exit with status 0.
+#[cfg(unix)]
+fn stop_with_sigterm(child: &mut std::process::Child) {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -361,6 +350,4 @@ fn serve_takes_the_callers_traceparent_and_serves_metrics() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The metrics port closed with the server.
-    assert!(std::net::TcpStream::connect(metrics_addr).is_err());
 }
