@@ -107,13 +107,15 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// How many database connections each replica keeps.
     pub db_pool: DbPool,
+    /// How SQLite syncs each commit (ignored on PostgreSQL).
+    pub sqlite_synchronous: crate::store::SqliteSync,
 }
 
 /// The size of a replica's database connection pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DbPool {
-    /// The most connections open at once; unset, 8 on SQLite (whose writers take turns anyway)
-    /// and 16 on PostgreSQL.
+    /// The most connections open at once; unset, 8 on SQLite and 16 on PostgreSQL. On SQLite
+    /// these are the readers: writes take turns on one more connection of their own.
     pub max_connections: Option<u32>,
     /// Connections kept open when idle; unset, 1.
     pub min_connections: Option<u32>,
@@ -168,6 +170,7 @@ impl Config {
             tls: None,
             metrics_listen: None,
             db_pool: DbPool::default(),
+            sqlite_synchronous: crate::store::SqliteSync::default(),
         }
     }
 }

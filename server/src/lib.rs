@@ -16,7 +16,6 @@ mod telemetry;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
 pub use config::{Config, DbPool, Limits, LogFormat, TlsFiles, TokenRules};
@@ -25,7 +24,7 @@ pub use telemetry::init_logging;
 /// A prepared server: database connected and migrated, keys loaded.
 pub struct App {
     config: Config,
-    db: DatabaseConnection,
+    db: store::Db,
     verifier: auth::Verifier,
     key: auth::KeyFile,
     tls: Option<tonic::transport::Identity>,
@@ -56,14 +55,19 @@ impl App {
             }
             None => None,
         };
-        let db = store::connect(&config.database_url, &config.db_pool).await?;
-        store::migrate_up(&db).await?;
+        let db = store::Db::open(
+            &config.database_url,
+            &config.db_pool,
+            config.sqlite_synchronous,
+        )
+        .await?;
+        store::migrate_up(db.writer.conn()).await?;
         // Bound here rather than in `serve`, so the address (port 0 in tests) is known before
         // the first call.
         let metrics = match config.metrics_listen {
             Some(addr) => Some((
                 metrics::Endpoint::bind(addr).await?,
-                Arc::new(metrics::Metrics::new(&db)),
+                Arc::new(metrics::Metrics::with_db(&db)),
             )),
             None => None,
         };
@@ -77,8 +81,8 @@ impl App {
         })
     }
 
-    /// The database connection, e.g. to install a metric callback before serving.
-    pub fn db_mut(&mut self) -> &mut DatabaseConnection {
+    /// The database, e.g. to install a metric callback before serving.
+    pub fn db_mut(&mut self) -> &mut store::Db {
         &mut self.db
     }
 

@@ -44,6 +44,17 @@ struct DatabaseArgs {
     /// Database connections kept open when idle (default: 1).
     #[arg(long, env = "PARLEY_DB_MIN_CONNECTIONS")]
     db_min_connections: Option<u32>,
+    /// SQLite only: `normal` syncs the write-ahead log at checkpoints, so a power cut or an OS
+    /// crash (not a crash of the server) can lose the last commits before it, never the
+    /// database's consistency; `full` syncs it at every commit, so nothing committed is lost,
+    /// at the cost of a disk flush per write.
+    #[arg(
+        long,
+        env = "PARLEY_SQLITE_SYNCHRONOUS",
+        value_enum,
+        default_value = "normal"
+    )]
+    sqlite_synchronous: parley_server::store::SqliteSync,
 }
 
 impl DatabaseArgs {
@@ -198,6 +209,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config {
         listen: args.listen,
         db_pool: args.database.pool(),
+        sqlite_synchronous: args.database.sqlite_synchronous,
         database_url: args.database.database_url,
         key_file: args.key.key_file,
         jwt_public_key: args.jwt_public_key,

@@ -103,6 +103,8 @@ pub struct Metrics {
     pool_max: Gauge,
     watch_streams: Gauge,
     writer_queue_depth: Gauge,
+    /// The SQLite writer whose queue the gauge samples (`None` on PostgreSQL).
+    writer: Option<crate::store::Writer>,
 }
 
 impl Metrics {
@@ -165,7 +167,16 @@ impl Metrics {
             pool_max,
             watch_streams,
             writer_queue_depth,
+            writer: None,
         }
+    }
+
+    /// Samples the queue of `db`'s SQLite writer at each scrape (nothing on PostgreSQL, where
+    /// writers do not take turns).
+    pub fn with_db(db: &crate::store::Db) -> Self {
+        let mut metrics = Self::new(&db.read);
+        metrics.writer = db.sqlite_writer().cloned();
+        metrics
     }
 
     /// Counts one answered RPC and its latency.
@@ -186,11 +197,6 @@ impl Metrics {
         &self.watch_streams
     }
 
-    /// The SQLite writer queue gauge, for the writer to move.
-    pub fn writer_queue_depth(&self) -> &Gauge {
-        &self.writer_queue_depth
-    }
-
     /// Samples the pool and writes every metric as Prometheus text.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let (open, idle, max) = self.pool.usage();
@@ -198,6 +204,9 @@ impl Metrics {
         self.pool_in_use.set((i64::from(open) - idle).max(0));
         self.pool_idle.set(idle);
         self.pool_max.set(i64::from(max));
+        if let Some(writer) = &self.writer {
+            self.writer_queue_depth.set(writer.queue_depth());
+        }
         let mut out = String::new();
         prometheus_text::encode(&mut out, &self.registry)?;
         Ok(out)

@@ -35,7 +35,10 @@ pub const ACT_AS_HEADER: &str = "x-parley-act-as";
 /// What every handler shares.
 pub struct State {
     pub config: Config,
+    /// Reads (on PostgreSQL, the same pool as the writer).
     pub db: DatabaseConnection,
+    /// Every write goes through it (on SQLite, one connection that writes take turns on).
+    pub writer: store::Writer,
     pub verifier: Verifier,
     pub pager: Pager,
     /// Derives invitation link tokens (rule 23) from the key file's invitation secret.
@@ -95,12 +98,13 @@ fn take<K: Clone + Eq + std::hash::Hash>(
 }
 
 impl State {
-    pub fn new(config: Config, db: DatabaseConnection, verifier: Verifier, key: &KeyFile) -> Self {
+    pub fn new(config: Config, db: store::Db, verifier: Verifier, key: &KeyFile) -> Self {
         let limiter = rate_limiter(config.limits.rate_limit_per_second);
         let service_limiter = rate_limiter(config.limits.service_rate_limit_per_second);
         Self {
             config,
-            db,
+            db: db.read,
+            writer: db.writer,
             verifier,
             pager: Pager::new(key.secret()),
             invitation_links: store::invitations::LinkKey::new(key.invitation_secret()),
@@ -214,7 +218,7 @@ impl State {
                     UserKind::Internal
                 };
                 dir::insert_user_if_missing(
-                    &self.db,
+                    self.writer.conn(),
                     crate::domain::model::User {
                         tenant_id: p.tenant_id.clone(),
                         id: p.id.clone(),
@@ -448,10 +452,13 @@ fn spawn_sweeper(state: Arc<State>) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             let now = now_micros();
-            let requests =
-                requests::prune(&state.db, now - micros(limits.request_id_retention)).await;
+            let requests = requests::prune(
+                state.writer.conn(),
+                now - micros(limits.request_id_retention),
+            )
+            .await;
             let acked = store::outbox::prune_acked(
-                &state.db,
+                state.writer.conn(),
                 now - micros(limits.acked_notification_retention),
             )
             .await;
@@ -531,7 +538,7 @@ impl State {
         {
             return Ok(Begun::Replayed(decode(&bytes)?));
         }
-        let tx = store::begin_write(&self.db).await?;
+        let tx = self.writer.begin().await?;
         Ok(Begun::Fresh(Mutation {
             tx,
             key,

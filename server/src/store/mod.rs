@@ -29,8 +29,157 @@ use crate::domain::model::{
 };
 use crate::error::Error;
 
+/// How SQLite syncs its write-ahead log to disk (`--sqlite-synchronous`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqliteSync {
+    /// Every commit waits for the log to reach the disk: a power cut loses nothing committed.
+    Full,
+    /// The log is synced at checkpoints, not at each commit: a power cut (not a crash of the
+    /// process) can lose the last commits before it, never the database's consistency.
+    #[default]
+    Normal,
+}
+
+/// The database a replica uses: readers, and the one place writes go through.
+///
+/// On SQLite, writes take turns on one writer connection: a write transaction waits in the
+/// writer's queue (first come, first served) rather than retrying in the busy handler's sleeps,
+/// while reads run on a pool of their own whose connections may not write (`query_only`), so a
+/// write that forgot the writer fails loudly instead of contending. On PostgreSQL the writer
+/// and the readers are one pool: the engine handles concurrent writers itself.
+#[derive(Clone, Debug)]
+pub struct Db {
+    /// Reads, and on PostgreSQL writes too.
+    pub read: DatabaseConnection,
+    /// Where every write goes.
+    pub writer: Writer,
+    /// Whether the readers and the writer are one pool.
+    shared: bool,
+}
+
+/// The write side of a [`Db`], counting the writes that wait for it.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    conn: DatabaseConnection,
+    waiting: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// Counts one waiter from its creation to its drop, so a cancelled wait is uncounted too.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicI64) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Writer {
+    /// Starts a write transaction, waiting for the writer's turn (see [`begin_write`]).
+    pub async fn begin(&self) -> Result<DatabaseTransaction, Error> {
+        let _waiting = Waiting::new(&self.waiting);
+        begin_write(&self.conn).await
+    }
+
+    /// The connection for a write of one statement outside a transaction (a sweep, a first
+    /// call's directory entry).
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// Writes waiting for the writer now.
+    pub fn queue_depth(&self) -> i64 {
+        self.waiting
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(0)
+    }
+}
+
+impl Db {
+    /// Opens the database at `url` (see [`connect`]); on SQLite a writer connection and a pool
+    /// of `pool`'s size for reads.
+    pub async fn open(
+        url: &str,
+        pool: &crate::config::DbPool,
+        sync: SqliteSync,
+    ) -> anyhow::Result<Self> {
+        let sqlite = url.starts_with("sqlite:");
+        // One in-memory SQLite database per connection: a second pool would be another
+        // database, so there one pool reads and writes.
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !sqlite || memory {
+            let conn = open(url, pool, sync, Use::Any).await?;
+            return Ok(Self {
+                read: conn.clone(),
+                writer: Writer {
+                    conn,
+                    waiting: Default::default(),
+                },
+                shared: true,
+            });
+        }
+        // The writer first: it creates the file and puts it in WAL mode.
+        let one = crate::config::DbPool {
+            max_connections: Some(1),
+            min_connections: Some(1),
+        };
+        let write = open(url, &one, sync, Use::Writer).await?;
+        let read = open(url, pool, sync, Use::Reader).await?;
+        Ok(Self {
+            read,
+            writer: Writer {
+                conn: write,
+                waiting: Default::default(),
+            },
+            shared: false,
+        })
+    }
+
+    /// The writer, when it is a SQLite connection of its own.
+    pub fn sqlite_writer(&self) -> Option<&Writer> {
+        (!self.shared).then_some(&self.writer)
+    }
+
+    /// Counts every statement on every connection with `callback` (the tests' statement
+    /// counts).
+    pub fn set_metric_callback<F>(&mut self, callback: F)
+    where
+        F: Fn(&sea_orm::metric::Info<'_>) + Send + Sync + 'static,
+    {
+        let callback = std::sync::Arc::new(callback);
+        let c = callback.clone();
+        self.read.set_metric_callback(move |info| c(info));
+        if self.shared {
+            // A clone carries the callback it was made with.
+            self.writer.conn = self.read.clone();
+        } else {
+            self.writer
+                .conn
+                .set_metric_callback(move |info| callback(info));
+        }
+    }
+}
+
+/// What a connection of [`open`] is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// Migrations and the command line: reads and writes.
+    Any,
+    /// A SQLite reader: writes are refused (`PRAGMA query_only`).
+    Reader,
+    /// The SQLite writer.
+    Writer,
+}
+
 /// Opens the database: `sqlite://…` (file created if missing, WAL, busy timeout) or
-/// `postgres://…`, with a pool of `pool`'s size.
+/// `postgres://…`, with a pool of `pool`'s size, for migrations and the command line. A server
+/// opens a [`Db`].
 ///
 /// Every PostgreSQL connection plans each execution of a prepared statement with its actual
 /// values (`plan_cache_mode = force_custom_plan`). Statements are prepared once per pooled
@@ -43,6 +192,15 @@ pub async fn connect(
     url: &str,
     pool: &crate::config::DbPool,
 ) -> anyhow::Result<DatabaseConnection> {
+    open(url, pool, SqliteSync::default(), Use::Any).await
+}
+
+async fn open(
+    url: &str,
+    pool: &crate::config::DbPool,
+    sync: SqliteSync,
+    role: Use,
+) -> anyhow::Result<DatabaseConnection> {
     let sqlite = url.starts_with("sqlite:");
     let (min, max) = pool.sizes(sqlite)?;
     let mut options = ConnectOptions::new(url.to_owned());
@@ -53,12 +211,23 @@ pub async fn connect(
         .max_connections(max)
         .min_connections(min);
     if sqlite {
-        options.map_sqlx_sqlite_opts(|o| {
-            o.create_if_missing(true)
+        use sea_orm::sqlx::sqlite::SqliteSynchronous;
+        let synchronous = match sync {
+            SqliteSync::Full => SqliteSynchronous::Full,
+            SqliteSync::Normal => SqliteSynchronous::Normal,
+        };
+        options.map_sqlx_sqlite_opts(move |o| {
+            let o = o
+                .create_if_missing(role != Use::Reader)
                 .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .synchronous(synchronous)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(30))
+                .busy_timeout(Duration::from_secs(30));
+            if role == Use::Reader {
+                o.pragma("query_only", "ON")
+            } else {
+                o
+            }
         });
     } else {
         // A startup parameter, so it holds on every connection the pool ever opens (sea-orm's
