@@ -85,6 +85,30 @@ fn migrate_up_status_down() {
     );
 }
 
+#[test]
+fn an_unknown_sqlite_synchronous_mode_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ok, _, stderr) = run(
+        dir.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--sqlite-synchronous",
+            "off",
+        ],
+    );
+    assert!(!ok, "the server must not start");
+    assert!(
+        stderr.contains("--sqlite-synchronous") && stderr.contains("full"),
+        "the error names the flag and its values: {stderr}"
+    );
+    assert!(
+        !dir.path().join("parley.db").exists(),
+        "nothing is created before the flags are read"
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn serve_logs_each_rpc_and_stops_on_sigterm() {
@@ -226,6 +250,7 @@ fn serve_takes_the_callers_traceparent_and_serves_metrics() {
         .current_dir(dir.path())
         .args(["--listen", &listen, "--log-format", "json"])
         .args(["--metrics-listen", "127.0.0.1:0"])
+        .args(["--sqlite-synchronous", "full"])
         .env_remove("PARLEY_DATABASE_URL")
         .stderr(Stdio::piped())
         .spawn()
