@@ -84,13 +84,18 @@ pub fn conversation_id(field: &str, id: &str) -> Result<String, Error> {
         .map_err(|_| Error::field(field, "must be a UUID"))
 }
 
-/// A text field of at most `max` characters.
+/// A text field of at most `max` characters, without NUL (which PostgreSQL's text cannot
+/// hold, so it would otherwise fail there and not on SQLite).
 pub fn max_chars(field: &str, value: &str, max: usize) -> Result<(), Error> {
     if longer_than(value, max) {
         return Err(Error::field(
             field,
             format!("must be at most {max} characters"),
         ));
+    }
+    // Bounded by the check above: at most 4 × `max` bytes.
+    if value.as_bytes().contains(&0) {
+        return Err(Error::field(field, "must not contain the NUL character"));
     }
     Ok(())
 }

@@ -344,7 +344,52 @@ async fn bad_page_tokens_are_invalid(db: Db) {
     );
 }
 
+/// NUL, which PostgreSQL's text cannot hold, is refused as a bad field on both engines, in
+/// every free-text field, before anything is written.
+async fn nul_characters_are_invalid_fields(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    expect_invalid(alice.create_group("a\0b", &["bob"]).await, "title");
+    assert!(
+        alice.list_conversations().await.expect("list").is_empty(),
+        "nothing was created"
+    );
+    let conversation = alice.create_group("t", &["bob"]).await.expect("a group");
+    let id = conversation.id.as_str();
+    let before = alice.snapshot(id).await;
+    expect_invalid(alice.send(id, "hello\0").await, "body");
+    assert_eq!(alice.snapshot(id).await, before, "nothing was written");
+    let sync = app.service(TENANT);
+    expect_invalid(
+        sync.dir()
+            .search_users(sync.req(pb::SearchUsersRequest {
+                query: "al\0".into(),
+                page_size: 0,
+            }))
+            .await,
+        "query",
+    );
+    expect_invalid(
+        sync.upsert(pb::User {
+            id: "nadia".into(),
+            display_name: "Na\0dia".into(),
+            email: "nadia@example.com".into(),
+            kind: pb::user::Kind::Internal as i32,
+            ..Default::default()
+        })
+        .await,
+        "display_name",
+    );
+    let missing = sync
+        .get_user("nadia")
+        .await
+        .expect_err("nadia was not stored");
+    assert_error(&missing, Code::NotFound, ErrorReason::UserNotFound);
+}
+
 both_dbs!(
+    nul_characters_are_invalid_fields,
     malformed_ids_are_invalid,
     field_lengths_are_enforced,
     unknown_enum_values_are_invalid,
