@@ -427,6 +427,7 @@ fn principal_from(claims: Claims) -> Result<Principal, Error> {
         name,
         acting_for: None,
         directory_kind: None,
+        directory_read: false,
     })
 }
 

@@ -438,7 +438,7 @@ impl ConversationService for Conversations {
         request: Request<pb::GetConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
         self.0
-            .handle("GetConversation", request, |p, req| async move {
+            .handle_read("GetConversation", request, |p, req| async move {
                 self.get(p, &req.id).await
             })
             .await
@@ -605,7 +605,7 @@ impl ConversationService for Conversations {
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
         self.0
-            .handle("ListMessages", request, |p, req| async move {
+            .handle_read("ListMessages", request, |p, req| async move {
                 let (items, next_page_token) = timeline_page(
                     &self.0,
                     &p,
@@ -632,7 +632,7 @@ impl ConversationService for Conversations {
         request: Request<pb::ListTimelineRequest>,
     ) -> Result<Response<pb::ListTimelineResponse>, Status> {
         self.0
-            .handle("ListTimeline", request, |p, req| async move {
+            .handle_read("ListTimeline", request, |p, req| async move {
                 let (items, next_page_token) = timeline_page(
                     &self.0,
                     &p,

@@ -29,6 +29,15 @@ use crate::store::{
     requests::{self, RequestKey},
 };
 
+/// When a call reads the directory entry of the user it is judged as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Directory {
+    /// Before the handler runs.
+    First,
+    /// In the handler's read of the conversation ([`State::read_access`]).
+    InRead,
+}
+
 /// The metadata key a service principal names the user it acts for with.
 pub const ACT_AS_HEADER: &str = "x-parley-act-as";
 
@@ -184,71 +193,96 @@ impl State {
     }
 
     /// The directory kind of the user the call is judged as (see
-    /// [`Principal::directory_kind`]): the act-as user must exist and be active; a user
-    /// principal's first call adds it to the directory from its token claims.
-    async fn resolve_directory(&self, p: &Principal) -> Result<Option<UserKind>, Error> {
+    /// [`Principal::directory_kind`]), given that user's entry as just read (`entry`): the
+    /// act-as user must exist and be active; a user principal's first call adds it to the
+    /// directory from its token claims.
+    async fn judge_directory(
+        &self,
+        p: &Principal,
+        entry: Option<crate::domain::model::User>,
+    ) -> Result<Option<UserKind>, Error> {
         match (p.kind, &p.acting_for) {
             (PrincipalKind::Service, Some(user_id)) => {
-                let user = dir::get_user(&self.db, &p.tenant_id, user_id)
-                    .await?
-                    .ok_or_else(|| Error::UserNotFound(user_id.clone()))?;
+                let user = entry.ok_or_else(|| Error::UserNotFound(user_id.clone()))?;
                 if user.status == UserStatus::Deactivated {
                     return Err(Error::UserDeactivated(user_id.clone()));
                 }
                 Ok(Some(user.kind))
             }
             (PrincipalKind::Service, None) => Ok(None),
-            _ => self.ensure_directory_entry(p).await.map(Some),
+            _ => match entry {
+                Some(u) if u.status == UserStatus::Deactivated => {
+                    Err(Error::UserDeactivated(p.id.clone()))
+                }
+                Some(u) => Ok(Some(u.kind)),
+                None => self.add_directory_entry(p).await.map(Some),
+            },
         }
     }
 
-    /// A user principal's first call adds it to the directory from its token claims. Returns
-    /// the entry's kind (on the first call, the kind inserted).
-    async fn ensure_directory_entry(&self, p: &Principal) -> Result<UserKind, Error> {
-        match dir::get_user(&self.db, &p.tenant_id, &p.id).await? {
+    /// Reads the directory entry of the user `p` is judged as and judges it
+    /// ([`Self::judge_directory`]).
+    async fn resolve_directory(&self, p: &mut Principal) -> Result<(), Error> {
+        let entry = match p.actor() {
+            Actor::User(id) => dir::get_user(&self.db, &p.tenant_id, &id).await?,
+            Actor::Admin(_) => None,
+        };
+        p.directory_kind = self.judge_directory(p, entry).await?;
+        p.directory_read = true;
+        Ok(())
+    }
+
+    /// A user principal's first call adds it to the directory from its token claims (a
+    /// concurrent first call may win; either way the entry exists after). Returns the entry's
+    /// kind.
+    async fn add_directory_entry(&self, p: &Principal) -> Result<UserKind, Error> {
+        let now = now_micros();
+        let kind = if p.kind == PrincipalKind::External {
+            UserKind::External
+        } else {
+            UserKind::Internal
+        };
+        dir::insert_user_if_missing(
+            self.writer.conn(),
+            crate::domain::model::User {
+                tenant_id: p.tenant_id.clone(),
+                id: p.id.clone(),
+                display_name: p.name.clone().unwrap_or_else(|| p.id.clone()),
+                email: p.email.clone().unwrap_or_default(),
+                kind,
+                status: UserStatus::Active,
+                create_time: now,
+                update_time: now,
+            },
+        )
+        .await?;
+        // The stored entry, which a concurrent first call may have written.
+        match dir::get_user(self.writer.conn(), &p.tenant_id, &p.id).await? {
             Some(u) if u.status == UserStatus::Deactivated => {
                 Err(Error::UserDeactivated(p.id.clone()))
             }
             Some(u) => Ok(u.kind),
-            None => {
-                let now = now_micros();
-                let kind = if p.kind == PrincipalKind::External {
-                    UserKind::External
-                } else {
-                    UserKind::Internal
-                };
-                dir::insert_user_if_missing(
-                    self.writer.conn(),
-                    crate::domain::model::User {
-                        tenant_id: p.tenant_id.clone(),
-                        id: p.id.clone(),
-                        display_name: p.name.clone().unwrap_or_else(|| p.id.clone()),
-                        email: p.email.clone().unwrap_or_default(),
-                        kind,
-                        status: UserStatus::Active,
-                        create_time: now,
-                        update_time: now,
-                    },
-                )
-                .await?;
-                Ok(kind)
-            }
+            None => Ok(kind),
         }
     }
 
     /// Authenticates a call in the order that keeps floods cheap: the token and headers (no
     /// database), then the rate limit, then the directory reads.
+    /// With [`Directory::InRead`], the directory is left for the call's own read.
     async fn authenticate(
         &self,
         metadata: &MetadataMap,
         span: &tracing::Span,
+        directory: Directory,
     ) -> Result<Principal, Error> {
         let mut principal = self.identify(metadata)?;
         span.record("tenant", principal.tenant_id.as_str());
         span.record("principal", principal.id.as_str());
         span.record("act_as", principal.acting_for.as_deref().unwrap_or(""));
         self.admit(&principal)?;
-        principal.directory_kind = self.resolve_directory(&principal).await?;
+        if directory == Directory::First {
+            self.resolve_directory(&mut principal).await?;
+        }
         Ok(principal)
     }
 
@@ -262,9 +296,26 @@ impl State {
         p: &Principal,
         conversation_id: &str,
     ) -> Result<(Conversation, Viewer), Error> {
-        let c = store::get_conversation(db, &p.tenant_id, conversation_id).await?;
-        let caller = store::caller_participant(db, conversation_id, &p.actor()).await?;
-        let viewer = visibility::viewer(&c, p, caller)?;
+        let actor = p.actor();
+        let read =
+            store::conversation_with_caller(db, &p.tenant_id, conversation_id, actor.user_id())
+                .await?;
+        // The directory first, as a call that reads it up front would: a deactivated caller
+        // learns nothing of which conversations exist.
+        let judged;
+        let p = if p.directory_read {
+            p
+        } else {
+            let mut resolved = p.clone();
+            resolved.directory_kind = self.judge_directory(p, read.user).await?;
+            resolved.directory_read = true;
+            judged = resolved;
+            &judged
+        };
+        let c = read
+            .conversation
+            .ok_or_else(|| Error::ConversationNotFound(conversation_id.to_owned()))?;
+        let viewer = visibility::viewer(&c, p, read.participant)?;
         Ok((c, viewer))
     }
 
@@ -281,7 +332,26 @@ impl State {
         F: Fn(Principal, Req) -> Fut,
         Fut: Future<Output = Result<Resp, Error>>,
     {
-        self.handle_bounded(method, request, |_, _| Ok(()), f).await
+        self.run(method, request, Directory::First, |_, _| Ok(()), f)
+            .await
+    }
+
+    /// [`Self::handle`] for a read of one conversation that goes through
+    /// [`Self::read_access`], which reads the caller's directory entry in the same statement
+    /// as the conversation and the caller's seat: one statement instead of two.
+    pub(crate) async fn handle_read<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        f: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        F: Fn(Principal, Req) -> Fut,
+        Fut: Future<Output = Result<Resp, Error>>,
+    {
+        self.run(method, request, Directory::InRead, |_, _| Ok(()), f)
+            .await
     }
 
     /// [`Self::handle`], checking `bounds` (given the server's limits) on the request as soon
@@ -292,6 +362,23 @@ impl State {
         &self,
         method: &'static str,
         request: Request<Req>,
+        bounds: B,
+        f: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        B: FnOnce(&crate::config::Limits, &Req) -> Result<(), Error>,
+        F: Fn(Principal, Req) -> Fut,
+        Fut: Future<Output = Result<Resp, Error>>,
+    {
+        self.run(method, request, Directory::First, bounds, f).await
+    }
+
+    async fn run<Req, Resp, B, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        directory: Directory,
         bounds: B,
         f: F,
     ) -> Result<Response<Resp>, Status>
@@ -326,7 +413,7 @@ impl State {
             let (metadata, _, message) = request.into_parts();
             let limits = &self.config.limits;
             let result = match self
-                .authenticate(&metadata, &tracing::Span::current())
+                .authenticate(&metadata, &tracing::Span::current(), directory)
                 .await
                 .and_then(|p| bounds(limits, &message).map(|()| p))
             {

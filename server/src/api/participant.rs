@@ -331,7 +331,7 @@ impl ParticipantService for Participants {
         request: Request<pb::GetParticipantRequest>,
     ) -> Result<Response<pb::Participant>, Status> {
         self.0
-            .handle("GetParticipant", request, |p, req| self.get(p, req))
+            .handle_read("GetParticipant", request, |p, req| self.get(p, req))
             .await
     }
 
@@ -340,7 +340,7 @@ impl ParticipantService for Participants {
         request: Request<pb::ListParticipantsRequest>,
     ) -> Result<Response<pb::ListParticipantsResponse>, Status> {
         self.0
-            .handle(LIST_PARTICIPANTS, request, |p, req| self.list(p, req))
+            .handle_read(LIST_PARTICIPANTS, request, |p, req| self.list(p, req))
             .await
     }
 
@@ -379,7 +379,7 @@ impl ParticipantService for Participants {
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         self.0
-            .handle("ListEvents", request, |p, req| async move {
+            .handle_read("ListEvents", request, |p, req| async move {
                 let (items, next_page_token) = timeline_page(
                     &self.0,
                     &p,
@@ -406,7 +406,7 @@ impl ParticipantService for Participants {
         request: Request<pb::ListInvitationsRequest>,
     ) -> Result<Response<pb::ListInvitationsResponse>, Status> {
         self.0
-            .handle(LIST_INVITATIONS, request, |p, req| {
+            .handle_read(LIST_INVITATIONS, request, |p, req| {
                 self.list_invitations(p, req)
             })
             .await

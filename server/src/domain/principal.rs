@@ -29,6 +29,11 @@ pub struct Principal {
     /// inserted) for a user principal, `None` for a service acting as administrator. Filled in
     /// once the directory has been read; `None` until then.
     pub directory_kind: Option<UserKind>,
+    /// Whether the directory has been read for this call, so `directory_kind` (and the
+    /// entry's status) is known. A read of one conversation reads the caller's entry in its
+    /// own statement; until then, no rule may judge the caller ([`crate::domain::visibility::viewer`]
+    /// refuses to).
+    pub directory_read: bool,
 }
 
 /// Whom a call is judged as.

@@ -88,6 +88,11 @@ pub fn viewer(
 ) -> Result<Viewer, Error> {
     match (principal.actor(), caller) {
         (Actor::Admin(_), _) => Ok(Viewer::Admin),
+        // Judging a user needs their directory entry (rule 18): a call that has not read it
+        // is a server defect, never a guess.
+        (Actor::User(_), _) if !principal.directory_read => Err(Error::Internal(
+            "the caller's directory entry was not read".into(),
+        )),
         (Actor::User(_), Some(row)) => {
             let external =
                 row.kind == ParticipantKind::External || principal_is_external(principal);

@@ -682,3 +682,87 @@ pub(crate) fn event(
         },
     }
 }
+
+/// A conversation read together with the caller: the caller's directory entry, the
+/// conversation, and the caller's participant row in it, each `None` where there is none.
+#[derive(Clone, Debug)]
+pub struct WithCaller {
+    pub user: Option<User>,
+    pub conversation: Option<Conversation>,
+    pub participant: Option<Participant>,
+}
+
+/// The statement of [`conversation_with_caller`] on one engine: one row always (driven from a
+/// one-row table), the caller's directory entry, the conversation and the caller's seat in it
+/// left-joined to it, each column aliased with its table's prefix.
+fn with_caller_sql(backend: DatabaseBackend) -> &'static str {
+    use sea_orm::{IdenStatic, Iterable};
+    static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    fn columns<I: IdenStatic>(out: &mut Vec<String>, table: &str, cols: impl Iterator<Item = I>) {
+        out.extend(cols.map(|c| format!("{table}.{col} AS \"{table}_{col}\"", col = c.as_str())));
+    }
+    let [sqlite, postgres] = SQL.get_or_init(|| {
+        let mut cols = Vec::new();
+        columns(&mut cols, "u", entities::users::Column::iter());
+        columns(&mut cols, "c", entities::conversations::Column::iter());
+        columns(&mut cols, "p", entities::participants::Column::iter());
+        let sql = |tenant: &str, id: &str, user: &str| {
+            format!(
+                "SELECT {} FROM (SELECT 1 AS one) AS o \
+                 LEFT JOIN users u ON u.tenant_id = {tenant} AND u.id = {user} \
+                 LEFT JOIN conversations c ON c.tenant_id = {tenant} AND c.id = {id} \
+                 LEFT JOIN participants p ON p.conversation_id = c.id AND p.user_id = {user}",
+                cols.join(", ")
+            )
+        };
+        [sql("?1", "?2", "?3"), sql("$1", "$2", "$3")]
+    });
+    match backend {
+        DatabaseBackend::Postgres => postgres,
+        _ => sqlite,
+    }
+}
+
+/// Reads what a conversation read needs about its caller in one statement: the caller's
+/// directory entry (whose kind and status apply at once, so no replica may cache them), the
+/// conversation of the tenant, and the caller's participant row. `user_id` is `None` for a
+/// service acting as administrator. One statement is one snapshot on both engines.
+pub async fn conversation_with_caller<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    conversation_id: &str,
+    user_id: Option<&str>,
+) -> Result<WithCaller, Error> {
+    use sea_orm::{FromQueryResult, TryGetError};
+    fn part<M: FromQueryResult>(row: &sea_orm::QueryResult, pre: &str) -> Result<Option<M>, Error> {
+        match M::from_query_result_nullable(row, pre) {
+            Ok(m) => Ok(Some(m)),
+            Err(TryGetError::Null(_)) => Ok(None),
+            Err(TryGetError::DbErr(e)) => Err(e.into()),
+        }
+    }
+    let backend = db.get_database_backend();
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            with_caller_sql(backend),
+            [
+                tenant_id.into(),
+                conversation_id.into(),
+                user_id.map(str::to_owned).into(),
+            ],
+        ))
+        .await?
+        .ok_or_else(|| Error::Internal("a one-row select returned no row".into()))?;
+    Ok(WithCaller {
+        user: part::<entities::users::Model>(&row, "u_")?
+            .map(user_from)
+            .transpose()?,
+        conversation: part::<entities::conversations::Model>(&row, "c_")?
+            .map(conversation_from)
+            .transpose()?,
+        participant: part::<entities::participants::Model>(&row, "p_")?
+            .map(participant_from)
+            .transpose()?,
+    })
+}

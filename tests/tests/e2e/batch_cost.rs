@@ -2,6 +2,7 @@
 
 use parley_tests::*;
 use pb::add_participants_result::Outcome;
+use tonic::Code;
 
 /// Most statements a single AddParticipants call may run, whatever its size.
 const MAX_STATEMENTS: u64 = 30;
@@ -279,7 +280,83 @@ async fn upserting_a_user_is_one_statement(db: Db) {
     assert_eq!((create_cost, update_cost), (1, 1), "{db:?}");
 }
 
+/// A read of one conversation reads the caller's directory entry, the conversation and the
+/// caller's seat in one statement: GetConversation is that statement alone, a page of the
+/// timeline or the roster that and the page. The directory's verdict still applies at once: a
+/// deactivation is seen by the very next read.
+async fn reads_of_one_conversation_read_the_caller_in_one_statement(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("reads", &["bob"]).await.expect("create");
+    alice.send(&c.id, "hello").await.expect("send");
+
+    let (got, cost) = counted(&app, alice.get(&c.id)).await;
+    got.expect("get");
+    assert_eq!(cost, 1, "{db:?}: GetConversation");
+    let (items, cost) = counted(&app, alice.timeline(&c.id)).await;
+    assert!(!items.expect("timeline").is_empty());
+    assert_eq!(cost, 2, "{db:?}: one page of ListTimeline");
+    let (people, cost) = counted(&app, alice.participants(&c.id)).await;
+    assert_eq!(people.expect("participants").len(), 2);
+    assert_eq!(cost, 2, "{db:?}: one page of ListParticipants");
+
+    // Another service acting for bob: the same one statement judges the act-as user.
+    let svc = app.service_as(TENANT, "bob");
+    let (got, cost) = counted(&app, svc.get(&c.id)).await;
+    got.expect("get as bob");
+    assert_eq!(cost, 1, "{db:?}: GetConversation acting for a user");
+
+    app.service(TENANT)
+        .deactivate_user("bob")
+        .await
+        .expect("deactivate bob");
+    let bob = app.user(TENANT, "bob");
+    let refused = bob.get(&c.id).await.expect_err("bob is deactivated");
+    assert_error(
+        &refused,
+        Code::FailedPrecondition,
+        ErrorReason::UserDeactivated,
+    );
+    let refused = svc.get(&c.id).await.expect_err("acting for bob");
+    assert_error(
+        &refused,
+        Code::FailedPrecondition,
+        ErrorReason::UserDeactivated,
+    );
+    // Deactivation first, even for a conversation that does not exist.
+    let missing = uuid::Uuid::now_v7().to_string();
+    let refused = bob.get(&missing).await.expect_err("bob is deactivated");
+    assert_error(
+        &refused,
+        Code::FailedPrecondition,
+        ErrorReason::UserDeactivated,
+    );
+    let refused = bob.timeline(&c.id).await.expect_err("bob is deactivated");
+    assert_error(
+        &refused,
+        Code::FailedPrecondition,
+        ErrorReason::UserDeactivated,
+    );
+
+    // A newcomer's first call, a read, still adds them to the directory.
+    let dora = app.user(TENANT, "dora-newcomer");
+    let refused = dora.get(&c.id).await.expect_err("not a participant");
+    assert_error(
+        &refused,
+        Code::PermissionDenied,
+        ErrorReason::NotAParticipant,
+    );
+    let entry = app
+        .service(TENANT)
+        .get_user("dora-newcomer")
+        .await
+        .expect("the first call added dora to the directory");
+    assert_eq!(entry.id, "dora-newcomer");
+}
+
 both_dbs!(
+    reads_of_one_conversation_read_the_caller_in_one_statement,
     adding_users_costs_the_same_at_any_size,
     adding_groups_costs_the_same_at_any_size,
     a_group_too_large_for_one_statement,
