@@ -2,6 +2,7 @@
 //! what a valid request looks like, and what each participant may see.
 
 pub mod model;
+pub mod notify;
 pub mod paging;
 pub mod principal;
 pub mod rules;
