@@ -5,6 +5,7 @@ pub mod model;
 pub mod notify;
 pub mod paging;
 pub mod principal;
+pub mod roster;
 pub mod rules;
 pub mod validate;
 pub mod visibility;
