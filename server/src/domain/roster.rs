@@ -60,3 +60,8 @@ fn event(
         },
     }
 }
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
