@@ -13,11 +13,12 @@ use super::{State, actor, begin_mutation, convert};
 use crate::config::Limits;
 use crate::domain::model::{ParticipantKind, ParticipantState, Role};
 use crate::domain::principal::Principal;
+use crate::domain::roster::{AddRequest, Invitee, Outcome};
 use crate::domain::validate::{self, Violations};
 use crate::error::Error;
 use crate::store::{
     self, acceptance,
-    participants::{self as parts, Invitee, Outcome, ParticipantFilter},
+    participants::{self as parts, ParticipantFilter},
     timeline::Only,
 };
 
@@ -147,13 +148,14 @@ impl Participants {
         v.finish()?;
         let id = id.unwrap_or_default();
         let m = begin_mutation!(self.0, &p, "AddParticipants", req_for_key);
-        let options = parts::AddOptions {
+        let request = AddRequest {
+            invitees,
             partial_success: req.partial_success,
             invitation_ttl_micros: self.0.config.limits.invitation_ttl.as_micros() as i64,
             max_group_reach: self.0.config.limits.max_group_reach,
-            links: self.0.invitation_links.clone(),
         };
-        let results = parts::add(&m.tx, &p.tenant_id, &actor(&p), &id, invitees, options).await?;
+        let links = &self.0.invitation_links;
+        let results = parts::add(&m.tx, &p.tenant_id, &actor(&p), &id, request, links).await?;
         let reply = pb::AddParticipantsResponse {
             results: results
                 .into_iter()

@@ -2,8 +2,10 @@
 //! what a valid request looks like, and what each participant may see.
 
 pub mod model;
+pub mod notify;
 pub mod paging;
 pub mod principal;
+pub mod roster;
 pub mod rules;
 pub mod validate;
 pub mod visibility;

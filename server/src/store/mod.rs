@@ -766,3 +766,65 @@ pub async fn conversation_with_caller<C: ConnectionTrait>(
             .transpose()?,
     })
 }
+
+/// Loads a conversation of the tenant, locked for the rest of the transaction, together with
+/// the caller's own participant row (active or removed), in one statement: on PostgreSQL
+/// `SELECT … FROM conversations c LEFT JOIN participants p ON p.conversation_id = c.id AND
+/// p.user_id = $3 WHERE c.tenant_id = $1 AND c.id = $2 FOR UPDATE OF c`; on SQLite the same
+/// without the lock clause (the write transaction is IMMEDIATE: it holds the database's write
+/// lock already). A service acting as administrator has no row: only the conversation is read.
+pub async fn lock_with_caller(
+    tx: &DatabaseTransaction,
+    tenant_id: &str,
+    conversation_id: &str,
+    actor: &crate::domain::principal::Actor,
+) -> Result<(Conversation, Option<Participant>), Error> {
+    use entities::{conversations as conv, participants as part};
+    use sea_orm::sea_query::{Alias, ExprTrait, JoinType, LockType, Query};
+    use sea_orm::{FromQueryResult, IdenStatic, Iterable};
+
+    let Some(user_id) = actor.user_id() else {
+        return Ok((
+            lock_conversation(tx, tenant_id, conversation_id).await?,
+            None,
+        ));
+    };
+    let (c, p) = (Alias::new("c"), Alias::new("p"));
+    let mut q = Query::select();
+    for col in conv::Column::iter() {
+        q.expr_as(
+            Expr::col((c.clone(), col)),
+            Alias::new(format!("c_{}", col.as_str())),
+        );
+    }
+    for col in part::Column::iter() {
+        q.expr_as(
+            Expr::col((p.clone(), col)),
+            Alias::new(format!("p_{}", col.as_str())),
+        );
+    }
+    q.from_as(conv::Entity, c.clone())
+        .join_as(
+            JoinType::LeftJoin,
+            part::Entity,
+            p.clone(),
+            Expr::col((p.clone(), part::Column::ConversationId))
+                .equals((c.clone(), conv::Column::Id))
+                .and(Expr::col((p.clone(), part::Column::UserId)).eq(user_id)),
+        )
+        .and_where(Expr::col((c.clone(), conv::Column::TenantId)).eq(tenant_id))
+        .and_where(Expr::col((c.clone(), conv::Column::Id)).eq(conversation_id))
+        .lock_with_tables(LockType::Update, [c]);
+    let row = tx
+        .query_one(&q)
+        .await?
+        .ok_or_else(|| Error::ConversationNotFound(conversation_id.to_owned()))?;
+    let conversation = conversation_from(conv::Model::from_query_result(&row, "c_")?)?;
+    let caller = match row.try_get::<Option<String>>("", "p_user_id")? {
+        Some(_) => Some(participant_from(part::Model::from_query_result(
+            &row, "p_",
+        )?)?),
+        None => None,
+    };
+    Ok((conversation, caller))
+}

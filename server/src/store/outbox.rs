@@ -8,33 +8,11 @@ use sea_orm::{
 
 use super::entities::notifications as n;
 use crate::domain::model::now_micros;
+pub use crate::domain::notify::{Kind, Notification, Recipient};
 use crate::error::Error;
-pub use parley::pb::notification::Kind;
-
-/// Who a notification is for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Recipient {
-    User(String),
-    Email(String),
-}
-
-/// One notification owed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notification {
-    pub id: String,
-    pub kind: Kind,
-    pub recipient: Recipient,
-    pub conversation_id: String,
-    pub actor_id: String,
-    pub subject_ids: Vec<String>,
-    /// Only on INVITATION notifications: the invitation whose link it carries. The link token
-    /// itself is never stored (rule 23); it is derived again when the notification is read.
-    pub invitation_id: Option<String>,
-    pub create_time: i64,
-    pub ack_time: Option<i64>,
-}
 
 impl Notification {
+    /// A notification made now, with a fresh id.
     pub fn new(
         kind: Kind,
         recipient: Recipient,
@@ -42,17 +20,15 @@ impl Notification {
         actor_id: &str,
         subject_ids: Vec<String>,
     ) -> Self {
-        Self {
-            id: uuid::Uuid::now_v7().to_string(),
+        Self::at(
+            uuid::Uuid::now_v7().to_string(),
+            now_micros(),
             kind,
             recipient,
-            conversation_id: conversation_id.to_owned(),
-            actor_id: actor_id.to_owned(),
+            conversation_id,
+            actor_id,
             subject_ids,
-            invitation_id: None,
-            create_time: now_micros(),
-            ack_time: None,
-        }
+        )
     }
 }
 
