@@ -479,3 +479,6 @@ pub fn decide_update(
         change: Some(change),
     })
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
