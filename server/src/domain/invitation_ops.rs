@@ -241,3 +241,6 @@ pub fn decide_revoke(
         joined: None,
     })
 }
+
+#[cfg(test)]
+mod tests;
