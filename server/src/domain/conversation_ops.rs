@@ -481,4 +481,8 @@ pub fn decide_update(
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod invariants;
+#[cfg(test)]
+mod tests;

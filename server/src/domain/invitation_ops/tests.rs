@@ -4,7 +4,7 @@
 use parley::pb::ErrorReason;
 
 use super::*;
-use crate::domain::conversation_ops::tests::{
+use crate::domain::conversation_ops::fixtures::{
     NOW, conversation, event_type, ok, owner_row, reason, removed, row,
 };
 use crate::domain::model::{ConversationState, Entry, History};
