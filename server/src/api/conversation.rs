@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Begun, State, actor, begin_mutation, convert};
 use crate::config::Limits;
+use crate::domain::conversation_ops::{ConversationPatch, NewConversation, Transition};
 use crate::domain::model::{ConversationKind, History, Permission, TimelineItem};
 use crate::domain::principal::{Actor, Principal};
 use crate::domain::rules::{self, RequestedPolicy};
@@ -212,7 +213,7 @@ impl Conversations {
         let view = convs::create(
             &m.tx,
             &p,
-            convs::NewConversation {
+            NewConversation {
                 kind,
                 title: req.title,
                 policy,
@@ -281,7 +282,7 @@ impl Conversations {
             v.check::<()>(Err(Error::field("update_mask", "names no field to update")));
         }
         let policy = conv.policy.unwrap_or_default();
-        let mut patch = convs::ConversationPatch::default();
+        let mut patch = ConversationPatch::default();
         for path in &paths {
             let whole = path == "policy";
             match path.as_str() {
@@ -407,7 +408,7 @@ impl Conversations {
         id: &str,
         request_id: &str,
         req: &Req,
-        to: convs::Transition,
+        to: Transition,
     ) -> Result<pb::Conversation, Error> {
         validate::request_id(request_id)?;
         let id = validate::conversation_id("id", id)?;
@@ -522,7 +523,7 @@ impl ConversationService for Conversations {
                     &req.id,
                     &req.request_id,
                     &req,
-                    convs::Transition::Archive,
+                    Transition::Archive,
                 )
                 .await
             })
@@ -541,7 +542,7 @@ impl ConversationService for Conversations {
                     &req.id,
                     &req.request_id,
                     &req,
-                    convs::Transition::Unarchive,
+                    Transition::Unarchive,
                 )
                 .await
             })
@@ -560,7 +561,7 @@ impl ConversationService for Conversations {
                     &req.id,
                     &req.request_id,
                     &req,
-                    convs::Transition::Close,
+                    Transition::Close,
                 )
                 .await
             })

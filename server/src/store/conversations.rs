@@ -1,4 +1,5 @@
-//! Creating conversations, their lifecycle, and messages.
+//! Creating conversations, their lifecycle, and messages: each mutation loads what its rules
+//! read, asks [`conversation_ops`] what to do, and applies that.
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
@@ -9,201 +10,140 @@ use sea_orm::{
 use super::entities::{conversations, participants};
 use super::outbox::{self, Kind, Notification, Recipient};
 use super::{
-    append_items, conversation_from, event, lock_conversation, participant_row, save_conversation,
+    append_items, conversation_from, lock_conversation, participant_row, save_conversation,
 };
-use crate::domain::model::{
-    Conversation, ConversationKind, ConversationState, Entry, EventType, Participant,
-    ParticipantKind, ParticipantState, Role, TimelineItem, User, now_micros,
+use crate::domain::conversation_ops::{
+    self, AddNotices, Change, ConversationPatch, CreatePlan, CreateState, Created, NewConversation,
+    Transition,
 };
+use crate::domain::model::{Conversation, Participant, ParticipantState, TimelineItem, now_micros};
 use crate::domain::principal::{Actor, Principal};
-use crate::domain::rules;
-use crate::domain::visibility::{self, ConversationView};
+use crate::domain::visibility::ConversationView;
 use crate::error::Error;
-
-/// What CreateConversation asks for, validated.
-pub struct NewConversation {
-    pub kind: ConversationKind,
-    pub title: String,
-    pub policy: crate::domain::model::Policy,
-    pub owner_id: String,
-    /// The other people's ids, without the owner, no duplicates.
-    pub other_ids: Vec<String>,
-}
-
-/// The people of a new conversation, read from the directory inside its transaction, so that
-/// a user deactivated concurrently is never added: the owner and the others, each a known,
-/// active user.
-struct People {
-    tenant_id: String,
-    kind: ConversationKind,
-    title: String,
-    policy: crate::domain::model::Policy,
-    owner: User,
-    others: Vec<User>,
-}
 
 /// Creates a conversation with its owner, participants and opening events; a DIRECT
 /// conversation that already exists between the two people is returned instead. Returns it as
 /// its creator sees it.
+///
+/// Load: the people named (one look-up, inside the transaction, so that a user deactivated
+/// concurrently is never added) and, for a DIRECT one, the pair's existing conversation (its
+/// creation serialized per pair); decide ([`conversation_ops::decide_create`]); apply: the
+/// conversation, its participants, its events and its notifications, one statement each.
 pub async fn create(
     tx: &DatabaseTransaction,
     principal: &Principal,
     request: NewConversation,
 ) -> Result<ConversationView, Error> {
     let tenant_id = &principal.tenant_id;
-    let owner = super::directory::get_user(tx, tenant_id, &request.owner_id)
-        .await?
-        .ok_or_else(|| Error::UserNotFound(request.owner_id.clone()))?;
-    let mut found = super::directory::users_by_id(tx, tenant_id, &request.other_ids).await?;
-    let mut others = Vec::with_capacity(request.other_ids.len());
-    for id in &request.other_ids {
-        let user = found
-            .remove(id)
-            .ok_or_else(|| Error::UserNotFound(id.clone()))?;
-        if user.status == crate::domain::model::UserStatus::Deactivated {
-            return Err(Error::UserDeactivated(id.clone()));
-        }
-        others.push(user);
-    }
-    let new = People {
-        tenant_id: tenant_id.clone(),
-        kind: request.kind,
-        title: request.title,
-        policy: request.policy,
-        owner,
-        others,
+    let users = super::directory::users_by_id(tx, tenant_id, &request.people()).await?;
+    let mut state = CreateState {
+        users,
+        existing_direct: None,
     };
-    let c = insert(tx, &new).await?;
-    let caller = super::get_participant(tx, &c.id, &new.owner.id).await?;
-    Ok(visibility::viewer(&c, principal, caller)?.conversation(&c))
-}
-
-async fn insert(tx: &DatabaseTransaction, new: &People) -> Result<Conversation, Error> {
-    let direct_key = (new.kind == ConversationKind::Direct)
-        .then(|| {
-            new.others
-                .first()
-                .map(|o| rules::direct_key(&new.owner.id, &o.id))
-        })
-        .flatten();
-    if let Some(key) = &direct_key {
+    if let Some(key) = request.direct_key() {
         // Serialize the creation of one pair's direct conversation (SQLite writers are already serial).
         if tx.get_database_backend() == DatabaseBackend::Postgres {
             tx.execute_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                [format!("{}/{key}", new.tenant_id).into()],
+                [format!("{tenant_id}/{key}").into()],
             ))
             .await?;
         }
-        if let Some(existing) = find_direct(tx, &new.tenant_id, key).await? {
-            return Ok(existing);
+        if let Some(existing) = find_direct(tx, tenant_id, &key).await? {
+            let caller = super::get_participant(tx, &existing.id, &request.owner_id).await?;
+            state.existing_direct = Some((existing, caller));
         }
     }
-    let now = now_micros();
     let id = uuid::Uuid::now_v7().to_string();
-    let mut people: Vec<(&User, Role)> = vec![(&new.owner, Role::Owner)];
-    people.extend(new.others.iter().map(|u| (u, Role::Member)));
-    let participants: Vec<Participant> = people
-        .iter()
-        .map(|(u, role)| Participant {
-            conversation_id: id.clone(),
-            user_id: u.id.clone(),
-            kind: u.participant_kind(),
-            role: *role,
-            state: ParticipantState::Active,
-            added_by: new.owner.id.clone(),
-            join_time: now,
-            removed_by: None,
-            remove_time: None,
-            history_from: 1,
-            removed_seq: None,
-            removed_view: None,
-        })
-        .collect();
-    // seq 1: created; then who was added, internal and external apart (rule 18).
-    let mut items = vec![event(
-        &id,
-        1,
-        now,
-        EventType::ConversationCreated,
-        &new.owner.id,
-        vec![],
-        false,
-    )];
-    for kind in [ParticipantKind::Internal, ParticipantKind::External] {
-        let subjects: Vec<String> = new
-            .others
-            .iter()
-            .filter(|u| u.participant_kind() == kind)
-            .map(|u| u.id.clone())
-            .collect();
-        if !subjects.is_empty() {
-            let seq = items.len() as i64 + 1;
-            let internal_only = kind == ParticipantKind::Internal;
-            items.push(event(
-                &id,
-                seq,
-                now,
-                EventType::ParticipantAdded,
-                &new.owner.id,
-                subjects,
-                internal_only,
-            ));
+    match conversation_ops::decide_create(principal, request, state, id, now_micros())? {
+        CreatePlan::Existing(view) => Ok(view),
+        CreatePlan::New { created, reply } => {
+            insert(tx, &created).await?;
+            Ok(reply)
         }
     }
+}
+
+async fn insert(tx: &DatabaseTransaction, created: &Created) -> Result<(), Error> {
+    let c = &created.conversation;
     let row = conversations::ActiveModel {
-        id: Set(id.clone()),
-        tenant_id: Set(new.tenant_id.clone()),
-        kind: Set(new.kind as i32),
-        title: Set(new.title.clone()),
-        owner_id: Set(new.owner.id.clone()),
-        state: Set(ConversationState::Active as i32),
-        add_internal: Set(new.policy.add_internal as i32),
-        add_external: Set(new.policy.add_external as i32),
-        remove_policy: Set(new.policy.remove as i32),
-        lock_external: Set(new.policy.lock_external_roster_on_first_message),
-        history: Set(new.policy.new_participant_history as i32),
-        max_participants: Set(new.policy.max_participants),
-        participant_count: Set(participants.len() as i32),
-        last_seq: Set(items.len() as i64),
-        first_message_time: Set(None),
-        direct_key: Set(direct_key.clone()),
-        version: Set(1),
-        create_time: Set(now),
-        update_time: Set(now),
-        shared_version: Set(1),
-        shared_update_time: Set(now),
-        external_view_count: Set(visibility::external_view_count(&participants)),
+        id: Set(c.id.clone()),
+        tenant_id: Set(c.tenant_id.clone()),
+        kind: Set(c.kind as i32),
+        title: Set(c.title.clone()),
+        owner_id: Set(c.owner_id.clone()),
+        state: Set(c.state as i32),
+        add_internal: Set(c.policy.add_internal as i32),
+        add_external: Set(c.policy.add_external as i32),
+        remove_policy: Set(c.policy.remove as i32),
+        lock_external: Set(c.policy.lock_external_roster_on_first_message),
+        history: Set(c.policy.new_participant_history as i32),
+        max_participants: Set(c.policy.max_participants),
+        participant_count: Set(c.participant_count),
+        last_seq: Set(c.last_seq),
+        first_message_time: Set(c.first_message_time),
+        direct_key: Set(created.direct_key.clone()),
+        version: Set(c.version),
+        create_time: Set(c.create_time),
+        update_time: Set(c.update_time),
+        shared_version: Set(c.shared_version),
+        shared_update_time: Set(c.shared_update_time),
+        external_view_count: Set(c.external_view_count),
     };
     conversations::Entity::insert(row)
         .exec_without_returning(tx)
         .await?;
     participants::Entity::insert_many(
-        participants
+        created
+            .participants
             .iter()
-            .map(|p| participant_row(&new.tenant_id, p)),
+            .map(|p| participant_row(&c.tenant_id, p)),
     )
     .exec_without_returning(tx)
     .await?;
-    append_items(tx, &items).await?;
-    let added: Vec<Notification> = new
-        .others
+    append_items(tx, &created.items).await?;
+    enqueue_add_notices(tx, c, &created.notices).await
+}
+
+/// Writes the notifications an add owes (rules 21 and 22), as the decision lists them.
+pub(crate) async fn enqueue_add_notices(
+    tx: &DatabaseTransaction,
+    c: &Conversation,
+    notices: &AddNotices,
+) -> Result<(), Error> {
+    let mut notes: Vec<Notification> = notices
+        .added
         .iter()
         .map(|u| {
             Notification::new(
                 Kind::AddedToConversation,
-                Recipient::User(u.id.clone()),
-                &id,
-                &new.owner.id,
-                vec![u.id.clone()],
+                Recipient::User(u.clone()),
+                &c.id,
+                &notices.actor_id,
+                vec![u.clone()],
             )
         })
         .collect();
-    outbox::enqueue(tx, &new.tenant_id, &added).await?;
-    super::get_conversation(tx, &new.tenant_id, &id).await
+    if let Some(owner) = &notices.owner {
+        notes.push(Notification::new(
+            Kind::ParticipantAddedByOther,
+            Recipient::User(owner.clone()),
+            &c.id,
+            &notices.actor_id,
+            notices.added.clone(),
+        ));
+    }
+    outbox::enqueue(tx, &c.tenant_id, &notes).await
 }
 
+/// Applies a decided change to a conversation: its new items, then its row.
+pub(crate) async fn apply_change(tx: &DatabaseTransaction, change: &Change) -> Result<(), Error> {
+    append_items(tx, &change.items).await?;
+    save_conversation(tx, &change.conversation).await
+}
+
+/// The DIRECT conversation of a pair, by its key.
 async fn find_direct(
     db: &DatabaseTransaction,
     tenant_id: &str,
@@ -280,59 +220,25 @@ pub async fn list_for_tenant(
         .collect()
 }
 
-/// A lifecycle change (rule 24).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transition {
-    Archive,
-    Unarchive,
-    Close,
-}
-
-/// Archives, unarchives or closes a conversation. Repeating a transition already made changes
-/// nothing; a closed conversation stays closed.
+/// Archives, unarchives or closes a conversation (rule 24): load the conversation (locked) and
+/// the caller's row, decide ([`conversation_ops::decide_transition`]), apply.
 pub async fn transition(
     tx: &DatabaseTransaction,
     principal: &Principal,
     id: &str,
     to: Transition,
 ) -> Result<ConversationView, Error> {
-    let actor = &principal.actor();
-    let mut c = lock_conversation(tx, &principal.tenant_id, id).await?;
-    let caller = super::caller_participant(tx, id, actor).await?;
-    let standing = rules::require_active(&c, actor, caller.as_ref())?;
-    rules::require_owner_or_admin(&standing)?;
-    let viewer = visibility::viewer(&c, principal, caller.clone())?;
-    use ConversationState as S;
-    let (next, event_type) = match (c.state, to) {
-        (S::Closed, Transition::Close) => return Ok(viewer.conversation(&c)),
-        (S::Closed, _) => return Err(Error::ConversationClosed(c.id.clone())),
-        (S::Archived, Transition::Archive) | (S::Active, Transition::Unarchive) => {
-            return Ok(viewer.conversation(&c));
-        }
-        (_, Transition::Archive) => (S::Archived, EventType::ConversationArchived),
-        (_, Transition::Unarchive) => (S::Active, EventType::ConversationUnarchived),
-        (_, Transition::Close) => (S::Closed, EventType::ConversationClosed),
-    };
-    let now = now_micros();
-    c.state = next;
-    c.last_seq += 1;
-    let items = [event(
-        &c.id,
-        c.last_seq,
-        now,
-        event_type,
-        actor.id(),
-        vec![],
-        false,
-    )];
-    visibility::touch(&mut c, now, &items);
-    append_items(tx, &items).await?;
-    save_conversation(tx, &c).await?;
-    Ok(viewer.conversation(&c))
+    let c = lock_conversation(tx, &principal.tenant_id, id).await?;
+    let caller = super::caller_participant(tx, id, &principal.actor()).await?;
+    let decision = conversation_ops::decide_transition(c, principal, caller, to, now_micros())?;
+    if let Some(change) = &decision.change {
+        apply_change(tx, change).await?;
+    }
+    Ok(decision.reply)
 }
 
-/// Posts a message (rule 25); the first one sets `first_message_time` and, with the lock on,
-/// fixes the external roster (rule 8).
+/// Posts a message (rule 25): load the conversation (locked) and the caller's row, decide
+/// ([`conversation_ops::decide_send`]), apply.
 pub async fn send_message(
     tx: &DatabaseTransaction,
     tenant_id: &str,
@@ -340,49 +246,20 @@ pub async fn send_message(
     id: &str,
     body: String,
 ) -> Result<TimelineItem, Error> {
-    let mut c = lock_conversation(tx, tenant_id, id).await?;
+    let c = lock_conversation(tx, tenant_id, id).await?;
     let caller = super::caller_participant(tx, id, actor).await?;
-    rules::require_sender(&c, actor, caller.as_ref())?;
-    rules::require_open(&c)?;
-    let now = now_micros();
-    c.last_seq += 1;
-    let first = c.first_message_time.is_none();
-    if first {
-        c.first_message_time = Some(now);
+    let message_id = uuid::Uuid::now_v7().to_string();
+    let decision =
+        conversation_ops::decide_send(c, actor, caller.as_ref(), body, message_id, now_micros())?;
+    if let Some(change) = &decision.change {
+        apply_change(tx, change).await?;
     }
-    let item = TimelineItem {
-        conversation_id: c.id.clone(),
-        seq: c.last_seq,
-        create_time: now,
-        entry: Entry::Message {
-            id: uuid::Uuid::now_v7().to_string(),
-            sender_id: actor.id().to_owned(),
-            body,
-        },
-    };
-    // Only the first message changes the record (its first_message_time); later ones move
-    // nothing a reader of the record sees.
-    if first {
-        visibility::touch(&mut c, now, std::slice::from_ref(&item));
-    }
-    append_items(tx, std::slice::from_ref(&item)).await?;
-    save_conversation(tx, &c).await?;
-    Ok(item)
+    Ok(decision.reply)
 }
 
-/// UpdateConversation's changes, already validated: `None` leaves a field as it is.
-#[derive(Clone, Debug, Default)]
-pub struct ConversationPatch {
-    pub title: Option<String>,
-    pub add_internal: Option<crate::domain::model::Permission>,
-    pub add_external: Option<crate::domain::model::Permission>,
-    pub remove: Option<crate::domain::model::Permission>,
-    pub lock_external_roster_on_first_message: Option<bool>,
-    pub new_participant_history: Option<crate::domain::model::History>,
-    pub max_participants: Option<i32>,
-}
-
-/// UpdateConversation: the owner changes the title or the policy, guarded by the etag.
+/// UpdateConversation: the owner changes the title or the policy, guarded by the etag. Load the
+/// conversation (locked) and the caller's row, decide ([`conversation_ops::decide_update`]),
+/// apply.
 pub async fn update(
     tx: &DatabaseTransaction,
     principal: &Principal,
@@ -390,90 +267,12 @@ pub async fn update(
     etag: &str,
     patch: ConversationPatch,
 ) -> Result<ConversationView, Error> {
-    let actor = &principal.actor();
-    let mut c = lock_conversation(tx, &principal.tenant_id, id).await?;
-    let caller = super::caller_participant(tx, id, actor).await?;
-    let standing = rules::require_active(&c, actor, caller.as_ref())?;
-    if !standing.satisfies(crate::domain::model::Permission::Owner) {
-        return Err(Error::NoPermission(
-            "only the owner may update a conversation",
-        ));
+    let c = lock_conversation(tx, &principal.tenant_id, id).await?;
+    let caller = super::caller_participant(tx, id, &principal.actor()).await?;
+    let decision =
+        conversation_ops::decide_update(c, principal, caller, etag, patch, now_micros())?;
+    if let Some(change) = &decision.change {
+        apply_change(tx, change).await?;
     }
-    // The etag is the one the caller reads (an external owner's moves only with what they see).
-    let viewer = visibility::viewer(&c, principal, caller.clone())?;
-    if !etag.is_empty() && etag != viewer.conversation(&c).etag {
-        return Err(Error::EtagMismatch(etag.to_owned()));
-    }
-    rules::require_open(&c)?;
-    let now = now_micros();
-    let mut items = Vec::new();
-    if let Some(title) = patch.title
-        && title != c.title
-    {
-        if c.kind == ConversationKind::Direct {
-            return Err(Error::field(
-                "conversation.title",
-                "a DIRECT conversation has no title",
-            ));
-        }
-        c.title = title;
-        c.last_seq += 1;
-        items.push(event(
-            &c.id,
-            c.last_seq,
-            now,
-            EventType::TitleChanged,
-            actor.id(),
-            vec![],
-            false,
-        ));
-    }
-    let before = c.policy;
-    let p = &mut c.policy;
-    if let Some(v) = patch.add_internal {
-        p.add_internal = v;
-    }
-    if let Some(v) = patch.add_external {
-        p.add_external = v;
-    }
-    if let Some(v) = patch.remove {
-        p.remove = v;
-    }
-    if let Some(v) = patch.lock_external_roster_on_first_message {
-        p.lock_external_roster_on_first_message = v;
-    }
-    if let Some(v) = patch.new_participant_history {
-        p.new_participant_history = v;
-    }
-    if let Some(v) = patch.max_participants {
-        p.max_participants = v;
-    }
-    if c.policy != before {
-        // Only active participants count (rule 9): a pending invitation is checked against
-        // the cap when it is accepted.
-        if c.policy.max_participants < c.participant_count {
-            return Err(Error::ParticipantLimitExceeded {
-                conversation_id: c.id.clone(),
-                max: c.policy.max_participants,
-                would_have: i64::from(c.participant_count),
-            });
-        }
-        c.last_seq += 1;
-        items.push(event(
-            &c.id,
-            c.last_seq,
-            now,
-            EventType::PolicyChanged,
-            actor.id(),
-            vec![],
-            false,
-        ));
-    }
-    if items.is_empty() {
-        return Ok(viewer.conversation(&c));
-    }
-    visibility::touch(&mut c, now, &items);
-    append_items(tx, &items).await?;
-    save_conversation(tx, &c).await?;
-    Ok(viewer.conversation(&c))
+    Ok(decision.reply)
 }
