@@ -282,6 +282,32 @@ pub fn external_view_count<'a>(participants: impl IntoIterator<Item = &'a Partic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A user whose directory entry this call has not read is never judged: rule 18 needs it.
+    #[test]
+    fn a_caller_whose_directory_was_not_read_is_not_judged() {
+        let mut p = Principal {
+            tenant_id: "t".into(),
+            id: "u".into(),
+            kind: PrincipalKind::Internal,
+            email: None,
+            name: None,
+            acting_for: None,
+            directory_kind: None,
+            directory_read: false,
+        };
+        let c = conversation();
+        assert!(matches!(viewer(&c, &p, None), Err(Error::Internal(_))));
+        p.directory_read = true;
+        assert!(matches!(
+            viewer(&c, &p, None),
+            Err(Error::NotAParticipant(_))
+        ));
+        // A service acting as administrator needs no directory entry.
+        p.kind = PrincipalKind::Service;
+        p.directory_read = false;
+        assert!(matches!(viewer(&c, &p, None), Ok(Viewer::Admin)));
+    }
     use crate::domain::model::{
         ConversationKind, ConversationState, Entry, EventType, History, Permission, Policy,
     };

@@ -84,9 +84,8 @@ pub async fn revoke(
 ) -> Result<Invitation, Error> {
     // The conversation is locked before the invitation, as everywhere (see `lock_by_token`).
     let seen = invitations::find_by_id(tx, tenant_id, invitation_id).await?;
-    let c = lock_conversation(tx, tenant_id, &seen.conversation_id).await?;
+    let (c, caller) = super::lock_with_caller(tx, tenant_id, &seen.conversation_id, actor).await?;
     let invitation = invitations::lock_by_id(tx, tenant_id, &seen.id).await?;
-    let caller = super::caller_participant(tx, &c.id, actor).await?;
     let now = now_micros();
     let plan = invitation_ops::decide_revoke(c, invitation, actor, caller.as_ref(), now)?;
     apply(tx, tenant_id, &plan, now).await?;

@@ -9,9 +9,7 @@ use sea_orm::{
 
 use super::entities::{conversations, participants};
 use super::outbox::{self, Kind, Notification, Recipient};
-use super::{
-    append_items, conversation_from, lock_conversation, participant_row, save_conversation,
-};
+use super::{append_items, conversation_from, participant_row, save_conversation};
 use crate::domain::conversation_ops::{
     self, AddNotices, Change, ConversationPatch, CreatePlan, CreateState, Created, NewConversation,
     Transition,
@@ -228,8 +226,8 @@ pub async fn transition(
     id: &str,
     to: Transition,
 ) -> Result<ConversationView, Error> {
-    let c = lock_conversation(tx, &principal.tenant_id, id).await?;
-    let caller = super::caller_participant(tx, id, &principal.actor()).await?;
+    let (c, caller) =
+        super::lock_with_caller(tx, &principal.tenant_id, id, &principal.actor()).await?;
     let decision = conversation_ops::decide_transition(c, principal, caller, to, now_micros())?;
     if let Some(change) = &decision.change {
         apply_change(tx, change).await?;
@@ -246,8 +244,7 @@ pub async fn send_message(
     id: &str,
     body: String,
 ) -> Result<TimelineItem, Error> {
-    let c = lock_conversation(tx, tenant_id, id).await?;
-    let caller = super::caller_participant(tx, id, actor).await?;
+    let (c, caller) = super::lock_with_caller(tx, tenant_id, id, actor).await?;
     let message_id = uuid::Uuid::now_v7().to_string();
     let decision =
         conversation_ops::decide_send(c, actor, caller.as_ref(), body, message_id, now_micros())?;
@@ -267,8 +264,8 @@ pub async fn update(
     etag: &str,
     patch: ConversationPatch,
 ) -> Result<ConversationView, Error> {
-    let c = lock_conversation(tx, &principal.tenant_id, id).await?;
-    let caller = super::caller_participant(tx, id, &principal.actor()).await?;
+    let (c, caller) =
+        super::lock_with_caller(tx, &principal.tenant_id, id, &principal.actor()).await?;
     let decision =
         conversation_ops::decide_update(c, principal, caller, etag, patch, now_micros())?;
     if let Some(change) = &decision.change {

@@ -660,29 +660,6 @@ pub(crate) async fn append_items(
     Ok(())
 }
 
-/// An event for the timeline at `seq`.
-pub(crate) fn event(
-    conversation_id: &str,
-    seq: i64,
-    now: i64,
-    event_type: EventType,
-    actor_id: &str,
-    subject_ids: Vec<String>,
-    internal_only: bool,
-) -> TimelineItem {
-    TimelineItem {
-        conversation_id: conversation_id.to_owned(),
-        seq,
-        create_time: now,
-        entry: Entry::Event {
-            event_type,
-            actor_id: actor_id.to_owned(),
-            subject_ids,
-            internal_only,
-        },
-    }
-}
-
 /// A conversation read together with the caller: the caller's directory entry, the
 /// conversation, and the caller's participant row in it, each `None` where there is none.
 #[derive(Clone, Debug)]

@@ -75,6 +75,7 @@ pub(crate) fn principal(id: &str, kind: PrincipalKind) -> Principal {
         name: None,
         acting_for: None,
         directory_kind: None,
+        directory_read: true,
     }
 }
 
