@@ -109,6 +109,12 @@ pub enum Error {
     WriteConflict(String),
     #[error("internal error")]
     Internal(String),
+    /// Not an answer: a user principal's first call found no directory entry while loading
+    /// its conversation, and must add it outside the call's transaction (so that it stays
+    /// whatever the call's outcome) and run again. The API layer does both; should it ever
+    /// reach a caller, it is INTERNAL.
+    #[error("internal error")]
+    NewcomerEntry,
 }
 
 /// An atomic AddParticipants failure in one line: how many failed and the first of them. The
@@ -183,7 +189,7 @@ impl Error {
             Self::RateLimited { .. } => R::RateLimited,
             Self::DatabaseUnavailable(_) => R::DatabaseUnavailable,
             Self::WriteConflict(_) => R::WriteConflict,
-            Self::Internal(_) => R::Internal,
+            Self::Internal(_) | Self::NewcomerEntry => R::Internal,
         }
     }
 

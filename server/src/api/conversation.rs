@@ -439,7 +439,7 @@ impl ConversationService for Conversations {
         request: Request<pb::GetConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
         self.0
-            .handle_read("GetConversation", request, |p, req| async move {
+            .handle_conversation("GetConversation", request, |p, req| async move {
                 self.get(p, &req.id).await
             })
             .await
@@ -505,7 +505,7 @@ impl ConversationService for Conversations {
         request: Request<pb::UpdateConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
         self.0
-            .handle_bounded("UpdateConversation", request, update_bounds, |p, req| {
+            .handle_conversation_bounded("UpdateConversation", request, update_bounds, |p, req| {
                 self.update(p, req)
             })
             .await
@@ -516,7 +516,7 @@ impl ConversationService for Conversations {
         request: Request<pb::ArchiveConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
         self.0
-            .handle("ArchiveConversation", request, |p, req| async move {
+            .handle_conversation("ArchiveConversation", request, |p, req| async move {
                 self.transition(
                     p,
                     "ArchiveConversation",
@@ -535,7 +535,7 @@ impl ConversationService for Conversations {
         request: Request<pb::UnarchiveConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
         self.0
-            .handle("UnarchiveConversation", request, |p, req| async move {
+            .handle_conversation("UnarchiveConversation", request, |p, req| async move {
                 self.transition(
                     p,
                     "UnarchiveConversation",
@@ -554,7 +554,7 @@ impl ConversationService for Conversations {
         request: Request<pb::CloseConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
         self.0
-            .handle("CloseConversation", request, |p, req| async move {
+            .handle_conversation("CloseConversation", request, |p, req| async move {
                 self.transition(
                     p,
                     "CloseConversation",
@@ -573,7 +573,7 @@ impl ConversationService for Conversations {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::Message>, Status> {
         self.0
-            .handle("SendMessage", request, |p, req| async move {
+            .handle_conversation("SendMessage", request, |p, req| async move {
                 validate::request_id(&req.request_id)?;
                 let mut v = Violations::default();
                 let id = v.check(validate::conversation_id(
@@ -591,9 +591,7 @@ impl ConversationService for Conversations {
                 v.finish()?;
                 let id = id.unwrap_or_default();
                 let m = begin_mutation!(self.0, &p, "SendMessage", req);
-                let item =
-                    convs::send_message(&m.tx, &p.tenant_id, &actor(&p), &id, req.body.clone())
-                        .await?;
+                let item = convs::send_message(&m.tx, &p, &id, req.body.clone()).await?;
                 let message = convert::message(&item)
                     .ok_or_else(|| Error::Internal("a sent message is not a message".into()))?;
                 m.finish(message).await
@@ -606,7 +604,7 @@ impl ConversationService for Conversations {
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
         self.0
-            .handle_read("ListMessages", request, |p, req| async move {
+            .handle_conversation("ListMessages", request, |p, req| async move {
                 let (items, next_page_token) = timeline_page(
                     &self.0,
                     &p,
@@ -633,7 +631,7 @@ impl ConversationService for Conversations {
         request: Request<pb::ListTimelineRequest>,
     ) -> Result<Response<pb::ListTimelineResponse>, Status> {
         self.0
-            .handle_read("ListTimeline", request, |p, req| async move {
+            .handle_conversation("ListTimeline", request, |p, req| async move {
                 let (items, next_page_token) = timeline_page(
                     &self.0,
                     &p,

@@ -18,9 +18,11 @@ use tracing::Instrument;
 use crate::auth::{KeyFile, Verifier};
 use crate::config::Config;
 use crate::domain::model::Conversation;
-use crate::domain::model::{UserKind, UserStatus, now_micros};
+use crate::domain::model::{UserKind, now_micros};
 use crate::domain::paging::Pager;
-use crate::domain::principal::{Actor, Principal, PrincipalKind};
+use crate::domain::principal::{
+    Actor, DirectoryVerdict, Principal, PrincipalKind, entry_from_token, judge_directory,
+};
 use crate::domain::validate;
 use crate::domain::visibility::{self, Viewer};
 use crate::error::Error;
@@ -34,8 +36,9 @@ use crate::store::{
 enum Directory {
     /// Before the handler runs.
     First,
-    /// In the handler's read of the conversation ([`State::read_access`]).
-    InRead,
+    /// In the statement that loads the call's conversation: [`State::read_access`] for a read,
+    /// [`store::lock_with_caller`] for a mutation.
+    WithConversation,
 }
 
 /// The metadata key a service principal names the user it acts for with.
@@ -193,30 +196,16 @@ impl State {
     }
 
     /// The directory kind of the user the call is judged as (see
-    /// [`Principal::directory_kind`]), given that user's entry as just read (`entry`): the
-    /// act-as user must exist and be active; a user principal's first call adds it to the
-    /// directory from its token claims.
+    /// [`Principal::directory_kind`]), given that user's entry as just read (`entry`), as
+    /// [`judge_directory`] decides; a user principal's first call adds its entry.
     async fn judge_directory(
         &self,
         p: &Principal,
         entry: Option<crate::domain::model::User>,
     ) -> Result<Option<UserKind>, Error> {
-        match (p.kind, &p.acting_for) {
-            (PrincipalKind::Service, Some(user_id)) => {
-                let user = entry.ok_or_else(|| Error::UserNotFound(user_id.clone()))?;
-                if user.status == UserStatus::Deactivated {
-                    return Err(Error::UserDeactivated(user_id.clone()));
-                }
-                Ok(Some(user.kind))
-            }
-            (PrincipalKind::Service, None) => Ok(None),
-            _ => match entry {
-                Some(u) if u.status == UserStatus::Deactivated => {
-                    Err(Error::UserDeactivated(p.id.clone()))
-                }
-                Some(u) => Ok(Some(u.kind)),
-                None => self.add_directory_entry(p).await.map(Some),
-            },
+        match judge_directory(p, entry.as_ref())? {
+            DirectoryVerdict::Known(kind) => Ok(kind),
+            DirectoryVerdict::Add(kind) => self.add_directory_entry(p, kind).await.map(Some),
         }
     }
 
@@ -233,36 +222,16 @@ impl State {
     }
 
     /// A user principal's first call adds it to the directory from its token claims (a
-    /// concurrent first call may win; either way the entry exists after). Returns the entry's
-    /// kind.
-    async fn add_directory_entry(&self, p: &Principal) -> Result<UserKind, Error> {
-        let now = now_micros();
-        let kind = if p.kind == PrincipalKind::External {
-            UserKind::External
-        } else {
-            UserKind::Internal
-        };
-        dir::insert_user_if_missing(
-            self.writer.conn(),
-            crate::domain::model::User {
-                tenant_id: p.tenant_id.clone(),
-                id: p.id.clone(),
-                display_name: p.name.clone().unwrap_or_else(|| p.id.clone()),
-                email: p.email.clone().unwrap_or_default(),
-                kind,
-                status: UserStatus::Active,
-                create_time: now,
-                update_time: now,
-            },
-        )
-        .await?;
+    /// concurrent first call may win; either way the entry exists after). Returns the stored
+    /// entry's kind.
+    async fn add_directory_entry(&self, p: &Principal, kind: UserKind) -> Result<UserKind, Error> {
+        dir::insert_user_if_missing(self.writer.conn(), entry_from_token(p, kind, now_micros()))
+            .await?;
         // The stored entry, which a concurrent first call may have written.
-        match dir::get_user(self.writer.conn(), &p.tenant_id, &p.id).await? {
-            Some(u) if u.status == UserStatus::Deactivated => {
-                Err(Error::UserDeactivated(p.id.clone()))
-            }
-            Some(u) => Ok(u.kind),
-            None => Ok(kind),
+        let stored = dir::get_user(self.writer.conn(), &p.tenant_id, &p.id).await?;
+        match judge_directory(p, stored.as_ref())? {
+            DirectoryVerdict::Known(Some(kind)) => Ok(kind),
+            _ => Ok(kind),
         }
     }
 
@@ -307,7 +276,11 @@ impl State {
             p
         } else {
             let mut resolved = p.clone();
-            resolved.directory_kind = self.judge_directory(p, read.user).await?;
+            resolved.directory_kind = match judge_directory(p, read.user.as_ref())? {
+                DirectoryVerdict::Known(kind) => kind,
+                // Added outside this read's snapshot, then the call runs again.
+                DirectoryVerdict::Add(_) => return Err(Error::NewcomerEntry),
+            };
             resolved.directory_read = true;
             judged = resolved;
             &judged
@@ -336,10 +309,12 @@ impl State {
             .await
     }
 
-    /// [`Self::handle`] for a read of one conversation that goes through
-    /// [`Self::read_access`], which reads the caller's directory entry in the same statement
-    /// as the conversation and the caller's seat: one statement instead of two.
-    pub(crate) async fn handle_read<Req, Resp, F, Fut>(
+    /// [`Self::handle`] for a call about one conversation, which reads the caller's directory
+    /// entry in the statement that loads the conversation and the caller's seat
+    /// ([`Self::read_access`] for a read, [`store::lock_with_caller`] for a mutation): one
+    /// statement instead of two. The handler must load the conversation that way before
+    /// anything judges the caller ([`visibility::viewer`] refuses a caller not judged yet).
+    pub(crate) async fn handle_conversation<Req, Resp, F, Fut>(
         &self,
         method: &'static str,
         request: Request<Req>,
@@ -350,7 +325,31 @@ impl State {
         F: Fn(Principal, Req) -> Fut,
         Fut: Future<Output = Result<Resp, Error>>,
     {
-        self.run(method, request, Directory::InRead, |_, _| Ok(()), f)
+        self.run(
+            method,
+            request,
+            Directory::WithConversation,
+            |_, _| Ok(()),
+            f,
+        )
+        .await
+    }
+
+    /// [`Self::handle_conversation`] with [`Self::handle_bounded`]'s bounds.
+    pub(crate) async fn handle_conversation_bounded<Req, Resp, B, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        bounds: B,
+        f: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        B: FnOnce(&crate::config::Limits, &Req) -> Result<(), Error>,
+        F: Fn(Principal, Req) -> Fut,
+        Fut: Future<Output = Result<Resp, Error>>,
+    {
+        self.run(method, request, Directory::WithConversation, bounds, f)
             .await
     }
 
@@ -417,7 +416,15 @@ impl State {
                 .await
                 .and_then(|p| bounds(limits, &message).map(|()| p))
             {
-                Ok(p) => retry_write_conflicts(|| f(p.clone(), message.clone())).await,
+                Ok(mut p) => match retry_write_conflicts(|| f(p.clone(), message.clone())).await {
+                    // A newcomer's first call: add its directory entry, then run it again,
+                    // judged by that entry.
+                    Err(Error::NewcomerEntry) => match self.resolve_directory(&mut p).await {
+                        Ok(()) => retry_write_conflicts(|| f(p.clone(), message.clone())).await,
+                        Err(e) => Err(e),
+                    },
+                    other => other,
+                },
                 Err(e) => Err(e),
             };
             let elapsed = started.elapsed();
@@ -623,6 +630,11 @@ impl State {
         if let Some(key) = &key
             && let Some(bytes) = requests::recorded(&self.db, key).await?
         {
+            // The directory still applies to a repeat: a caller deactivated since gets no
+            // recorded reply.
+            if !p.directory_read {
+                self.resolve_directory(&mut p.clone()).await?;
+            }
             return Ok(Begun::Replayed(decode(&bytes)?));
         }
         let tx = self.writer.begin().await?;

@@ -155,7 +155,7 @@ impl Participants {
             max_group_reach: self.0.config.limits.max_group_reach,
         };
         let links = &self.0.invitation_links;
-        let results = parts::add(&m.tx, &p.tenant_id, &actor(&p), &id, request, links).await?;
+        let results = parts::add(&m.tx, &p, &id, request, links).await?;
         let reply = pb::AddParticipantsResponse {
             results: results
                 .into_iter()
@@ -299,7 +299,7 @@ impl ParticipantService for Participants {
         request: Request<pb::AddParticipantsRequest>,
     ) -> Result<Response<pb::AddParticipantsResponse>, Status> {
         self.0
-            .handle_bounded("AddParticipants", request, add_bounds, |p, req| {
+            .handle_conversation_bounded("AddParticipants", request, add_bounds, |p, req| {
                 self.add(p, req)
             })
             .await
@@ -310,7 +310,7 @@ impl ParticipantService for Participants {
         request: Request<pb::RemoveParticipantRequest>,
     ) -> Result<Response<pb::Participant>, Status> {
         self.0
-            .handle("RemoveParticipant", request, |p, req| async move {
+            .handle_conversation("RemoveParticipant", request, |p, req| async move {
                 validate::request_id(&req.request_id)?;
                 let mut v = Violations::default();
                 let id = v.check(validate::conversation_id(
@@ -321,8 +321,7 @@ impl ParticipantService for Participants {
                 v.finish()?;
                 let id = id.unwrap_or_default();
                 let m = begin_mutation!(self.0, &p, "RemoveParticipant", req);
-                let removed =
-                    parts::remove(&m.tx, &p.tenant_id, &actor(&p), &id, &req.user_id).await?;
+                let removed = parts::remove(&m.tx, &p, &id, &req.user_id).await?;
                 m.finish(convert::participant(&removed)).await
             })
             .await
@@ -333,7 +332,7 @@ impl ParticipantService for Participants {
         request: Request<pb::GetParticipantRequest>,
     ) -> Result<Response<pb::Participant>, Status> {
         self.0
-            .handle_read("GetParticipant", request, |p, req| self.get(p, req))
+            .handle_conversation("GetParticipant", request, |p, req| self.get(p, req))
             .await
     }
 
@@ -342,7 +341,7 @@ impl ParticipantService for Participants {
         request: Request<pb::ListParticipantsRequest>,
     ) -> Result<Response<pb::ListParticipantsResponse>, Status> {
         self.0
-            .handle_read(LIST_PARTICIPANTS, request, |p, req| self.list(p, req))
+            .handle_conversation(LIST_PARTICIPANTS, request, |p, req| self.list(p, req))
             .await
     }
 
@@ -351,7 +350,7 @@ impl ParticipantService for Participants {
         request: Request<pb::SetParticipantRoleRequest>,
     ) -> Result<Response<pb::Participant>, Status> {
         self.0
-            .handle("SetParticipantRole", request, |p, req| async move {
+            .handle_conversation("SetParticipantRole", request, |p, req| async move {
                 validate::request_id(&req.request_id)?;
                 let mut v = Violations::default();
                 let id = v.check(validate::conversation_id(
@@ -368,9 +367,7 @@ impl ParticipantService for Participants {
                 v.finish()?;
                 let (id, role) = (id.unwrap_or_default(), role.unwrap_or(Role::Member));
                 let m = begin_mutation!(self.0, &p, "SetParticipantRole", req);
-                let changed =
-                    parts::set_role(&m.tx, &p.tenant_id, &actor(&p), &id, &req.user_id, role)
-                        .await?;
+                let changed = parts::set_role(&m.tx, &p, &id, &req.user_id, role).await?;
                 m.finish(convert::participant(&changed)).await
             })
             .await
@@ -381,7 +378,7 @@ impl ParticipantService for Participants {
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         self.0
-            .handle_read("ListEvents", request, |p, req| async move {
+            .handle_conversation("ListEvents", request, |p, req| async move {
                 let (items, next_page_token) = timeline_page(
                     &self.0,
                     &p,
@@ -408,7 +405,7 @@ impl ParticipantService for Participants {
         request: Request<pb::ListInvitationsRequest>,
     ) -> Result<Response<pb::ListInvitationsResponse>, Status> {
         self.0
-            .handle_read(LIST_INVITATIONS, request, |p, req| {
+            .handle_conversation(LIST_INVITATIONS, request, |p, req| {
                 self.list_invitations(p, req)
             })
             .await
@@ -463,7 +460,7 @@ impl ParticipantService for Participants {
                 validate::request_id(&req.request_id)?;
                 let id = validate::conversation_id("invitation_id", &req.invitation_id)?;
                 let m = begin_mutation!(self.0, &p, "RevokeInvitation", req);
-                let invitation = acceptance::revoke(&m.tx, &p.tenant_id, &actor(&p), &id).await?;
+                let invitation = acceptance::revoke(&m.tx, &p, &id).await?;
                 m.finish(convert::invitation(
                     &invitation,
                     crate::domain::model::now_micros(),

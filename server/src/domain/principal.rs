@@ -1,6 +1,7 @@
 //! Who is calling.
 
-use crate::domain::model::UserKind;
+use crate::domain::model::{User, UserKind, UserStatus};
+use crate::error::Error;
 
 /// The kind of a token's subject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,5 +75,128 @@ impl Actor {
             Actor::User(id) => Some(id),
             Actor::Admin(_) => None,
         }
+    }
+}
+
+/// What the directory says of the user a call is judged as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirectoryVerdict {
+    /// Judge the call with this kind (`None`: a service acting as administrator).
+    Known(Option<UserKind>),
+    /// A user principal's first call: it joins the directory with this kind, from its token.
+    Add(UserKind),
+}
+
+/// Judges the caller by the directory entry of the user the call is judged as (`entry`, just
+/// read): a service may act only for a user of the directory who is active; a deactivated user
+/// may not call at all; a user principal with no entry yet is added from its token (SPEC §5,
+/// rule 18 reads the kind).
+pub fn judge_directory(p: &Principal, entry: Option<&User>) -> Result<DirectoryVerdict, Error> {
+    match (p.kind, &p.acting_for) {
+        (PrincipalKind::Service, None) => Ok(DirectoryVerdict::Known(None)),
+        (PrincipalKind::Service, Some(user_id)) => match entry {
+            None => Err(Error::UserNotFound(user_id.clone())),
+            Some(u) if u.status == UserStatus::Deactivated => {
+                Err(Error::UserDeactivated(user_id.clone()))
+            }
+            Some(u) => Ok(DirectoryVerdict::Known(Some(u.kind))),
+        },
+        _ => match entry {
+            Some(u) if u.status == UserStatus::Deactivated => {
+                Err(Error::UserDeactivated(p.id.clone()))
+            }
+            Some(u) => Ok(DirectoryVerdict::Known(Some(u.kind))),
+            None if p.kind == PrincipalKind::External => {
+                Ok(DirectoryVerdict::Add(UserKind::External))
+            }
+            None => Ok(DirectoryVerdict::Add(UserKind::Internal)),
+        },
+    }
+}
+
+/// The directory entry a user principal's first call adds, from its token's claims.
+pub fn entry_from_token(p: &Principal, kind: UserKind, now: i64) -> User {
+    User {
+        tenant_id: p.tenant_id.clone(),
+        id: p.id.clone(),
+        display_name: p.name.clone().unwrap_or_else(|| p.id.clone()),
+        email: p.email.clone().unwrap_or_default(),
+        kind,
+        status: UserStatus::Active,
+        create_time: now,
+        update_time: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(kind: PrincipalKind, acting_for: Option<&str>) -> Principal {
+        Principal {
+            tenant_id: "t".into(),
+            id: "p".into(),
+            kind,
+            email: None,
+            name: None,
+            acting_for: acting_for.map(str::to_owned),
+            directory_kind: None,
+            directory_read: false,
+        }
+    }
+
+    fn entry(kind: UserKind, status: UserStatus) -> User {
+        User {
+            tenant_id: "t".into(),
+            id: "u".into(),
+            display_name: "U".into(),
+            email: String::new(),
+            kind,
+            status,
+            create_time: 0,
+            update_time: 0,
+        }
+    }
+
+    #[test]
+    fn the_directory_judges_the_caller() {
+        use DirectoryVerdict::{Add, Known};
+        use PrincipalKind::{External, Internal, Service};
+        let active_external = entry(UserKind::External, UserStatus::Active);
+        let gone = entry(UserKind::Internal, UserStatus::Deactivated);
+        // The entry's kind wins over the token's.
+        assert_eq!(
+            judge_directory(&principal(Internal, None), Some(&active_external)).ok(),
+            Some(Known(Some(UserKind::External)))
+        );
+        assert!(matches!(
+            judge_directory(&principal(Internal, None), Some(&gone)),
+            Err(Error::UserDeactivated(_))
+        ));
+        assert_eq!(
+            judge_directory(&principal(Internal, None), None).ok(),
+            Some(Add(UserKind::Internal))
+        );
+        assert_eq!(
+            judge_directory(&principal(External, None), None).ok(),
+            Some(Add(UserKind::External))
+        );
+        // A service acts only for an active user of the directory; as administrator it needs none.
+        assert_eq!(
+            judge_directory(&principal(Service, None), None).ok(),
+            Some(Known(None))
+        );
+        assert!(matches!(
+            judge_directory(&principal(Service, Some("u")), None),
+            Err(Error::UserNotFound(_))
+        ));
+        assert!(matches!(
+            judge_directory(&principal(Service, Some("u")), Some(&gone)),
+            Err(Error::UserDeactivated(_))
+        ));
+        assert_eq!(
+            judge_directory(&principal(Service, Some("u")), Some(&active_external)).ok(),
+            Some(Known(Some(UserKind::External)))
+        );
     }
 }

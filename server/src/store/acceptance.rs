@@ -8,7 +8,6 @@ use super::conversations::{apply_change, enqueue_add_notices};
 use super::{get_participant, invitations, lock_conversation};
 use crate::domain::invitation_ops::{self, Accepted, InvitationPlan, Invitee};
 use crate::domain::model::{Conversation, Invitation, Micros, Participant, now_micros};
-use crate::domain::principal::Actor;
 use crate::error::Error;
 
 /// The invitation a token opens and its conversation, locked in the one order every mutation
@@ -78,13 +77,18 @@ pub async fn decline(
 /// RevokeInvitation by the inviter, the owner (or a service acting as administrator).
 pub async fn revoke(
     tx: &DatabaseTransaction,
-    tenant_id: &str,
-    actor: &Actor,
+    principal: &crate::domain::principal::Principal,
     invitation_id: &str,
 ) -> Result<Invitation, Error> {
+    let tenant_id = principal.tenant_id.as_str();
+    let actor = &principal.actor();
     // The conversation is locked before the invitation, as everywhere (see `lock_by_token`).
     let seen = invitations::find_by_id(tx, tenant_id, invitation_id).await?;
-    let (c, caller) = super::lock_with_caller(tx, tenant_id, &seen.conversation_id, actor).await?;
+    let super::Locked {
+        conversation: c,
+        caller,
+        ..
+    } = super::lock_with_caller(tx, principal, &seen.conversation_id).await?;
     let invitation = invitations::lock_by_id(tx, tenant_id, &seen.id).await?;
     let now = now_micros();
     let plan = invitation_ops::decide_revoke(c, invitation, actor, caller.as_ref(), now)?;

@@ -15,7 +15,7 @@ use crate::domain::conversation_ops::{
     Transition,
 };
 use crate::domain::model::{Conversation, Participant, ParticipantState, TimelineItem, now_micros};
-use crate::domain::principal::{Actor, Principal};
+use crate::domain::principal::Principal;
 use crate::domain::visibility::ConversationView;
 use crate::error::Error;
 
@@ -226,9 +226,12 @@ pub async fn transition(
     id: &str,
     to: Transition,
 ) -> Result<ConversationView, Error> {
-    let (c, caller) =
-        super::lock_with_caller(tx, &principal.tenant_id, id, &principal.actor()).await?;
-    let decision = conversation_ops::decide_transition(c, principal, caller, to, now_micros())?;
+    let super::Locked {
+        conversation: c,
+        caller,
+        principal,
+    } = super::lock_with_caller(tx, principal, id).await?;
+    let decision = conversation_ops::decide_transition(c, &principal, caller, to, now_micros())?;
     if let Some(change) = &decision.change {
         apply_change(tx, change).await?;
     }
@@ -239,12 +242,16 @@ pub async fn transition(
 /// ([`conversation_ops::decide_send`]), apply.
 pub async fn send_message(
     tx: &DatabaseTransaction,
-    tenant_id: &str,
-    actor: &Actor,
+    principal: &Principal,
     id: &str,
     body: String,
 ) -> Result<TimelineItem, Error> {
-    let (c, caller) = super::lock_with_caller(tx, tenant_id, id, actor).await?;
+    let actor = &principal.actor();
+    let super::Locked {
+        conversation: c,
+        caller,
+        ..
+    } = super::lock_with_caller(tx, principal, id).await?;
     let message_id = uuid::Uuid::now_v7().to_string();
     let decision =
         conversation_ops::decide_send(c, actor, caller.as_ref(), body, message_id, now_micros())?;
@@ -264,10 +271,13 @@ pub async fn update(
     etag: &str,
     patch: ConversationPatch,
 ) -> Result<ConversationView, Error> {
-    let (c, caller) =
-        super::lock_with_caller(tx, &principal.tenant_id, id, &principal.actor()).await?;
+    let super::Locked {
+        conversation: c,
+        caller,
+        principal,
+    } = super::lock_with_caller(tx, principal, id).await?;
     let decision =
-        conversation_ops::decide_update(c, principal, caller, etag, patch, now_micros())?;
+        conversation_ops::decide_update(c, &principal, caller, etag, patch, now_micros())?;
     if let Some(change) = &decision.change {
         apply_change(tx, change).await?;
     }

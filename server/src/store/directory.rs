@@ -61,7 +61,7 @@ pub async fn upsert_user<C: ConnectionTrait>(db: &C, user: User) -> Result<User,
 }
 
 /// Adds a user if the directory does not know it yet (a principal's first call).
-pub async fn insert_user_if_missing(db: &DatabaseConnection, user: User) -> Result<(), Error> {
+pub async fn insert_user_if_missing<C: ConnectionTrait>(db: &C, user: User) -> Result<(), Error> {
     users::Entity::insert(user_row(&user))
         .on_conflict(
             OnConflict::columns([users::Column::TenantId, users::Column::Id])

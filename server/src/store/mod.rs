@@ -27,6 +27,7 @@ use crate::domain::model::{
     Participant, ParticipantKind, ParticipantState, Permission, Policy, Role, TimelineItem, User,
     UserKind, UserStatus,
 };
+use crate::domain::principal::{DirectoryVerdict, Principal, judge_directory};
 use crate::error::Error;
 
 /// How SQLite syncs its write-ahead log to disk (`--sqlite-synchronous`).
@@ -744,29 +745,49 @@ pub async fn conversation_with_caller<C: ConnectionTrait>(
     })
 }
 
-/// Loads a conversation of the tenant, locked for the rest of the transaction, together with
-/// the caller's own participant row (active or removed), in one statement: on PostgreSQL
-/// `SELECT … FROM conversations c LEFT JOIN participants p ON p.conversation_id = c.id AND
-/// p.user_id = $3 WHERE c.tenant_id = $1 AND c.id = $2 FOR UPDATE OF c`; on SQLite the same
-/// without the lock clause (the write transaction is IMMEDIATE: it holds the database's write
-/// lock already). A service acting as administrator has no row: only the conversation is read.
+/// A conversation locked for a mutation, with who the caller is.
+#[derive(Clone, Debug)]
+pub struct Locked {
+    pub conversation: Conversation,
+    /// The caller's own participant row, active or removed.
+    pub caller: Option<Participant>,
+    /// The principal, judged by its directory entry ([`Principal::directory_read`]).
+    pub principal: Principal,
+}
+
+/// Loads a conversation of the caller's tenant, locked for the rest of the transaction,
+/// together with the caller's own participant row (active or removed) and the caller's
+/// directory entry, in one statement: on PostgreSQL `SELECT … FROM conversations c LEFT JOIN
+/// participants p ON p.conversation_id = c.id AND p.user_id = $3 LEFT JOIN users u ON
+/// u.tenant_id = c.tenant_id AND u.id = $3 WHERE c.tenant_id = $1 AND c.id = $2 FOR UPDATE OF
+/// c`; on SQLite the same without the lock clause (the write transaction is IMMEDIATE: it holds
+/// the database's write lock already).
+///
+/// The directory judges the caller first ([`judge_directory`]), so a deactivated caller learns
+/// nothing of which conversations exist (when there is no conversation, its entry is read
+/// alone); a user principal's first call is [`Error::NewcomerEntry`]. A service acting
+/// as administrator has no row and no entry: only the conversation is read.
 pub async fn lock_with_caller(
     tx: &DatabaseTransaction,
-    tenant_id: &str,
+    principal: &Principal,
     conversation_id: &str,
-    actor: &crate::domain::principal::Actor,
-) -> Result<(Conversation, Option<Participant>), Error> {
-    use entities::{conversations as conv, participants as part};
+) -> Result<Locked, Error> {
+    use entities::{conversations as conv, participants as part, users};
     use sea_orm::sea_query::{Alias, ExprTrait, JoinType, LockType, Query};
     use sea_orm::{FromQueryResult, IdenStatic, Iterable};
 
+    let tenant_id = principal.tenant_id.as_str();
+    let actor = principal.actor();
     let Some(user_id) = actor.user_id() else {
-        return Ok((
-            lock_conversation(tx, tenant_id, conversation_id).await?,
-            None,
-        ));
+        let conversation = lock_conversation(tx, tenant_id, conversation_id).await?;
+        let principal = judged(principal, None)?;
+        return Ok(Locked {
+            conversation,
+            caller: None,
+            principal,
+        });
     };
-    let (c, p) = (Alias::new("c"), Alias::new("p"));
+    let (c, p, u) = (Alias::new("c"), Alias::new("p"), Alias::new("u"));
     let mut q = Query::select();
     for col in conv::Column::iter() {
         q.expr_as(
@@ -780,6 +801,12 @@ pub async fn lock_with_caller(
             Alias::new(format!("p_{}", col.as_str())),
         );
     }
+    for col in users::Column::iter() {
+        q.expr_as(
+            Expr::col((u.clone(), col)),
+            Alias::new(format!("u_{}", col.as_str())),
+        );
+    }
     q.from_as(conv::Entity, c.clone())
         .join_as(
             JoinType::LeftJoin,
@@ -789,13 +816,28 @@ pub async fn lock_with_caller(
                 .equals((c.clone(), conv::Column::Id))
                 .and(Expr::col((p.clone(), part::Column::UserId)).eq(user_id)),
         )
+        .join_as(
+            JoinType::LeftJoin,
+            users::Entity,
+            u.clone(),
+            Expr::col((u.clone(), users::Column::TenantId))
+                .equals((c.clone(), conv::Column::TenantId))
+                .and(Expr::col((u.clone(), users::Column::Id)).eq(user_id)),
+        )
         .and_where(Expr::col((c.clone(), conv::Column::TenantId)).eq(tenant_id))
         .and_where(Expr::col((c.clone(), conv::Column::Id)).eq(conversation_id))
         .lock_with_tables(LockType::Update, [c]);
-    let row = tx
-        .query_one(&q)
-        .await?
-        .ok_or_else(|| Error::ConversationNotFound(conversation_id.to_owned()))?;
+    let Some(row) = tx.query_one(&q).await? else {
+        // No such conversation: the directory still answers first.
+        let entry = directory::get_user(tx, tenant_id, user_id).await?;
+        judged(principal, entry)?;
+        return Err(Error::ConversationNotFound(conversation_id.to_owned()));
+    };
+    let entry = match row.try_get::<Option<String>>("", "u_id")? {
+        Some(_) => Some(user_from(users::Model::from_query_result(&row, "u_")?)?),
+        None => None,
+    };
+    let principal = judged(principal, entry)?;
     let conversation = conversation_from(conv::Model::from_query_result(&row, "c_")?)?;
     let caller = match row.try_get::<Option<String>>("", "p_user_id")? {
         Some(_) => Some(participant_from(part::Model::from_query_result(
@@ -803,5 +845,25 @@ pub async fn lock_with_caller(
         )?)?),
         None => None,
     };
-    Ok((conversation, caller))
+    Ok(Locked {
+        conversation,
+        caller,
+        principal,
+    })
+}
+
+/// `principal` judged by its directory `entry` ([`judge_directory`]), unless the call judged it
+/// already; a first call is [`Error::NewcomerEntry`].
+fn judged(principal: &Principal, entry: Option<User>) -> Result<Principal, Error> {
+    let mut p = principal.clone();
+    if p.directory_read {
+        return Ok(p);
+    }
+    p.directory_kind = match judge_directory(&p, entry.as_ref())? {
+        DirectoryVerdict::Known(kind) => kind,
+        // Added outside this transaction, which may yet roll back, then the call runs again.
+        DirectoryVerdict::Add(_) => return Err(Error::NewcomerEntry),
+    };
+    p.directory_read = true;
+    Ok(p)
 }

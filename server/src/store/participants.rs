@@ -10,13 +10,13 @@ use sea_orm::{
 
 use super::entities::participants;
 use super::{
-    append_items, directory, get_participant, invitations, lock_with_caller, outbox,
+    Locked, append_items, directory, get_participant, invitations, lock_with_caller, outbox,
     participant_from, participant_row, save_conversation,
 };
 use crate::domain::model::{
     Conversation, Participant, ParticipantKind, ParticipantState, Role, now_micros,
 };
-use crate::domain::principal::Actor;
+use crate::domain::principal::Principal;
 use crate::domain::roster::{
     self, AddRequest, AddResult, AddState, Invitee, TargetPlan, TargetState,
 };
@@ -27,14 +27,19 @@ use crate::error::Error;
 /// `links` derives the link token whose hash a new invitation stores (rule 23).
 pub async fn add(
     tx: &DatabaseTransaction,
-    tenant_id: &str,
-    actor: &Actor,
+    principal: &Principal,
     conversation_id: &str,
     request: AddRequest,
     links: &invitations::LinkKey,
 ) -> Result<Vec<AddResult>, Error> {
-    // Load: the conversation (locked) and the caller's row in one statement.
-    let (conversation, caller) = lock_with_caller(tx, tenant_id, conversation_id, actor).await?;
+    let tenant_id = principal.tenant_id.as_str();
+    let actor = &principal.actor();
+    // Load: the conversation (locked), the caller's row and directory entry in one statement.
+    let Locked {
+        conversation,
+        caller,
+        ..
+    } = lock_with_caller(tx, principal, conversation_id).await?;
     // A call its caller or its conversation refuses loads nothing more.
     roster::admit(&conversation, actor, caller.as_ref())?;
     let now = now_micros();
@@ -174,12 +179,12 @@ pub async fn list<C: sea_orm::ConnectionTrait>(
 /// removal.
 pub async fn remove(
     tx: &DatabaseTransaction,
-    tenant_id: &str,
-    actor: &Actor,
+    principal: &Principal,
     conversation_id: &str,
     user_id: &str,
 ) -> Result<Participant, Error> {
-    let state = load_target(tx, tenant_id, actor, conversation_id, user_id).await?;
+    let tenant_id = principal.tenant_id.as_str();
+    let state = load_target(tx, principal, conversation_id, user_id).await?;
     let plan = roster::decide_remove(state, user_id)?;
     apply_target(tx, tenant_id, plan).await
 }
@@ -187,13 +192,13 @@ pub async fn remove(
 /// SetParticipantRole: the owner (or a service) makes an active participant ADMIN or MEMBER.
 pub async fn set_role(
     tx: &DatabaseTransaction,
-    tenant_id: &str,
-    actor: &Actor,
+    principal: &Principal,
     conversation_id: &str,
     user_id: &str,
     role: Role,
 ) -> Result<Participant, Error> {
-    let state = load_target(tx, tenant_id, actor, conversation_id, user_id).await?;
+    let tenant_id = principal.tenant_id.as_str();
+    let state = load_target(tx, principal, conversation_id, user_id).await?;
     let plan = roster::decide_set_role(state, user_id, role)?;
     apply_target(tx, tenant_id, plan).await
 }
@@ -202,16 +207,19 @@ pub async fn set_role(
 /// then the target's row.
 async fn load_target(
     tx: &DatabaseTransaction,
-    tenant_id: &str,
-    actor: &Actor,
+    principal: &Principal,
     conversation_id: &str,
     user_id: &str,
 ) -> Result<TargetState, Error> {
-    let (conversation, caller) = lock_with_caller(tx, tenant_id, conversation_id, actor).await?;
+    let Locked {
+        conversation,
+        caller,
+        ..
+    } = lock_with_caller(tx, principal, conversation_id).await?;
     let target = get_participant(tx, conversation_id, user_id).await?;
     Ok(TargetState {
         conversation,
-        actor: actor.clone(),
+        actor: principal.actor(),
         caller,
         target,
         now: now_micros(),

@@ -355,7 +355,110 @@ async fn reads_of_one_conversation_read_the_caller_in_one_statement(db: Db) {
     assert_eq!(entry.id, "dora-newcomer");
 }
 
+/// A mutation of one conversation reads the caller's directory entry in the statement that
+/// locks the conversation and reads the caller's seat, and the directory's verdict applies at
+/// once: to a deactivated caller, to a repeat of a request id recorded before the
+/// deactivation, to a conversation that does not exist, and to a newcomer's first call.
+async fn mutations_read_the_caller_in_the_locking_statement(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let bob = app.user(TENANT, "bob");
+    let c = alice
+        .create_group("writes", &["bob"])
+        .await
+        .expect("create");
+    alice.send(&c.id, "warm-up").await.expect("send");
+
+    // SendMessage with a request id: the record look-up, the locking read, the message and
+    // the conversation, the record.
+    let (sent, cost) = counted(&app, alice.send(&c.id, "hello")).await;
+    sent.expect("send");
+    eprintln!("{db:?}: SendMessage ran {cost} statements");
+    assert_eq!(cost, 5, "{db:?}: SendMessage");
+
+    // A request id recorded before bob's deactivation is not replayed to him after it.
+    let repeat = pb::SendMessageRequest {
+        conversation_id: c.id.clone(),
+        body: "once".into(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    bob.conv()
+        .send_message(bob.req(repeat.clone()))
+        .await
+        .expect("bob sends");
+    app.service(TENANT)
+        .deactivate_user("bob")
+        .await
+        .expect("deactivate bob");
+    let before = alice.snapshot(&c.id).await;
+    let refused = bob
+        .conv()
+        .send_message(bob.req(repeat))
+        .await
+        .expect_err("bob is deactivated");
+    assert_error(
+        &refused,
+        Code::FailedPrecondition,
+        ErrorReason::UserDeactivated,
+    );
+    let refused = bob
+        .send(&c.id, "again")
+        .await
+        .expect_err("bob is deactivated");
+    assert_error(
+        &refused,
+        Code::FailedPrecondition,
+        ErrorReason::UserDeactivated,
+    );
+    let missing = uuid::Uuid::now_v7().to_string();
+    let refused = bob
+        .send(&missing, "x")
+        .await
+        .expect_err("bob is deactivated");
+    assert_error(
+        &refused,
+        Code::FailedPrecondition,
+        ErrorReason::UserDeactivated,
+    );
+    let refused = app
+        .service_as(TENANT, "bob")
+        .add_users(&c.id, &["carol"])
+        .await
+        .expect_err("acting for a deactivated user");
+    assert_error(
+        &refused,
+        Code::FailedPrecondition,
+        ErrorReason::UserDeactivated,
+    );
+    let refused = app
+        .service_as(TENANT, "nobody-at-all")
+        .send(&c.id, "x")
+        .await
+        .expect_err("acting for an unknown user");
+    assert_error(&refused, Code::NotFound, ErrorReason::UserNotFound);
+    assert_eq!(alice.snapshot(&c.id).await, before, "nothing was written");
+
+    // A newcomer's first call, a mutation refused by the conversation, still adds them to the
+    // directory.
+    let erin = app.user(TENANT, "erin-newcomer");
+    let refused = erin.send(&c.id, "hi").await.expect_err("not a participant");
+    assert_error(
+        &refused,
+        Code::PermissionDenied,
+        ErrorReason::NotAParticipant,
+    );
+    assert_eq!(alice.snapshot(&c.id).await, before, "nothing was written");
+    let entry = app
+        .service(TENANT)
+        .get_user("erin-newcomer")
+        .await
+        .expect("the first call added erin to the directory");
+    assert_eq!(entry.id, "erin-newcomer");
+}
+
 both_dbs!(
+    mutations_read_the_caller_in_the_locking_statement,
     reads_of_one_conversation_read_the_caller_in_one_statement,
     adding_users_costs_the_same_at_any_size,
     adding_groups_costs_the_same_at_any_size,
