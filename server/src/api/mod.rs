@@ -236,18 +236,15 @@ impl State {
     }
 
     /// Authenticates a call in the order that keeps floods cheap: the token and headers (no
-    /// database), then the rate limit, then the directory reads.
-    /// With [`Directory::InRead`], the directory is left for the call's own read.
+    /// database, [`Self::identify`], already done), then the rate limit, then the directory
+    /// reads. With [`Directory::WithConversation`], the directory is left for the call's own
+    /// load.
     async fn authenticate(
         &self,
-        metadata: &MetadataMap,
-        span: &tracing::Span,
+        identified: Result<Principal, Error>,
         directory: Directory,
     ) -> Result<Principal, Error> {
-        let mut principal = self.identify(metadata)?;
-        span.record("tenant", principal.tenant_id.as_str());
-        span.record("principal", principal.id.as_str());
-        span.record("act_as", principal.acting_for.as_deref().unwrap_or(""));
+        let mut principal = identified?;
         self.admit(&principal)?;
         if directory == Directory::First {
             self.resolve_directory(&mut principal).await?;
@@ -387,32 +384,32 @@ impl State {
         F: Fn(Principal, Req) -> Fut,
         Fut: Future<Output = Result<Resp, Error>>,
     {
+        let started = Instant::now();
+        // The token first (no IO), so that the span is made once with every field: recording a
+        // field later re-formats the span's fields, and a call would pay that five times.
+        let identified = self.identify(request.metadata());
+        let who = identified.as_ref().ok();
+        let trace = request
+            .metadata()
+            .get(TRACEPARENT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse);
         // One span per RPC: every line logged inside the call carries who made it, and the
         // caller's trace when it sent one.
         let span = tracing::info_span!(
             "rpc",
             method,
-            tenant = tracing::field::Empty,
-            principal = tracing::field::Empty,
-            act_as = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-            parent_span_id = tracing::field::Empty,
+            tenant = who.map(|p| p.tenant_id.as_str()),
+            principal = who.map(|p| p.id.as_str()),
+            act_as = who.map(|p| p.acting_for.as_deref().unwrap_or("")),
+            trace_id = trace.as_ref().map(|t| t.trace_id),
+            parent_span_id = trace.as_ref().map(|t| t.parent_id),
         );
-        if let Some(trace) = request
-            .metadata()
-            .get(TRACEPARENT_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceParent::parse)
-        {
-            span.record("trace_id", trace.trace_id);
-            span.record("parent_span_id", trace.parent_id);
-        }
         async move {
-            let started = Instant::now();
-            let (metadata, _, message) = request.into_parts();
+            let (_, _, message) = request.into_parts();
             let limits = &self.config.limits;
             let result = match self
-                .authenticate(&metadata, &tracing::Span::current(), directory)
+                .authenticate(identified, directory)
                 .await
                 .and_then(|p| bounds(limits, &message).map(|()| p))
             {
