@@ -101,11 +101,12 @@ fn take<K: Clone + Eq + std::hash::Hash>(
     if limiter.len() > MAX_LIMITER_KEYS {
         limiter.retain_recent();
     }
-    let clock = governor::clock::DefaultClock::default();
+    // The limiter's own clock: making one per call would probe the CPU (a `cpuid`, which traps
+    // to the hypervisor on a virtual machine) every time.
     limiter
         .check_key(key)
         .map_err(|not_until| Error::RateLimited {
-            retry_after: not_until.wait_time_from(governor::clock::Clock::now(&clock)),
+            retry_after: not_until.wait_time_from(governor::clock::Clock::now(limiter.clock())),
         })
 }
 
