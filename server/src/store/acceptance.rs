@@ -5,6 +5,7 @@
 use sea_orm::DatabaseTransaction;
 
 use super::conversations::{apply_change, enqueue_add_notices};
+use super::writes::Writes;
 use super::{get_participant, invitations, lock_conversation};
 use crate::domain::invitation_ops::{self, Accepted, InvitationPlan, Invitee};
 use crate::domain::model::{Conversation, Invitation, Micros, Participant, now_micros};
@@ -32,13 +33,14 @@ async fn apply(
     plan: &InvitationPlan,
     now: Micros,
 ) -> Result<(), Error> {
-    invitations::set_state(tx, &plan.invitation, now).await?;
+    let mut w = Writes::new();
+    invitations::set_state(&mut w, &plan.invitation, now);
     if let Some(joined) = &plan.joined {
-        super::upsert_participants(tx, tenant_id, std::slice::from_ref(&joined.participant))
-            .await?;
-        enqueue_add_notices(tx, &plan.change.conversation, &joined.notices).await?;
+        super::upsert_participants(&mut w, tenant_id, std::slice::from_ref(&joined.participant));
+        enqueue_add_notices(&mut w, &plan.change.conversation, &joined.notices);
     }
-    apply_change(tx, &plan.change).await
+    apply_change(&mut w, &plan.change);
+    w.run(tx).await
 }
 
 /// AcceptInvitation: the caller becomes an EXTERNAL participant. Invitations sent before the

@@ -3,13 +3,14 @@
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect, Statement,
-    sea_query::Condition,
+    DatabaseTransaction, EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    Statement, sea_query::Condition,
 };
 
 use super::entities::{conversations, participants};
 use super::outbox::{self, Kind, Notification, Recipient};
-use super::{append_items, conversation_from, participant_row, save_conversation};
+use super::writes::Writes;
+use super::{append_items, conversation_from, save_conversation};
 use crate::domain::conversation_ops::{
     self, AddNotices, Change, ConversationPatch, CreatePlan, CreateState, Created, NewConversation,
     Transition,
@@ -89,27 +90,16 @@ async fn insert(tx: &DatabaseTransaction, created: &Created) -> Result<(), Error
         shared_update_time: Set(c.shared_update_time),
         external_view_count: Set(c.external_view_count),
     };
-    conversations::Entity::insert(row)
-        .exec_without_returning(tx)
-        .await?;
-    participants::Entity::insert_many(
-        created
-            .participants
-            .iter()
-            .map(|p| participant_row(&c.tenant_id, p)),
-    )
-    .exec_without_returning(tx)
-    .await?;
-    append_items(tx, &created.items).await?;
-    enqueue_add_notices(tx, c, &created.notices).await
+    let mut w = Writes::new();
+    w.insert(conversations::Entity::insert(row).into_query());
+    super::upsert_participants(&mut w, &c.tenant_id, &created.participants);
+    append_items(&mut w, &created.items);
+    enqueue_add_notices(&mut w, c, &created.notices);
+    w.run(tx).await
 }
 
 /// Writes the notifications an add owes (rules 21 and 22), as the decision lists them.
-pub(crate) async fn enqueue_add_notices(
-    tx: &DatabaseTransaction,
-    c: &Conversation,
-    notices: &AddNotices,
-) -> Result<(), Error> {
+pub(crate) fn enqueue_add_notices(w: &mut Writes, c: &Conversation, notices: &AddNotices) {
     let mut notes: Vec<Notification> = notices
         .added
         .iter()
@@ -132,13 +122,20 @@ pub(crate) async fn enqueue_add_notices(
             notices.added.clone(),
         ));
     }
-    outbox::enqueue(tx, &c.tenant_id, &notes).await
+    outbox::enqueue(w, &c.tenant_id, &notes)
 }
 
 /// Applies a decided change to a conversation: its new items, then its row.
-pub(crate) async fn apply_change(tx: &DatabaseTransaction, change: &Change) -> Result<(), Error> {
-    append_items(tx, &change.items).await?;
-    save_conversation(tx, &change.conversation).await
+pub(crate) fn apply_change(w: &mut Writes, change: &Change) {
+    append_items(w, &change.items);
+    save_conversation(w, &change.conversation)
+}
+
+/// Writes a decided change in one round trip.
+async fn write_change(tx: &DatabaseTransaction, change: &Change) -> Result<(), Error> {
+    let mut w = Writes::new();
+    apply_change(&mut w, change);
+    w.run(tx).await
 }
 
 /// The DIRECT conversation of a pair, by its key.
@@ -233,7 +230,7 @@ pub async fn transition(
     } = super::lock_with_caller(tx, principal, id).await?;
     let decision = conversation_ops::decide_transition(c, &principal, caller, to, now_micros())?;
     if let Some(change) = &decision.change {
-        apply_change(tx, change).await?;
+        write_change(tx, change).await?;
     }
     Ok(decision.reply)
 }
@@ -256,7 +253,7 @@ pub async fn send_message(
     let decision =
         conversation_ops::decide_send(c, actor, caller.as_ref(), body, message_id, now_micros())?;
     if let Some(change) = &decision.change {
-        apply_change(tx, change).await?;
+        write_change(tx, change).await?;
     }
     Ok(decision.reply)
 }
@@ -279,7 +276,7 @@ pub async fn update(
     let decision =
         conversation_ops::decide_update(c, &principal, caller, etag, patch, now_micros())?;
     if let Some(change) = &decision.change {
-        apply_change(tx, change).await?;
+        write_change(tx, change).await?;
     }
     Ok(decision.reply)
 }

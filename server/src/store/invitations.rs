@@ -8,11 +8,13 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, prelude::Expr, sea_query::CaseStatement,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, prelude::Expr,
+    sea_query::CaseStatement,
 };
 use sha2::{Digest, Sha256};
 
 use super::entities::invitations as inv;
+use super::writes::Writes;
 use crate::domain::model::{Invitation, InvitationState, Micros};
 use crate::error::Error;
 
@@ -116,23 +118,14 @@ pub async fn count_pending<C: ConnectionTrait>(
 
 /// Inserts invitations with their token hashes, a statement per
 /// [`ROWS_PER_INSERT`](super::ROWS_PER_INSERT) rows (one call invites at most 1,000 emails).
-pub async fn insert_many(
-    tx: &DatabaseTransaction,
-    tenant_id: &str,
-    list: &[(Invitation, String)],
-) -> Result<(), Error> {
+pub fn insert_many(w: &mut Writes, tenant_id: &str, list: &[(Invitation, String)]) {
     for batch in list.chunks(super::ROWS_PER_INSERT) {
-        insert_batch(tx, tenant_id, batch).await?;
+        insert_batch(w, tenant_id, batch);
     }
-    Ok(())
 }
 
-async fn insert_batch(
-    tx: &DatabaseTransaction,
-    tenant_id: &str,
-    list: &[(Invitation, String)],
-) -> Result<(), Error> {
-    inv::Entity::insert_many(list.iter().map(|(i, hash)| inv::ActiveModel {
+fn insert_batch(w: &mut Writes, tenant_id: &str, list: &[(Invitation, String)]) {
+    let insert = inv::Entity::insert_many(list.iter().map(|(i, hash)| inv::ActiveModel {
         id: Set(i.id.clone()),
         tenant_id: Set(tenant_id.to_owned()),
         conversation_id: Set(i.conversation_id.clone()),
@@ -144,10 +137,8 @@ async fn insert_batch(
         create_time: Set(i.create_time),
         expire_time: Set(i.expire_time),
         update_time: Set(i.create_time),
-    }))
-    .exec_without_returning(tx)
-    .await?;
-    Ok(())
+    }));
+    w.insert(insert.into_query());
 }
 
 /// Gives invitations made before links were derived (migration 000006: their hash is of a
@@ -155,24 +146,19 @@ async fn insert_batch(
 /// carries a link that opens them. `hashes` pairs invitation ids with their derived hashes; rows
 /// that already hold theirs are left untouched, so for every invitation made since this is one
 /// statement that changes nothing.
-pub async fn adopt_derived_links(
-    tx: &DatabaseTransaction,
-    hashes: &[(String, String)],
-) -> Result<(), Error> {
+pub fn adopt_derived_links(w: &mut Writes, hashes: &[(String, String)]) {
     if hashes.is_empty() {
-        return Ok(());
+        return;
     }
     let mut case = CaseStatement::new();
     for (id, hash) in hashes {
         case = case.case(inv::Column::Id.eq(id.clone()), Expr::value(hash.clone()));
     }
-    inv::Entity::update_many()
+    let update = inv::Entity::update_many()
         .col_expr(inv::Column::TokenHash, case.into())
         .filter(inv::Column::Id.is_in(hashes.iter().map(|(id, _)| id.clone())))
-        .filter(inv::Column::TokenHash.is_not_in(hashes.iter().map(|(_, h)| h.clone())))
-        .exec(tx)
-        .await?;
-    Ok(())
+        .filter(inv::Column::TokenHash.is_not_in(hashes.iter().map(|(_, h)| h.clone())));
+    w.update(update.into_query());
 }
 
 /// The invitation a token opens, in the tenant, read without a lock: the caller learns its
@@ -222,22 +208,16 @@ pub async fn lock_by_id(
 }
 
 /// Moves an invitation to a final state.
-pub async fn set_state(
-    tx: &DatabaseTransaction,
-    invitation: &Invitation,
-    now: Micros,
-) -> Result<(), Error> {
-    inv::Entity::update_many()
+pub fn set_state(w: &mut Writes, invitation: &Invitation, now: Micros) {
+    let update = inv::Entity::update_many()
         .col_expr(inv::Column::State, Expr::value(invitation.state as i32))
         .col_expr(
             inv::Column::AcceptedBy,
             Expr::value(invitation.accepted_by.clone()),
         )
         .col_expr(inv::Column::UpdateTime, Expr::value(now))
-        .filter(inv::Column::Id.eq(invitation.id.clone()))
-        .exec(tx)
-        .await?;
-    Ok(())
+        .filter(inv::Column::Id.eq(invitation.id.clone()));
+    w.update(update.into_query());
 }
 
 /// A conversation's invitations by id (creation order), after `after`.

@@ -12,13 +12,14 @@ pub mod outbox;
 pub mod participants;
 pub mod requests;
 pub mod timeline;
+pub mod writes;
 
 use std::time::Duration;
 
 use parley_migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, SqliteTransactionMode,
+    DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, QueryTrait, SqliteTransactionMode,
     TransactionOptions, TransactionTrait, prelude::Expr,
 };
 
@@ -29,6 +30,7 @@ use crate::domain::model::{
 };
 use crate::domain::principal::{DirectoryVerdict, Principal, judge_directory};
 use crate::error::Error;
+use writes::Writes;
 
 /// How SQLite syncs its write-ahead log to disk (`--sqlite-synchronous`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -362,14 +364,10 @@ pub(crate) fn distinct(ids: &[String]) -> Vec<&String> {
 
 /// Inserts participants, a statement per [`ROWS_PER_INSERT`] rows; a removed participant's row
 /// becomes active again.
-pub(crate) async fn upsert_participants(
-    tx: &DatabaseTransaction,
-    tenant_id: &str,
-    rows: &[Participant],
-) -> Result<(), Error> {
+pub(crate) fn upsert_participants(w: &mut Writes, tenant_id: &str, rows: &[Participant]) {
     use entities::participants::Column as P;
     for batch in rows.chunks(ROWS_PER_INSERT) {
-        entities::participants::Entity::insert_many(
+        let insert = entities::participants::Entity::insert_many(
             batch.iter().map(|p| participant_row(tenant_id, p)),
         )
         .on_conflict(
@@ -387,18 +385,16 @@ pub(crate) async fn upsert_participants(
                     P::RemovedView,
                 ])
                 .to_owned(),
-        )
-        .exec_without_returning(tx)
-        .await?;
+        );
+        w.insert(insert.into_query());
     }
-    Ok(())
 }
 
 /// Saves the conversation row's mutable columns as they are in `c` (the caller moved the
 /// versions with [`crate::domain::visibility::touch`]).
-pub async fn save_conversation(tx: &DatabaseTransaction, c: &Conversation) -> Result<(), Error> {
+pub fn save_conversation(w: &mut Writes, c: &Conversation) {
     use entities::conversations::Column as C;
-    entities::conversations::Entity::update_many()
+    let update = entities::conversations::Entity::update_many()
         .col_expr(C::State, Expr::value(c.state as i32))
         .col_expr(C::Title, Expr::value(c.title.clone()))
         .col_expr(C::AddInternal, Expr::value(c.policy.add_internal as i32))
@@ -421,10 +417,8 @@ pub async fn save_conversation(tx: &DatabaseTransaction, c: &Conversation) -> Re
         .col_expr(C::UpdateTime, Expr::value(c.update_time))
         .col_expr(C::SharedVersion, Expr::value(c.shared_version))
         .col_expr(C::SharedUpdateTime, Expr::value(c.shared_update_time))
-        .filter(C::Id.eq(c.id.clone()))
-        .exec(tx)
-        .await?;
-    Ok(())
+        .filter(C::Id.eq(c.id.clone()));
+    w.update(update.into_query());
 }
 
 fn enum_value<E: TryFrom<i32>>(what: &str, raw: i32) -> Result<E, Error> {
@@ -541,6 +535,21 @@ fn frozen_row(v: &FrozenView) -> String {
     .unwrap_or_default()
 }
 
+/// Updates one participant's row to `p` (its key columns stay as they are).
+pub(crate) fn update_participant(w: &mut Writes, tenant_id: &str, p: &Participant) {
+    use entities::participants::Column as P;
+    use sea_orm::ActiveValue::NotSet;
+    let mut row = participant_row(tenant_id, p);
+    row.conversation_id = NotSet;
+    row.user_id = NotSet;
+    row.tenant_id = NotSet;
+    let update = entities::participants::Entity::update_many()
+        .set(row)
+        .filter(P::ConversationId.eq(p.conversation_id.clone()))
+        .filter(P::UserId.eq(p.user_id.clone()));
+    w.update(update.into_query());
+}
+
 pub(crate) fn participant_row(
     tenant_id: &str,
     p: &Participant,
@@ -649,16 +658,10 @@ pub(crate) fn item_row(item: &TimelineItem) -> entities::timeline::ActiveModel {
 }
 
 /// Appends items to a conversation's timeline, a statement per [`ROWS_PER_INSERT`] items.
-pub(crate) async fn append_items(
-    tx: &DatabaseTransaction,
-    items: &[TimelineItem],
-) -> Result<(), Error> {
+pub(crate) fn append_items(w: &mut Writes, items: &[TimelineItem]) {
     for batch in items.chunks(ROWS_PER_INSERT) {
-        entities::timeline::Entity::insert_many(batch.iter().map(item_row))
-            .exec_without_returning(tx)
-            .await?;
+        w.insert(entities::timeline::Entity::insert_many(batch.iter().map(item_row)).into_query());
     }
-    Ok(())
 }
 
 /// A conversation read together with the caller: the caller's directory entry, the

@@ -2,11 +2,12 @@
 //! them, drained by a sibling notification service (list, then acknowledge).
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select, prelude::Expr,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Select, prelude::Expr,
 };
 
 use super::entities::notifications as n;
+use super::writes::Writes;
 use crate::domain::model::now_micros;
 pub use crate::domain::notify::{Kind, Notification, Recipient};
 use crate::error::Error;
@@ -34,23 +35,14 @@ impl Notification {
 
 /// Writes notifications inside the caller's transaction, a statement per
 /// [`ROWS_PER_INSERT`](super::ROWS_PER_INSERT) rows.
-pub async fn enqueue(
-    tx: &DatabaseTransaction,
-    tenant_id: &str,
-    list: &[Notification],
-) -> Result<(), Error> {
+pub fn enqueue(w: &mut Writes, tenant_id: &str, list: &[Notification]) {
     for batch in list.chunks(super::ROWS_PER_INSERT) {
-        enqueue_batch(tx, tenant_id, batch).await?;
+        enqueue_batch(w, tenant_id, batch);
     }
-    Ok(())
 }
 
-async fn enqueue_batch(
-    tx: &DatabaseTransaction,
-    tenant_id: &str,
-    list: &[Notification],
-) -> Result<(), Error> {
-    n::Entity::insert_many(list.iter().map(|x| n::ActiveModel {
+fn enqueue_batch(w: &mut Writes, tenant_id: &str, list: &[Notification]) {
+    let insert = n::Entity::insert_many(list.iter().map(|x| n::ActiveModel {
         id: Set(x.id.clone()),
         tenant_id: Set(tenant_id.to_owned()),
         kind: Set(x.kind as i32),
@@ -68,10 +60,8 @@ async fn enqueue_batch(
         invitation_id: Set(x.invitation_id.clone()),
         create_time: Set(x.create_time),
         ack_time: Set(None),
-    }))
-    .exec_without_returning(tx)
-    .await?;
-    Ok(())
+    }));
+    w.insert(insert.into_query());
 }
 
 fn from_row(m: n::Model) -> Result<Notification, Error> {

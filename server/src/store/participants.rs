@@ -9,9 +9,10 @@ use sea_orm::{
 };
 
 use super::entities::participants;
+use super::writes::Writes;
 use super::{
     Locked, append_items, directory, get_participant, invitations, lock_with_caller, outbox,
-    participant_from, participant_row, save_conversation,
+    participant_from, save_conversation,
 };
 use crate::domain::model::{
     Conversation, Participant, ParticipantKind, ParticipantState, Role, now_micros,
@@ -88,14 +89,15 @@ pub async fn add(
 
     // Apply: one upsert of participants, one insert each of invitations, events and
     // notifications, one update of resent invitations' links and one of the conversation
-    // (a statement per `ROWS_PER_INSERT` rows).
-    super::upsert_participants(tx, tenant_id, &plan.participants).await?;
+    // (a statement per `ROWS_PER_INSERT` rows), sent together.
+    let mut w = Writes::new();
+    super::upsert_participants(&mut w, tenant_id, &plan.participants);
     let new_invitations = plan
         .invitations
         .into_iter()
         .map(|i| links.token_hash(tenant_id, &i.id).map(|hash| (i, hash)))
         .collect::<Result<Vec<_>, Error>>()?;
-    invitations::insert_many(tx, tenant_id, &new_invitations).await?;
+    invitations::insert_many(&mut w, tenant_id, &new_invitations);
     // A resend carries the link of the first notification: the token is derived from the
     // invitation, so only invitations made before links were derived change (rule 23).
     let resent_links = plan
@@ -103,12 +105,13 @@ pub async fn add(
         .iter()
         .map(|i| Ok((i.id.clone(), links.token_hash(tenant_id, &i.id)?)))
         .collect::<Result<Vec<_>, Error>>()?;
-    invitations::adopt_derived_links(tx, &resent_links).await?;
-    append_items(tx, &plan.items).await?;
-    outbox::enqueue(tx, tenant_id, &plan.notifications).await?;
+    invitations::adopt_derived_links(&mut w, &resent_links);
+    append_items(&mut w, &plan.items);
+    outbox::enqueue(&mut w, tenant_id, &plan.notifications);
     if let Some(c) = &plan.conversation {
-        save_conversation(tx, c).await?;
+        save_conversation(&mut w, c);
     }
+    w.run(tx).await?;
     Ok(plan.results)
 }
 
@@ -236,10 +239,10 @@ async fn apply_target(
     let Some(c) = &plan.conversation else {
         return Ok(plan.participant);
     };
-    participants::Entity::update(participant_row(tenant_id, &plan.participant))
-        .exec(tx)
-        .await?;
-    append_items(tx, &plan.items).await?;
-    save_conversation(tx, c).await?;
+    let mut w = Writes::new();
+    super::update_participant(&mut w, tenant_id, &plan.participant);
+    append_items(&mut w, &plan.items);
+    save_conversation(&mut w, c);
+    w.run(tx).await?;
     Ok(plan.participant)
 }
