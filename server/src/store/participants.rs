@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use super::entities::participants;
@@ -15,7 +16,7 @@ use super::{
     participant_from, save_conversation,
 };
 use crate::domain::model::{
-    Conversation, Participant, ParticipantKind, ParticipantState, Role, now_micros,
+    Conversation, Participant, ParticipantKind, ParticipantState, Role, User, now_micros,
 };
 use crate::domain::principal::Principal;
 use crate::domain::roster::{
@@ -68,8 +69,8 @@ pub async fn add(
     let groups = directory::groups_by_id(tx, tenant_id, &group_ids).await?;
     let users_by_email = directory::users_by_email(tx, tenant_id, &emails).await?;
     let lookups = roster::lookups(&request.invitees, &groups, &users_by_email);
-    let users = directory::users_by_id(tx, tenant_id, &lookups.user_ids).await?;
-    let existing = participants_by_user(tx, conversation_id, &lookups.user_ids).await?;
+    let (users, existing) =
+        people_with_seats(tx, tenant_id, conversation_id, &lookups.user_ids).await?;
     let pending = invitations::pending_for(tx, conversation_id, &lookups.emails, now).await?;
 
     // Decide.
@@ -115,24 +116,62 @@ pub async fn add(
     Ok(plan.results)
 }
 
-async fn participants_by_user<C: sea_orm::ConnectionTrait>(
-    db: &C,
+/// The directory entries of `user_ids` with their participant rows in the conversation (active
+/// or removed), in one statement per [`IDS_PER_LOOKUP`](super::IDS_PER_LOOKUP) ids: `users`
+/// left-joined to `participants`. The row of someone not in the directory is not read: the
+/// rules judge such a person USER_NOT_FOUND whatever their row says (rule 2).
+async fn people_with_seats(
+    tx: &DatabaseTransaction,
+    tenant_id: &str,
     conversation_id: &str,
     user_ids: &[String],
-) -> Result<HashMap<String, Participant>, Error> {
-    let mut found = HashMap::new();
+) -> Result<(HashMap<String, User>, HashMap<String, Participant>), Error> {
+    use super::entities::users;
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
+    use sea_orm::{FromQueryResult, IdenStatic, Iterable};
+
+    let (mut people, mut seats) = (HashMap::new(), HashMap::new());
+    let (u, p) = (Alias::new("u"), Alias::new("p"));
     for batch in super::distinct(user_ids).chunks(super::IDS_PER_LOOKUP) {
-        for m in participants::Entity::find()
-            .filter(participants::Column::ConversationId.eq(conversation_id))
-            .filter(participants::Column::UserId.is_in(batch.iter().map(|s| s.as_str())))
-            .all(db)
-            .await?
-        {
-            let p = participant_from(m)?;
-            found.insert(p.user_id.clone(), p);
+        let mut q = Query::select();
+        for col in users::Column::iter() {
+            q.expr_as(
+                Expr::col((u.clone(), col)),
+                Alias::new(format!("u_{}", col.as_str())),
+            );
+        }
+        for col in participants::Column::iter() {
+            q.expr_as(
+                Expr::col((p.clone(), col)),
+                Alias::new(format!("p_{}", col.as_str())),
+            );
+        }
+        q.from_as(users::Entity, u.clone())
+            .join_as(
+                JoinType::LeftJoin,
+                participants::Entity,
+                p.clone(),
+                Expr::col((p.clone(), participants::Column::ConversationId))
+                    .eq(conversation_id)
+                    .and(
+                        Expr::col((p.clone(), participants::Column::UserId))
+                            .equals((u.clone(), users::Column::Id)),
+                    ),
+            )
+            .and_where(Expr::col((u.clone(), users::Column::TenantId)).eq(tenant_id))
+            .and_where(
+                Expr::col((u.clone(), users::Column::Id)).is_in(batch.iter().map(|s| s.as_str())),
+            );
+        for row in tx.query_all(&q).await? {
+            let user = super::user_from(users::Model::from_query_result(&row, "u_")?)?;
+            if row.try_get::<Option<String>>("", "p_user_id")?.is_some() {
+                let seat = participant_from(participants::Model::from_query_result(&row, "p_")?)?;
+                seats.insert(seat.user_id.clone(), seat);
+            }
+            people.insert(user.id.clone(), user);
         }
     }
-    Ok(found)
+    Ok((people, seats))
 }
 
 /// Filters of ListParticipants.

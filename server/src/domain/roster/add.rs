@@ -71,7 +71,8 @@ pub struct AddState {
     pub users_by_email: HashMap<String, User>,
     /// Directory users by id, for every person [`lookups`] listed.
     pub users: HashMap<String, User>,
-    /// Their participant rows, active or removed, by user id.
+    /// Their participant rows, active or removed, by user id (of those in the directory: a
+    /// person who is not is USER_NOT_FOUND whatever their row says).
     pub existing: HashMap<String, Participant>,
     /// Pending, unexpired invitations of the conversation by email, for the emails
     /// [`lookups`] listed.
