@@ -111,7 +111,7 @@ pub struct Config {
     pub sqlite_synchronous: crate::store::SqliteSync,
 }
 
-/// The size of a replica's database connection pool.
+/// A replica's database connections: how many, and how PostgreSQL plans on them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DbPool {
     /// The most connections open at once; unset, 8 on SQLite and 16 on PostgreSQL. On SQLite
@@ -119,6 +119,8 @@ pub struct DbPool {
     pub max_connections: Option<u32>,
     /// Connections kept open when idle; unset, 1.
     pub min_connections: Option<u32>,
+    /// How PostgreSQL plans the executions of a prepared statement (ignored on SQLite).
+    pub pg_plan_cache: crate::store::PgPlanCache,
 }
 
 impl DbPool {
@@ -219,28 +221,33 @@ mod tests {
         let set = DbPool {
             max_connections: Some(40),
             min_connections: Some(4),
+            ..Default::default()
         };
         assert_eq!(set.sizes(true).ok(), Some((4, 40)));
         assert_eq!(set.sizes(false).ok(), Some((4, 40)));
         let small = DbPool {
             max_connections: Some(1),
             min_connections: None,
+            ..Default::default()
         };
         assert_eq!(small.sizes(false).ok(), Some((1, 1)));
         let zero = DbPool {
             max_connections: Some(0),
             min_connections: None,
+            ..Default::default()
         };
         assert!(zero.sizes(true).is_err());
         let inverted = DbPool {
             max_connections: Some(2),
             min_connections: Some(3),
+            ..Default::default()
         };
         assert!(inverted.sizes(false).is_err());
         // Above the engine's default maximum when no maximum is given.
         let min_only = DbPool {
             max_connections: None,
             min_connections: Some(10),
+            ..Default::default()
         };
         assert!(min_only.sizes(true).is_err());
         assert_eq!(min_only.sizes(false).ok(), Some((10, 16)));

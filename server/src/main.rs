@@ -55,6 +55,17 @@ struct DatabaseArgs {
         default_value = "normal"
     )]
     sqlite_synchronous: parley_server::store::SqliteSync,
+    /// PostgreSQL only: `auto` lets PostgreSQL keep a generic plan of a statement a connection
+    /// runs often, planned once; `force-custom-plan` plans every execution with its values,
+    /// which costs a busy write path about a third of its throughput but never keeps a plan
+    /// made while a table was empty (see the README).
+    #[arg(
+        long,
+        env = "PARLEY_PG_PLAN_CACHE_MODE",
+        value_enum,
+        default_value = "auto"
+    )]
+    pg_plan_cache_mode: parley_server::store::PgPlanCache,
 }
 
 impl DatabaseArgs {
@@ -62,6 +73,7 @@ impl DatabaseArgs {
         DbPool {
             max_connections: self.db_max_connections,
             min_connections: self.db_min_connections,
+            pg_plan_cache: self.pg_plan_cache_mode,
         }
     }
 }

@@ -43,6 +43,38 @@ pub enum SqliteSync {
     Normal,
 }
 
+/// How PostgreSQL plans the executions of a prepared statement on Parley's connections
+/// (`--pg-plan-cache-mode`, the `plan_cache_mode` setting of every connection).
+///
+/// Statements are prepared once per pooled connection and live as long as it. Left to
+/// itself (`auto`), PostgreSQL plans a statement's first five executions with their values,
+/// then keeps one generic plan when that costs no more. A generic plan made while a table has
+/// no statistics yet can pick the wrong index: on an empty `users` table, `tenant_id = $1 AND
+/// id = $2` is planned on an index that only matches `tenant_id`, which stays right only as
+/// long as the tenant is small. Autovacuum's first ANALYZE of the table (after 50 rows, within
+/// a minute) invalidates such plans, so the harm is bounded to a fresh database's first
+/// minute of growth; measured, a directory sync of 100,000 users into an empty database runs
+/// its last tenth at 0.87 of its first. `force_custom_plan` rules it out entirely, for about
+/// a third of a busy write path's throughput (more planning per call than execution).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PgPlanCache {
+    /// PostgreSQL's own choice (`auto`).
+    #[default]
+    Auto,
+    /// Every execution planned with its values (`force_custom_plan`).
+    ForceCustomPlan,
+}
+
+impl PgPlanCache {
+    /// The value of PostgreSQL's `plan_cache_mode`.
+    pub fn setting(self) -> &'static str {
+        match self {
+            PgPlanCache::Auto => "auto",
+            PgPlanCache::ForceCustomPlan => "force_custom_plan",
+        }
+    }
+}
+
 /// The database a replica uses: readers, and the one place writes go through.
 ///
 /// On SQLite, writes take turns on one writer connection: a write transaction waits in the
@@ -131,6 +163,7 @@ impl Db {
         let one = crate::config::DbPool {
             max_connections: Some(1),
             min_connections: Some(1),
+            ..*pool
         };
         let write = open(url, &one, sync, Use::Writer).await?;
         let read = open(url, pool, sync, Use::Reader).await?;
@@ -184,13 +217,7 @@ enum Use {
 /// `postgres://…`, with a pool of `pool`'s size, for migrations and the command line. A server
 /// opens a [`Db`].
 ///
-/// Every PostgreSQL connection plans each execution of a prepared statement with its actual
-/// values (`plan_cache_mode = force_custom_plan`). Statements are prepared once per pooled
-/// connection and live as long as it; left to itself, PostgreSQL switches a statement to a
-/// generic plan after five executions, and one made while a table was nearly empty (a fresh
-/// directory being imported) can keep a poor index for the connection's whole life: a primary
-/// key look-up on `users` filtering thousands of rows. Planning these short statements costs
-/// far less than one such plan.
+/// Every PostgreSQL connection plans as `pool` says ([`PgPlanCache`]).
 pub async fn connect(
     url: &str,
     pool: &crate::config::DbPool,
@@ -235,7 +262,8 @@ async fn open(
     } else {
         // A startup parameter, so it holds on every connection the pool ever opens (sea-orm's
         // after-connect hook runs once per pool, not per connection).
-        options.map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_custom_plan")]));
+        let mode = pool.pg_plan_cache.setting();
+        options.map_sqlx_postgres_opts(move |o| o.options([("plan_cache_mode", mode)]));
     }
     Database::connect(options)
         .await

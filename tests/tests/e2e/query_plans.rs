@@ -300,6 +300,7 @@ async fn connections_are_as_configured(db: Db) {
     let pool = parley_server::DbPool {
         max_connections: Some(3),
         min_connections: Some(3),
+        ..Default::default()
     };
     let conn = parley_server::store::connect(app.database_url(), &pool)
         .await
@@ -337,11 +338,44 @@ async fn connections_are_as_configured(db: Db) {
                 .expect("a row");
             assert_eq!(
                 row.try_get_by_index::<String>(0).expect("a setting"),
-                "force_custom_plan"
+                "auto",
+                "PostgreSQL's own plan caching by default"
             );
             backends.insert(row.try_get_by_index::<i32>(1).expect("a backend pid"));
         }
         assert_eq!(backends.len(), 3, "three connections");
+        drop(open);
+        // `--pg-plan-cache-mode force-custom-plan` holds on every connection of the pool.
+        let forced = parley_server::DbPool {
+            max_connections: Some(2),
+            min_connections: Some(2),
+            pg_plan_cache: parley_server::store::PgPlanCache::ForceCustomPlan,
+        };
+        let conn = parley_server::store::connect(app.database_url(), &forced)
+            .await
+            .expect("connect");
+        let (a, b) = (
+            sea_orm::TransactionTrait::begin(&conn)
+                .await
+                .expect("begin"),
+            sea_orm::TransactionTrait::begin(&conn)
+                .await
+                .expect("begin"),
+        );
+        for tx in [&a, &b] {
+            let row = tx
+                .query_one_raw(Statement::from_string(
+                    DatabaseBackend::Postgres,
+                    "SELECT current_setting('plan_cache_mode')",
+                ))
+                .await
+                .expect("show")
+                .expect("a row");
+            assert_eq!(
+                row.try_get_by_index::<String>(0).expect("a setting"),
+                "force_custom_plan"
+            );
+        }
     }
     let unset = parley_server::store::connect(app.database_url(), &Default::default())
         .await
@@ -360,6 +394,7 @@ async fn connections_are_as_configured(db: Db) {
     let inverted = parley_server::DbPool {
         max_connections: Some(2),
         min_connections: Some(3),
+        ..Default::default()
     };
     let refused = parley_server::store::connect(app.database_url(), &inverted).await;
     assert!(refused.is_err(), "a minimum above the maximum is refused");
