@@ -377,14 +377,16 @@ impl From<sea_orm::DbErr> for Error {
         let unreachable = match &e {
             DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
             DbErr::Exec(RuntimeErr::SqlxError(inner))
-            | DbErr::Query(RuntimeErr::SqlxError(inner)) => matches!(
-                inner.as_ref(),
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Tls(_)
-            ),
+            | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
+                matches!(
+                    inner.as_ref(),
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                        | sqlx::Error::Tls(_)
+                ) || is_connection_lost(inner)
+            }
             _ => false,
         };
         let conflict = match &e {
@@ -401,6 +403,19 @@ impl From<sea_orm::DbErr> for Error {
             Self::Internal(e.to_string())
         }
     }
+}
+
+/// PostgreSQL ended the session: a connection exception (class 08), or the server shut down,
+/// crashed or is starting (57P01-57P03), as a connection that lost its server learns on its
+/// next statement. The call may be retried once the database is back.
+fn is_connection_lost(e: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::postgres::PgDatabaseError;
+    let sea_orm::sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    db.try_downcast_ref::<PgDatabaseError>().is_some_and(|pg| {
+        pg.code().starts_with("08") || matches!(pg.code(), "57P01" | "57P02" | "57P03")
+    })
 }
 
 /// A write that lost to a concurrent one and was rolled back, so that running it again is

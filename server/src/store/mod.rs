@@ -239,7 +239,11 @@ async fn open(
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(30))
         .max_connections(max)
-        .min_connections(min);
+        .min_connections(min)
+        // A connection in use is not pinged each time it is taken from the pool (a round trip,
+        // to PostgreSQL or to SQLite's worker thread, on every statement outside a transaction
+        // and every transaction); one idle long enough to have lost its server still is.
+        .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR);
     if sqlite {
         use sea_orm::sqlx::sqlite::SqliteSynchronous;
         let synchronous = match sync {
@@ -269,6 +273,9 @@ async fn open(
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))
 }
+
+/// A pooled connection idle this long is pinged before it is handed out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Applies every pending migration.
 pub async fn migrate_up(db: &DatabaseConnection) -> anyhow::Result<()> {
