@@ -46,6 +46,9 @@ async fn the_writer_syncs_as_configured_and_readers_cannot_write() {
         assert_eq!(pragma(&db.read, "synchronous").await, expected);
         assert_eq!(pragma(writer.conn(), "query_only").await, 0);
         assert_eq!(pragma(&db.read, "query_only").await, 1);
+        // The writer keeps a page cache of 16 MiB for large directories; readers the default.
+        assert_eq!(pragma(writer.conn(), "cache_size").await, -16384);
+        assert_eq!(pragma(&db.read, "cache_size").await, -2000);
     }
     let db = Store::open(&url, &DbPool::default(), SqliteSync::Normal)
         .await
