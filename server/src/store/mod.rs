@@ -818,8 +818,8 @@ pub async fn lock_with_caller(
     conversation_id: &str,
 ) -> Result<Locked, Error> {
     use entities::{conversations as conv, participants as part, users};
+    use sea_orm::FromQueryResult;
     use sea_orm::sea_query::{Alias, ExprTrait, JoinType, LockType, Query};
-    use sea_orm::{FromQueryResult, IdenStatic, Iterable};
 
     let tenant_id = principal.tenant_id.as_str();
     let actor = principal.actor();
@@ -834,24 +834,9 @@ pub async fn lock_with_caller(
     };
     let (c, p, u) = (Alias::new("c"), Alias::new("p"), Alias::new("u"));
     let mut q = Query::select();
-    for col in conv::Column::iter() {
-        q.expr_as(
-            Expr::col((c.clone(), col)),
-            Alias::new(format!("c_{}", col.as_str())),
-        );
-    }
-    for col in part::Column::iter() {
-        q.expr_as(
-            Expr::col((p.clone(), col)),
-            Alias::new(format!("p_{}", col.as_str())),
-        );
-    }
-    for col in users::Column::iter() {
-        q.expr_as(
-            Expr::col((u.clone(), col)),
-            Alias::new(format!("u_{}", col.as_str())),
-        );
-    }
+    select_prefixed::<conv::Column>(&mut q, &c, "c_");
+    select_prefixed::<part::Column>(&mut q, &p, "p_");
+    select_prefixed::<users::Column>(&mut q, &u, "u_");
     q.from_as(conv::Entity, c.clone())
         .join_as(
             JoinType::LeftJoin,
@@ -895,6 +880,22 @@ pub async fn lock_with_caller(
         caller,
         principal,
     })
+}
+
+/// Selects every column of the table aliased `table`, each as `<prefix><column>`, so that
+/// several tables' models can be read from one joined row (`Model::from_query_result(row,
+/// prefix)`).
+pub(crate) fn select_prefixed<C: sea_orm::Iterable + sea_orm::IdenStatic>(
+    q: &mut sea_orm::sea_query::SelectStatement,
+    table: &sea_orm::sea_query::Alias,
+    prefix: &str,
+) {
+    for col in C::iter() {
+        q.expr_as(
+            Expr::col((table.clone(), col)),
+            sea_orm::sea_query::Alias::new(format!("{prefix}{}", col.as_str())),
+        );
+    }
 }
 
 /// `principal` judged by its directory `entry` ([`judge_directory`]), unless the call judged it

@@ -127,25 +127,15 @@ async fn people_with_seats(
     user_ids: &[String],
 ) -> Result<(HashMap<String, User>, HashMap<String, Participant>), Error> {
     use super::entities::users;
+    use sea_orm::FromQueryResult;
     use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
-    use sea_orm::{FromQueryResult, IdenStatic, Iterable};
 
     let (mut people, mut seats) = (HashMap::new(), HashMap::new());
     let (u, p) = (Alias::new("u"), Alias::new("p"));
     for batch in super::distinct(user_ids).chunks(super::IDS_PER_LOOKUP) {
         let mut q = Query::select();
-        for col in users::Column::iter() {
-            q.expr_as(
-                Expr::col((u.clone(), col)),
-                Alias::new(format!("u_{}", col.as_str())),
-            );
-        }
-        for col in participants::Column::iter() {
-            q.expr_as(
-                Expr::col((p.clone(), col)),
-                Alias::new(format!("p_{}", col.as_str())),
-            );
-        }
+        super::select_prefixed::<users::Column>(&mut q, &u, "u_");
+        super::select_prefixed::<participants::Column>(&mut q, &p, "p_");
         q.from_as(users::Entity, u.clone())
             .join_as(
                 JoinType::LeftJoin,

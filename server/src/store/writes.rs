@@ -18,7 +18,7 @@
 //! transaction to roll back, so a plan is written whole or not at all.
 
 use sea_orm::sea_query::{
-    Alias, CommonTableExpression, DeleteStatement, InsertStatement, UpdateStatement, WithClause,
+    Alias, CommonTableExpression, InsertStatement, UpdateStatement, WithClause,
 };
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseTransaction, Statement, StatementBuilder, Value,
@@ -35,7 +35,6 @@ pub const PG_MAX_PARAMETERS: usize = 65_535;
 enum Write {
     Insert(InsertStatement),
     Update(UpdateStatement),
-    Delete(DeleteStatement),
 }
 
 impl Write {
@@ -43,7 +42,6 @@ impl Write {
         match self {
             Write::Insert(s) => StatementBuilder::build(s, &backend),
             Write::Update(s) => StatementBuilder::build(s, &backend),
-            Write::Delete(s) => StatementBuilder::build(s, &backend),
         }
     }
 }
@@ -66,19 +64,6 @@ impl Writes {
 
     pub fn update(&mut self, s: UpdateStatement) {
         self.list.push(Write::Update(s));
-    }
-
-    pub fn delete(&mut self, s: DeleteStatement) {
-        self.list.push(Write::Delete(s));
-    }
-
-    /// How many writes there are.
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
     }
 
     /// Runs every write in `tx`, in as few round trips as the engine allows (see the module
@@ -162,14 +147,12 @@ fn with_query(mut group: Vec<Write>) -> Statement {
         match write {
             Write::Insert(s) => cte.query(s),
             Write::Update(s) => cte.query(s),
-            Write::Delete(s) => cte.query(s),
         };
         with.cte(cte);
     }
     let query = match last {
         Write::Insert(s) => with.query(s),
         Write::Update(s) => with.query(s),
-        Write::Delete(s) => with.query(s),
     };
     StatementBuilder::build(&query, &backend)
 }
