@@ -267,27 +267,7 @@ impl State {
         let read =
             store::conversation_with_caller(db, &p.tenant_id, conversation_id, actor.user_id())
                 .await?;
-        // The directory first, as a call that reads it up front would: a deactivated caller
-        // learns nothing of which conversations exist.
-        let judged;
-        let p = if p.directory_read {
-            p
-        } else {
-            let mut resolved = p.clone();
-            resolved.directory_kind = match judge_directory(p, read.user.as_ref())? {
-                DirectoryVerdict::Known(kind) => kind,
-                // Added outside this read's snapshot, then the call runs again.
-                DirectoryVerdict::Add(_) => return Err(Error::NewcomerEntry),
-            };
-            resolved.directory_read = true;
-            judged = resolved;
-            &judged
-        };
-        let c = read
-            .conversation
-            .ok_or_else(|| Error::ConversationNotFound(conversation_id.to_owned()))?;
-        let viewer = visibility::viewer(&c, p, read.participant)?;
-        Ok((c, viewer))
+        judge_read(p, conversation_id, read)
     }
 
     /// Runs one RPC: authenticates, calls `f` (again, a few times, if its write lost to a
@@ -449,6 +429,36 @@ impl State {
         .instrument(span)
         .await
     }
+}
+
+/// Who the caller is to a conversation, given what [`store::conversation_with_caller`] read:
+/// the directory first, as a call that reads it up front would (a deactivated caller learns
+/// nothing of which conversations exist), then the conversation of the tenant, then the
+/// caller's standing in it ([`visibility::viewer`]).
+pub(crate) fn judge_read(
+    p: &Principal,
+    conversation_id: &str,
+    read: store::WithCaller,
+) -> Result<(Conversation, Viewer), Error> {
+    let judged;
+    let p = if p.directory_read {
+        p
+    } else {
+        let mut resolved = p.clone();
+        resolved.directory_kind = match judge_directory(p, read.user.as_ref())? {
+            DirectoryVerdict::Known(kind) => kind,
+            // Added outside this read's snapshot, then the call runs again.
+            DirectoryVerdict::Add(_) => return Err(Error::NewcomerEntry),
+        };
+        resolved.directory_read = true;
+        judged = resolved;
+        &judged
+    };
+    let c = read
+        .conversation
+        .ok_or_else(|| Error::ConversationNotFound(conversation_id.to_owned()))?;
+    let viewer = visibility::viewer(&c, p, read.participant)?;
+    Ok((c, viewer))
 }
 
 /// The W3C trace context header (<https://www.w3.org/TR/trace-context/>).

@@ -15,6 +15,7 @@ use crate::domain::model::{ParticipantKind, ParticipantState, Role};
 use crate::domain::principal::Principal;
 use crate::domain::roster::{AddRequest, Invitee, Outcome};
 use crate::domain::validate::{self, Violations};
+use crate::domain::visibility::RosterScope;
 use crate::error::Error;
 use crate::store::{
     self, acceptance,
@@ -234,19 +235,35 @@ impl Participants {
             .0
             .pager
             .open(&req.page_token, LIST_PARTICIPANTS, &scope)?;
-        let tx = store::begin_read(&self.0.db).await?;
-        let (c, viewer) = self.0.read_access(&tx, &p, &id).await?;
-        viewer.require_current(&c)?;
-        let mut list = parts::list(
-            &tx,
-            &c,
-            viewer.roster(),
-            ParticipantFilter { state, kind },
+        let filter = ParticipantFilter { state, kind };
+        // The page and who the caller is, in one statement; the rules then judge the caller.
+        let (read, page) = parts::page_with_caller(
+            &self.0.db,
+            &p.tenant_id,
+            &id,
+            actor(&p).user_id(),
+            filter,
             after.as_deref(),
             size + 1,
         )
         .await?;
-        tx.commit().await?;
+        let (c, viewer) = super::judge_read(&p, &id, read)?;
+        viewer.require_current(&c)?;
+        let mut list = match viewer.roster() {
+            // The page read is the page everyone sees: this viewer's.
+            RosterScope::Everyone => page,
+            // A viewer who sees less reads its own page, judged again on the same snapshot.
+            RosterScope::ExternalAndOwner => {
+                let tx = store::begin_read(&self.0.db).await?;
+                let (c, viewer) = self.0.read_access(&tx, &p, &id).await?;
+                viewer.require_current(&c)?;
+                let list =
+                    parts::list(&tx, &c, viewer.roster(), filter, after.as_deref(), size + 1)
+                        .await?;
+                tx.commit().await?;
+                list
+            }
+        };
         let next_page_token = super::next_page(
             &self.0.pager,
             LIST_PARTICIPANTS,

@@ -106,7 +106,9 @@ pub mod conversations {
 pub mod participants {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// Also read from JSON: a page of participants built by the engine
+    /// ([`crate::store::participants::page_with_caller`]).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Deserialize)]
     #[sea_orm(table_name = "participants")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]

@@ -250,6 +250,9 @@ async fn open(
             SqliteSync::Full => SqliteSynchronous::Full,
             SqliteSync::Normal => SqliteSynchronous::Normal,
         };
+        options.map_sqlx_sqlite_pool_opts(|o| {
+            o.after_connect(|conn, _| Box::pin(sqlite_stable_plans(conn)))
+        });
         options.map_sqlx_sqlite_opts(move |o| {
             let o = o
                 .create_if_missing(role != Use::Reader)
@@ -275,6 +278,45 @@ async fn open(
     Database::connect(options)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))
+}
+
+/// Turns on SQLite's query planner stability guarantee (`SQLITE_DBCONFIG_ENABLE_QPSG`) on a
+/// new connection.
+///
+/// Without it, SQLite plans a statement with the value bound to its `LIMIT ?` (and to any
+/// parameter it may compare with statistics) and marks the prepared statement stale as soon
+/// as that parameter is bound again: every page read (ListParticipants, ListTimeline,
+/// SearchUsers, …) was parsed and planned anew on every call, a sixth of a ListParticipants
+/// call's time on SQLite. With it, a statement is planned once, whatever its values, which is
+/// what a prepared-statement cache is for. Parley's statements name their index by their
+/// equalities and ranges (SearchUsers' prefix is a range, not a `LIKE`), and Parley never runs
+/// ANALYZE, so no plan depended on a bound value.
+///
+/// sqlx does not wrap `sqlite3_db_config`, hence the one `unsafe` call of the workspace.
+#[allow(unsafe_code)]
+async fn sqlite_stable_plans(
+    conn: &mut sea_orm::sqlx::SqliteConnection,
+) -> Result<(), sea_orm::sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    let mut enabled: std::ffi::c_int = 0;
+    // SAFETY: `db` is this open connection's handle, held exclusively (the worker thread is
+    // locked out) for the call's duration. SQLITE_DBCONFIG_ENABLE_QPSG takes an int (1: on)
+    // and a pointer to an int that receives the setting after the call.
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_db_config(
+            db,
+            libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
+            1 as std::ffi::c_int,
+            &mut enabled as *mut std::ffi::c_int,
+        )
+    };
+    if rc != libsqlite3_sys::SQLITE_OK || enabled != 1 {
+        return Err(sea_orm::sqlx::Error::Configuration(
+            format!("SQLite refused the query planner stability guarantee (code {rc})").into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The SQLite writer's page cache (`PRAGMA cache_size`; negative: KiB), 16 MiB at most, held
@@ -756,14 +798,6 @@ pub async fn conversation_with_caller<C: ConnectionTrait>(
     conversation_id: &str,
     user_id: Option<&str>,
 ) -> Result<WithCaller, Error> {
-    use sea_orm::{FromQueryResult, TryGetError};
-    fn part<M: FromQueryResult>(row: &sea_orm::QueryResult, pre: &str) -> Result<Option<M>, Error> {
-        match M::from_query_result_nullable(row, pre) {
-            Ok(m) => Ok(Some(m)),
-            Err(TryGetError::Null(_)) => Ok(None),
-            Err(TryGetError::DbErr(e)) => Err(e.into()),
-        }
-    }
     let backend = db.get_database_backend();
     let row = db
         .query_one_raw(sea_orm::Statement::from_sql_and_values(
@@ -777,17 +811,36 @@ pub async fn conversation_with_caller<C: ConnectionTrait>(
         ))
         .await?
         .ok_or_else(|| Error::Internal("a one-row select returned no row".into()))?;
-    Ok(WithCaller {
-        user: part::<entities::users::Model>(&row, "u_")?
-            .map(user_from)
-            .transpose()?,
-        conversation: part::<entities::conversations::Model>(&row, "c_")?
-            .map(conversation_from)
-            .transpose()?,
-        participant: part::<entities::participants::Model>(&row, "p_")?
-            .map(participant_from)
-            .transpose()?,
-    })
+    WithCaller::from_row(&row)
+}
+
+impl WithCaller {
+    /// The caller's parts of a row that selects them under the prefixes `u_`, `c_` and `p_`.
+    pub(crate) fn from_row(row: &sea_orm::QueryResult) -> Result<Self, Error> {
+        Ok(WithCaller {
+            user: nullable_part::<entities::users::Model>(row, "u_")?
+                .map(user_from)
+                .transpose()?,
+            conversation: nullable_part::<entities::conversations::Model>(row, "c_")?
+                .map(conversation_from)
+                .transpose()?,
+            participant: nullable_part::<entities::participants::Model>(row, "p_")?
+                .map(participant_from)
+                .transpose()?,
+        })
+    }
+}
+
+/// The model a joined row holds under `prefix`, or `None` where the join found no row.
+pub(crate) fn nullable_part<M: sea_orm::FromQueryResult>(
+    row: &sea_orm::QueryResult,
+    prefix: &str,
+) -> Result<Option<M>, Error> {
+    match M::from_query_result_nullable(row, prefix) {
+        Ok(m) => Ok(Some(m)),
+        Err(sea_orm::TryGetError::Null(_)) => Ok(None),
+        Err(sea_orm::TryGetError::DbErr(e)) => Err(e.into()),
+    }
 }
 
 /// A conversation locked for a mutation, with who the caller is.

@@ -207,6 +207,135 @@ pub async fn list<C: sea_orm::ConnectionTrait>(
         .collect()
 }
 
+/// A page of participants read with its caller ([`super::WithCaller`]) in one statement, so
+/// one snapshot without a transaction: the page as a viewer who sees everyone
+/// ([`RosterScope::Everyone`]) sees it, by user id after `after`, at most `limit`. Whether the
+/// caller is such a viewer is for the rules to judge on the caller's part; a caller who sees
+/// less reads its page with [`list`].
+///
+/// The statement returns one row: the caller's parts as [`super::conversation_with_caller`]
+/// reads them, and the page as a JSON array in one column (PostgreSQL `json_agg`, SQLite
+/// `json_group_array`), built by the engine from `SELECT * FROM participants WHERE
+/// conversation_id = $2 … ORDER BY user_id LIMIT $n` where the conversation is the tenant's
+/// (a filter on the tenant too would invite a plan on the tenant's index, which also orders by
+/// user id, and scans every participant of the tenant). One row, not one per
+/// participant each repeating the caller's columns: on SQLite every value of every row is
+/// copied out of the engine on its own.
+pub async fn page_with_caller<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    conversation_id: &str,
+    user_id: Option<&str>,
+    filter: ParticipantFilter,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<(super::WithCaller, Vec<Participant>), Error> {
+    use super::entities::{conversations as conv, users};
+    use participants::Column as P;
+    use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Func, JoinType, Order, Query};
+    use sea_orm::{DatabaseBackend, IdenStatic, Iterable};
+
+    let mut page = Query::select();
+    page.column(Asterisk)
+        .from(participants::Entity)
+        .and_where(Expr::col(P::ConversationId).eq(conversation_id));
+    if let Some(state) = filter.state {
+        page.and_where(Expr::col(P::State).eq(state as i32));
+    }
+    if let Some(kind) = filter.kind {
+        page.and_where(Expr::col(P::Kind).eq(kind as i32));
+    }
+    if let Some(after) = after {
+        page.and_where(Expr::col(P::UserId).gt(after));
+    }
+    page.order_by(P::UserId, Order::Asc).limit(limit);
+    let l = Alias::new("l");
+    let mut json = Query::select();
+    match db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            json.expr(Expr::cust("coalesce(json_agg(l), '[]')::text"));
+        }
+        _ => {
+            let fields = P::iter().flat_map(|col| {
+                [
+                    Expr::cust(format!("'{}'", col.as_str())),
+                    Expr::col((l.clone(), col)),
+                ]
+            });
+            json.expr(
+                Func::cust(Alias::new("json_group_array"))
+                    .arg(Func::cust(Alias::new("json_object")).args(fields)),
+            );
+        }
+    }
+    json.from_subquery(page, l);
+
+    let (o, u, c, p) = (
+        Alias::new("o"),
+        Alias::new("u"),
+        Alias::new("c"),
+        Alias::new("p"),
+    );
+    let user_id = user_id.map(str::to_owned);
+    let mut q = Query::select();
+    super::select_prefixed::<users::Column>(&mut q, &u, "u_");
+    super::select_prefixed::<conv::Column>(&mut q, &c, "c_");
+    super::select_prefixed::<P>(&mut q, &p, "p_");
+    // The page only where the conversation is the tenant's.
+    q.expr_as(
+        Expr::case(
+            Expr::col((c.clone(), conv::Column::Id)).is_not_null(),
+            Expr::SubQuery(None, Box::new(json.into())),
+        ),
+        Alias::new("page"),
+    )
+    .from_subquery(
+        Query::select()
+            .expr_as(Expr::val(1), Alias::new("one"))
+            .to_owned(),
+        o,
+    )
+    .join_as(
+        JoinType::LeftJoin,
+        users::Entity,
+        u.clone(),
+        Expr::col((u.clone(), users::Column::TenantId))
+            .eq(tenant_id)
+            .and(Expr::col((u.clone(), users::Column::Id)).eq(user_id.clone())),
+    )
+    .join_as(
+        JoinType::LeftJoin,
+        conv::Entity,
+        c.clone(),
+        Expr::col((c.clone(), conv::Column::TenantId))
+            .eq(tenant_id)
+            .and(Expr::col((c.clone(), conv::Column::Id)).eq(conversation_id)),
+    )
+    .join_as(
+        JoinType::LeftJoin,
+        participants::Entity,
+        p.clone(),
+        Expr::col((p.clone(), P::ConversationId))
+            .equals((c.clone(), conv::Column::Id))
+            .and(Expr::col((p, P::UserId)).eq(user_id)),
+    );
+    let row = db
+        .query_one(&q)
+        .await?
+        .ok_or_else(|| Error::Internal("a one-row select returned no row".into()))?;
+    let caller = super::WithCaller::from_row(&row)?;
+    let json: Option<String> = row.try_get("", "page")?;
+    let rows: Vec<participants::Model> = serde_json::from_str(json.as_deref().unwrap_or("[]"))
+        .map_err(|e| Error::Internal(format!("a page of participants does not decode: {e}")))?;
+    let mut list = rows
+        .into_iter()
+        .map(participant_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    // An aggregate's order is the engine's to choose.
+    list.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    Ok((caller, list))
+}
+
 /// RemoveParticipant (rules 13, 14, 8, 15): the participant keeps read access below the
 /// removal.
 pub async fn remove(

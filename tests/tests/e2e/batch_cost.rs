@@ -299,7 +299,29 @@ async fn reads_of_one_conversation_read_the_caller_in_one_statement(db: Db) {
     assert_eq!(cost, 2, "{db:?}: one page of ListTimeline");
     let (people, cost) = counted(&app, alice.participants(&c.id)).await;
     assert_eq!(people.expect("participants").len(), 2);
-    assert_eq!(cost, 2, "{db:?}: one page of ListParticipants");
+    assert_eq!(
+        cost, 1,
+        "{db:?}: one page of ListParticipants, with its caller"
+    );
+    // An external viewer sees less than the page everyone sees (rule 18): its own page is
+    // read again, on a read transaction of two statements.
+    let shared = alice
+        .create_group("reads-ext", &["bob", "ext1"])
+        .await
+        .expect("create");
+    let ext1 = app.user(TENANT, "ext1");
+    let (people, cost) = counted(&app, ext1.participants(&shared.id)).await;
+    let mut shown: Vec<String> = people
+        .expect("participants")
+        .into_iter()
+        .map(|p| p.user_id)
+        .collect();
+    shown.sort();
+    assert_eq!(shown, ["alice", "ext1"], "{db:?}");
+    assert_eq!(
+        cost, 3,
+        "{db:?}: an external viewer's page of ListParticipants"
+    );
 
     // Another service acting for bob: the same one statement judges the act-as user.
     let svc = app.service_as(TENANT, "bob");
