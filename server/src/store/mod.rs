@@ -861,6 +861,11 @@ pub struct Locked {
 /// c`; on SQLite the same without the lock clause (the write transaction is IMMEDIATE: it holds
 /// the database's write lock already).
 ///
+/// PostgreSQL runs a locking read in READ COMMITTED on the statement's snapshot, and when it
+/// had to wait for the lock, on the locked row's newest version joined to the *snapshot's*
+/// other rows. The statement therefore also reads the conversation's version in its snapshot:
+/// when that differs from the locked row's, the caller's seat and entry are read again.
+///
 /// The directory judges the caller first ([`judge_directory`]), so a deactivated caller learns
 /// nothing of which conversations exist (when there is no conversation, its entry is read
 /// alone); a user principal's first call is [`Error::NewcomerEntry`]. A service acting
@@ -885,11 +890,35 @@ pub async fn lock_with_caller(
             principal,
         });
     };
-    let (c, p, u) = (Alias::new("c"), Alias::new("p"), Alias::new("u"));
+    let (c, p, u, s) = (
+        Alias::new("c"),
+        Alias::new("p"),
+        Alias::new("u"),
+        Alias::new("s"),
+    );
     let mut q = Query::select();
     select_prefixed::<conv::Column>(&mut q, &c, "c_");
     select_prefixed::<part::Column>(&mut q, &p, "p_");
     select_prefixed::<users::Column>(&mut q, &u, "u_");
+    // The conversation's version in the statement's snapshot, beside `c_version`, the version
+    // of the row the lock was taken on (see below).
+    q.expr_as(
+        Expr::SubQuery(
+            None,
+            Box::new(
+                Query::select()
+                    .column((s.clone(), conv::Column::Version))
+                    .from_as(conv::Entity, s.clone())
+                    .and_where(
+                        Expr::col((s.clone(), conv::Column::Id))
+                            .equals((c.clone(), conv::Column::Id)),
+                    )
+                    .to_owned()
+                    .into(),
+            ),
+        ),
+        Alias::new("snapshot_version"),
+    );
     q.from_as(conv::Entity, c.clone())
         .join_as(
             JoinType::LeftJoin,
@@ -916,18 +945,32 @@ pub async fn lock_with_caller(
         judged(principal, entry)?;
         return Err(Error::ConversationNotFound(conversation_id.to_owned()));
     };
-    let entry = match row.try_get::<Option<String>>("", "u_id")? {
-        Some(_) => Some(user_from(users::Model::from_query_result(&row, "u_")?)?),
-        None => None,
+    let conversation = conversation_from(conv::Model::from_query_result(&row, "c_")?)?;
+    let snapshot_version: Option<i64> = row.try_get("", "snapshot_version")?;
+    let (entry, caller) = if snapshot_version == Some(conversation.version) {
+        let entry = match row.try_get::<Option<String>>("", "u_id")? {
+            Some(_) => Some(user_from(users::Model::from_query_result(&row, "u_")?)?),
+            None => None,
+        };
+        let caller = match row.try_get::<Option<String>>("", "p_user_id")? {
+            Some(_) => Some(participant_from(part::Model::from_query_result(
+                &row, "p_",
+            )?)?),
+            None => None,
+        };
+        (entry, caller)
+    } else {
+        // The statement waited for the lock while another writer changed the conversation
+        // (PostgreSQL, READ COMMITTED): the locked row is that writer's version, but the
+        // joined rows are the statement's snapshot, from before it, and may be stale (the
+        // caller removed or demoted by that writer). Read them again, as of now; the lock held
+        // keeps the caller's seat from changing until the commit.
+        (
+            directory::get_user(tx, tenant_id, user_id).await?,
+            get_participant(tx, conversation_id, user_id).await?,
+        )
     };
     let principal = judged(principal, entry)?;
-    let conversation = conversation_from(conv::Model::from_query_result(&row, "c_")?)?;
-    let caller = match row.try_get::<Option<String>>("", "p_user_id")? {
-        Some(_) => Some(participant_from(part::Model::from_query_result(
-            &row, "p_",
-        )?)?),
-        None => None,
-    };
     Ok(Locked {
         conversation,
         caller,

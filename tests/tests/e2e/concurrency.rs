@@ -2,7 +2,9 @@
 //! external added after the first message, gapless seq, one DIRECT conversation per pair.
 
 use parley_tests::*;
-use pb::{add_participants_result::Outcome, event::Type as EventType};
+use pb::{
+    add_participants_result::Outcome, event::Type as EventType, participant::State as PState,
+};
 use tonic::Code;
 
 async fn concurrent_adds_never_exceed_the_cap(db: Db) {
@@ -355,8 +357,65 @@ async fn invariants_hold_across_replicas(db: Db) {
     );
 }
 
+/// A caller removed while its AddParticipants waits for the conversation's lock is refused: the
+/// add is judged on the seat the removal left, not on the seat the call's first read saw. (On
+/// PostgreSQL a locking read that waited joins the newest conversation row to the rows of its
+/// older snapshot.)
+async fn a_caller_removed_while_waiting_for_the_lock_is_refused(db: Db) {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let bob = app.user(TENANT, "bob");
+    let c = alice.create_group("race", &["bob"]).await.expect("create");
+
+    // Another writer removes bob as RemoveParticipant would write it (his seat, the
+    // conversation's version and count), and holds the conversation's lock a moment.
+    let raw = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("a connection of the test's own");
+    let writer = raw.begin().await.expect("begin");
+    writer
+        .execute_unprepared(&format!(
+            "UPDATE conversations SET version = version + 1, \
+             participant_count = participant_count - 1 WHERE id = '{}'",
+            c.id
+        ))
+        .await
+        .expect("lock the conversation");
+    writer
+        .execute_unprepared(&format!(
+            "UPDATE participants SET state = {} WHERE conversation_id = '{}' AND user_id = 'bob'",
+            PState::Removed as i32,
+            c.id
+        ))
+        .await
+        .expect("remove bob");
+    let add = {
+        let id = c.id.clone();
+        tokio::spawn(async move { bob.add_users(&id, &["carol"]).await })
+    };
+    // Long enough for the add to be waiting for the lock (had it not, it reads the removal
+    // anyway: the test cannot pass wrongly, only fail to exercise the wait).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    writer.commit().await.expect("commit the removal");
+
+    let refused = add
+        .await
+        .expect("the call's task")
+        .expect_err("bob was removed before his add took the lock");
+    assert_error(
+        &refused,
+        Code::PermissionDenied,
+        ErrorReason::ParticipantRemoved,
+    );
+    let active = alice.active_ids(&c.id).await.expect("roster");
+    assert_eq!(active, ["alice"], "nothing was added");
+}
+
 both_dbs!(
     invariants_hold_across_replicas,
+    a_caller_removed_while_waiting_for_the_lock_is_refused,
     concurrent_adds_never_exceed_the_cap,
     concurrent_adds_of_one_user_make_one_row,
     no_external_is_added_after_the_first_message,
