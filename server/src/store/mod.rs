@@ -964,11 +964,12 @@ pub async fn lock_with_caller(
         // (PostgreSQL, READ COMMITTED): the locked row is that writer's version, but the
         // joined rows are the statement's snapshot, from before it, and may be stale (the
         // caller removed or demoted by that writer). Read them again, as of now; the lock held
-        // keeps the caller's seat from changing until the commit.
-        (
-            directory::get_user(tx, tenant_id, user_id).await?,
-            get_participant(tx, conversation_id, user_id).await?,
-        )
+        // keeps the caller's seat from changing until the commit. One statement: the entry and
+        // the seat joined.
+        let (mut entries, mut seats) =
+            participants::people_with_seats(tx, tenant_id, conversation_id, &[user_id.to_owned()])
+                .await?;
+        (entries.remove(user_id), seats.remove(user_id))
     };
     let principal = judged(principal, entry)?;
     Ok(Locked {
