@@ -855,16 +855,20 @@ pub struct Locked {
 
 /// Loads a conversation of the caller's tenant, locked for the rest of the transaction,
 /// together with the caller's own participant row (active or removed) and the caller's
-/// directory entry, in one statement: on PostgreSQL `SELECT … FROM conversations c LEFT JOIN
+/// directory entry, in one statement: on PostgreSQL `SELECT … FROM conversations c JOIN
 /// participants p ON p.conversation_id = c.id AND p.user_id = $3 LEFT JOIN users u ON
 /// u.tenant_id = c.tenant_id AND u.id = $3 WHERE c.tenant_id = $1 AND c.id = $2 FOR UPDATE OF
-/// c`; on SQLite the same without the lock clause (the write transaction is IMMEDIATE: it holds
-/// the database's write lock already).
+/// c, p`; on SQLite the same without the lock clause (the write transaction is IMMEDIATE: it
+/// holds the database's write lock already).
 ///
-/// PostgreSQL runs a locking read in READ COMMITTED on the statement's snapshot, and when it
-/// had to wait for the lock, on the locked row's newest version joined to the *snapshot's*
-/// other rows. The statement therefore also reads the conversation's version in its snapshot:
-/// when that differs from the locked row's, the caller's seat and entry are read again.
+/// The seat is locked with the conversation, not only joined to it: PostgreSQL runs a locking
+/// read in READ COMMITTED on the statement's snapshot, and when it had to wait for a lock, it
+/// reads the newest version of the rows it locks but the snapshot's version of the rest. A
+/// seat only joined would be the one from before the writer it waited for (a caller removed or
+/// demoted by that writer would be judged on the seat it had). Locking it costs nothing more:
+/// every writer of a seat holds the conversation's lock first. A caller without a seat, or a
+/// conversation that is not there, returns no row; then the conversation is locked alone and
+/// the rest read after it.
 ///
 /// The directory judges the caller first ([`judge_directory`]), so a deactivated caller learns
 /// nothing of which conversations exist (when there is no conversation, its entry is read
@@ -890,38 +894,14 @@ pub async fn lock_with_caller(
             principal,
         });
     };
-    let (c, p, u, s) = (
-        Alias::new("c"),
-        Alias::new("p"),
-        Alias::new("u"),
-        Alias::new("s"),
-    );
+    let (c, p, u) = (Alias::new("c"), Alias::new("p"), Alias::new("u"));
     let mut q = Query::select();
     select_prefixed::<conv::Column>(&mut q, &c, "c_");
     select_prefixed::<part::Column>(&mut q, &p, "p_");
     select_prefixed::<users::Column>(&mut q, &u, "u_");
-    // The conversation's version in the statement's snapshot, beside `c_version`, the version
-    // of the row the lock was taken on (see below).
-    q.expr_as(
-        Expr::SubQuery(
-            None,
-            Box::new(
-                Query::select()
-                    .column((s.clone(), conv::Column::Version))
-                    .from_as(conv::Entity, s.clone())
-                    .and_where(
-                        Expr::col((s.clone(), conv::Column::Id))
-                            .equals((c.clone(), conv::Column::Id)),
-                    )
-                    .to_owned()
-                    .into(),
-            ),
-        ),
-        Alias::new("snapshot_version"),
-    );
     q.from_as(conv::Entity, c.clone())
         .join_as(
-            JoinType::LeftJoin,
+            JoinType::InnerJoin,
             part::Entity,
             p.clone(),
             Expr::col((p.clone(), part::Column::ConversationId))
@@ -938,40 +918,29 @@ pub async fn lock_with_caller(
         )
         .and_where(Expr::col((c.clone(), conv::Column::TenantId)).eq(tenant_id))
         .and_where(Expr::col((c.clone(), conv::Column::Id)).eq(conversation_id))
-        .lock_with_tables(LockType::Update, [c]);
+        .lock_with_tables(LockType::Update, [c, p]);
     let Some(row) = tx.query_one(&q).await? else {
-        // No such conversation: the directory still answers first.
+        // No seat, or no such conversation: the directory still answers first.
         let entry = directory::get_user(tx, tenant_id, user_id).await?;
-        judged(principal, entry)?;
-        return Err(Error::ConversationNotFound(conversation_id.to_owned()));
+        let principal = judged(principal, entry)?;
+        let conversation = lock_conversation(tx, tenant_id, conversation_id).await?;
+        // Read after the lock: a seat added by a writer this call waited for is seen.
+        let caller = get_participant(tx, conversation_id, user_id).await?;
+        return Ok(Locked {
+            conversation,
+            caller,
+            principal,
+        });
     };
-    let conversation = conversation_from(conv::Model::from_query_result(&row, "c_")?)?;
-    let snapshot_version: Option<i64> = row.try_get("", "snapshot_version")?;
-    let (entry, caller) = if snapshot_version == Some(conversation.version) {
-        let entry = match row.try_get::<Option<String>>("", "u_id")? {
-            Some(_) => Some(user_from(users::Model::from_query_result(&row, "u_")?)?),
-            None => None,
-        };
-        let caller = match row.try_get::<Option<String>>("", "p_user_id")? {
-            Some(_) => Some(participant_from(part::Model::from_query_result(
-                &row, "p_",
-            )?)?),
-            None => None,
-        };
-        (entry, caller)
-    } else {
-        // The statement waited for the lock while another writer changed the conversation
-        // (PostgreSQL, READ COMMITTED): the locked row is that writer's version, but the
-        // joined rows are the statement's snapshot, from before it, and may be stale (the
-        // caller removed or demoted by that writer). Read them again, as of now; the lock held
-        // keeps the caller's seat from changing until the commit. One statement: the entry and
-        // the seat joined.
-        let (mut entries, mut seats) =
-            participants::people_with_seats(tx, tenant_id, conversation_id, &[user_id.to_owned()])
-                .await?;
-        (entries.remove(user_id), seats.remove(user_id))
+    let entry = match row.try_get::<Option<String>>("", "u_id")? {
+        Some(_) => Some(user_from(users::Model::from_query_result(&row, "u_")?)?),
+        None => None,
     };
     let principal = judged(principal, entry)?;
+    let conversation = conversation_from(conv::Model::from_query_result(&row, "c_")?)?;
+    let caller = Some(participant_from(part::Model::from_query_result(
+        &row, "p_",
+    )?)?);
     Ok(Locked {
         conversation,
         caller,

@@ -120,7 +120,7 @@ pub async fn add(
 /// or removed), in one statement per [`IDS_PER_LOOKUP`](super::IDS_PER_LOOKUP) ids: `users`
 /// left-joined to `participants`. The row of someone not in the directory is not read: the
 /// rules judge such a person USER_NOT_FOUND whatever their row says (rule 2).
-pub(crate) async fn people_with_seats(
+async fn people_with_seats(
     tx: &DatabaseTransaction,
     tenant_id: &str,
     conversation_id: &str,
