@@ -286,8 +286,8 @@ async fn open(
 /// Without it, SQLite plans a statement with the value bound to its `LIMIT ?` (and to any
 /// parameter it may compare with statistics) and marks the prepared statement stale as soon
 /// as that parameter is bound again: every page read (ListParticipants, ListTimeline,
-/// SearchUsers, …) was parsed and planned anew on every call, a sixth of a ListParticipants
-/// call's time on SQLite. With it, a statement is planned once, whatever its values, which is
+/// SearchUsers, …) was parsed and planned anew on every call (ListParticipants on SQLite ran
+/// 3.3-3.5k calls/s with it, 4.5-5.5k without). With it, a statement is planned once, whatever its values, which is
 /// what a prepared-statement cache is for. Parley's statements name their index by their
 /// equalities and ranges (SearchUsers' prefix is a range, not a `LIKE`), and Parley never runs
 /// ANALYZE, so no plan depended on a bound value.
