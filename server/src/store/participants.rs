@@ -221,6 +221,11 @@ pub async fn list<C: sea_orm::ConnectionTrait>(
 /// user id, and scans every participant of the tenant). One row, not one per
 /// participant each repeating the caller's columns: on SQLite every value of every row is
 /// copied out of the engine on its own.
+///
+/// The caller's joins are those of [`super::conversation_with_caller`], built here with
+/// sea-query around the page column. That one keeps its statement as text made once: built
+/// per call from the same builder, GetConversation measured slower (SQLite 6.9-9.5k against
+/// 10.7-11.0k calls/s, PostgreSQL 5.2-5.9k against 6.1-7.3k, alternating runs).
 pub async fn page_with_caller<C: ConnectionTrait>(
     db: &C,
     tenant_id: &str,
