@@ -149,9 +149,11 @@ async fn people_with_seats(
                     ),
             )
             .and_where(Expr::col((u.clone(), users::Column::TenantId)).eq(tenant_id))
-            .and_where(
-                Expr::col((u.clone(), users::Column::Id)).is_in(batch.iter().map(|s| s.as_str())),
-            );
+            .and_where(super::one_of(
+                tx.get_database_backend(),
+                Expr::col((u.clone(), users::Column::Id)),
+                batch,
+            ));
         for row in tx.query_all(&q).await? {
             let user = super::user_from(users::Model::from_query_result(&row, "u_")?)?;
             if row.try_get::<Option<String>>("", "p_user_id")?.is_some() {
