@@ -244,18 +244,18 @@ fn json_rows(s: &Statement) -> Option<Statement> {
     if next - 1 != values.len() || values.len() < 2 * width || tail.contains('$') {
         return None;
     }
+    // Each row an object keyed by the column names it borrows.
     let rows = values
         .chunks(width)
         .map(|row| {
             names
                 .iter()
                 .zip(row)
-                .map(|(name, v)| Some(((*name).to_owned(), json_value(v)?)))
-                .collect::<Option<serde_json::Map<_, _>>>()
-                .map(serde_json::Value::Object)
+                .map(|(name, v)| Some((*name, json_value(v)?)))
+                .collect::<Option<std::collections::BTreeMap<&str, _>>>()
         })
         .collect::<Option<Vec<_>>>()?;
-    let json = serde_json::Value::Array(rows).to_string();
+    let json = serde_json::to_string(&rows).ok()?;
     Some(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         format!(
