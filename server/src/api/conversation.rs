@@ -211,7 +211,7 @@ impl Conversations {
         }
         let m = begin_mutation!(state, &p, "CreateConversation", req_for_key);
         let view = convs::create(
-            &m.tx,
+            m.tx(),
             &p,
             NewConversation {
                 kind,
@@ -367,7 +367,7 @@ impl Conversations {
         v.finish()?;
         let id = id.unwrap_or_default();
         let m = begin_mutation!(self.0, &p, "UpdateConversation", req);
-        let view = convs::update(&m.tx, &p, &id, &conv.etag, patch).await?;
+        let view = convs::update(m.tx(), &p, &id, &conv.etag, patch).await?;
         m.finish(convert::conversation(&view)).await
     }
 
@@ -414,9 +414,9 @@ impl Conversations {
         let id = validate::conversation_id("id", id)?;
         let m = match self.0.begin(&p, method, request_id, req).await? {
             Begun::Replayed(reply) => return Ok(reply),
-            Begun::Fresh(m) => m,
+            Begun::Fresh(m) => *m,
         };
-        let view = convs::transition(&m.tx, &p, &id, to).await?;
+        let view = convs::transition(m.tx(), &p, &id, to).await?;
         m.finish(convert::conversation(&view)).await
     }
 }
@@ -591,7 +591,7 @@ impl ConversationService for Conversations {
                 v.finish()?;
                 let id = id.unwrap_or_default();
                 let m = begin_mutation!(self.0, &p, "SendMessage", req);
-                let item = convs::send_message(&m.tx, &p, &id, req.body.clone()).await?;
+                let item = convs::send_message(m.tx(), &p, &id, req.body.clone()).await?;
                 let message = convert::message(&item)
                     .ok_or_else(|| Error::Internal("a sent message is not a message".into()))?;
                 m.finish(message).await

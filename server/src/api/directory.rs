@@ -64,7 +64,7 @@ impl DirectoryService for Directory {
                 let m = begin_mutation!(self.0, &p, "UpsertUser", req);
                 let now = now_micros();
                 let user = dir::upsert_user(
-                    &m.tx,
+                    m.tx(),
                     User {
                         tenant_id: p.tenant_id.clone(),
                         display_name: if u.display_name.is_empty() {
@@ -164,7 +164,7 @@ impl DirectoryService for Directory {
                 validate::request_id(&req.request_id)?;
                 validate::id_field("id", &req.id)?;
                 let m = begin_mutation!(self.0, &p, "DeactivateUser", req);
-                let user = dir::deactivate_user(&m.tx, &p.tenant_id, &req.id).await?;
+                let user = dir::deactivate_user(m.tx(), &p.tenant_id, &req.id).await?;
                 m.finish(convert::user(&user)).await
             })
             .await
@@ -197,7 +197,7 @@ impl DirectoryService for Directory {
                 members.sort();
                 members.dedup();
                 let group = dir::upsert_group(
-                    &m.tx,
+                    m.tx(),
                     &p.tenant_id,
                     Group {
                         name: if g.name.is_empty() {
@@ -241,7 +241,7 @@ impl DirectoryService for Directory {
                 validate::request_id(&req.request_id)?;
                 validate::id_field("id", &req.id)?;
                 let m = begin_mutation!(self.0, &p, "DeleteGroup", req);
-                dir::delete_group(&m.tx, &p.tenant_id, &req.id).await?;
+                dir::delete_group(m.tx(), &p.tenant_id, &req.id).await?;
                 m.finish(()).await
             })
             .await

@@ -578,12 +578,12 @@ fn spawn_sweeper(state: Arc<State>) -> tokio::task::JoinHandle<()> {
 /// A mutation's transaction, or the reply recorded for its `request_id`.
 pub(crate) enum Begun<R> {
     Replayed(R),
-    Fresh(Mutation),
+    Fresh(Box<Mutation>),
 }
 
 /// One write transaction that records its reply under the request id, if any.
 pub(crate) struct Mutation {
-    pub tx: DatabaseTransaction,
+    tx: store::WriteTx,
     key: Option<RequestKey>,
     db: DatabaseConnection,
 }
@@ -646,15 +646,20 @@ impl State {
             return Ok(Begun::Replayed(decode(&bytes)?));
         }
         let tx = self.writer.begin().await?;
-        Ok(Begun::Fresh(Mutation {
+        Ok(Begun::Fresh(Box::new(Mutation {
             tx,
             key,
             db: self.db.clone(),
-        }))
+        })))
     }
 }
 
 impl Mutation {
+    /// The transaction the mutation's statements run in.
+    pub(crate) fn tx(&self) -> &DatabaseTransaction {
+        &self.tx
+    }
+
     /// Records the reply under the request id and commits. If a concurrent call with the same
     /// request id committed first, this one is rolled back and the winner's reply returned.
     pub(crate) async fn finish<R: prost::Message + Default>(self, reply: R) -> Result<R, Error> {
@@ -662,7 +667,9 @@ impl Mutation {
         if let Some(key) = &key
             && !requests::record(&tx, key, reply.encode_to_vec()).await?
         {
-            drop(tx);
+            // The winner may have committed in this write's SQLite group: the group ends
+            // before the winner's record is read.
+            tx.rollback().await?;
             return match requests::recorded(&db, key).await? {
                 Some(bytes) => decode(&bytes),
                 // The winner's record expired in between (a retention of moments): this call
@@ -682,7 +689,7 @@ macro_rules! begin_mutation {
     ($state:expr, $p:expr, $method:expr, $req:expr) => {
         match $state.begin($p, $method, &$req.request_id, &$req).await? {
             $crate::api::Begun::Replayed(reply) => return Ok(reply),
-            $crate::api::Begun::Fresh(m) => m,
+            $crate::api::Begun::Fresh(m) => *m,
         }
     };
 }

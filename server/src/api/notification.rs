@@ -111,7 +111,7 @@ impl NotificationService for Notifications {
                     }
                     v.finish()?;
                     let m = begin_mutation!(self.0, &p, "AckNotifications", req);
-                    let acked = outbox::ack(&m.tx, &p.tenant_id, &req.ids).await?;
+                    let acked = outbox::ack(m.tx(), &p.tenant_id, &req.ids).await?;
                     m.finish(pb::AckNotificationsResponse {
                         acked: acked as i32,
                     })

@@ -156,7 +156,7 @@ impl Participants {
             max_group_reach: self.0.config.limits.max_group_reach,
         };
         let links = &self.0.invitation_links;
-        let results = parts::add(&m.tx, &p, &id, request, links).await?;
+        let results = parts::add(m.tx(), &p, &id, request, links).await?;
         let reply = pb::AddParticipantsResponse {
             results: results
                 .into_iter()
@@ -338,7 +338,7 @@ impl ParticipantService for Participants {
                 v.finish()?;
                 let id = id.unwrap_or_default();
                 let m = begin_mutation!(self.0, &p, "RemoveParticipant", req);
-                let removed = parts::remove(&m.tx, &p, &id, &req.user_id).await?;
+                let removed = parts::remove(m.tx(), &p, &id, &req.user_id).await?;
                 m.finish(convert::participant(&removed)).await
             })
             .await
@@ -384,7 +384,7 @@ impl ParticipantService for Participants {
                 v.finish()?;
                 let (id, role) = (id.unwrap_or_default(), role.unwrap_or(Role::Member));
                 let m = begin_mutation!(self.0, &p, "SetParticipantRole", req);
-                let changed = parts::set_role(&m.tx, &p, &id, &req.user_id, role).await?;
+                let changed = parts::set_role(m.tx(), &p, &id, &req.user_id, role).await?;
                 m.finish(convert::participant(&changed)).await
             })
             .await
@@ -439,7 +439,7 @@ impl ParticipantService for Participants {
                 let (user_id, email) = self.invitee(&p).await?;
                 let m = begin_mutation!(self.0, &p, "AcceptInvitation", req);
                 let participant =
-                    acceptance::accept(&m.tx, &p.tenant_id, &user_id, email.as_deref(), token)
+                    acceptance::accept(m.tx(), &p.tenant_id, &user_id, email.as_deref(), token)
                         .await?;
                 m.finish(convert::participant(&participant)).await
             })
@@ -457,7 +457,7 @@ impl ParticipantService for Participants {
                 let (user_id, email) = self.invitee(&p).await?;
                 let m = begin_mutation!(self.0, &p, "DeclineInvitation", req);
                 let invitation =
-                    acceptance::decline(&m.tx, &p.tenant_id, &user_id, email.as_deref(), token)
+                    acceptance::decline(m.tx(), &p.tenant_id, &user_id, email.as_deref(), token)
                         .await?;
                 m.finish(convert::invitation(
                     &invitation,
@@ -477,7 +477,7 @@ impl ParticipantService for Participants {
                 validate::request_id(&req.request_id)?;
                 let id = validate::conversation_id("invitation_id", &req.invitation_id)?;
                 let m = begin_mutation!(self.0, &p, "RevokeInvitation", req);
-                let invitation = acceptance::revoke(&m.tx, &p, &id).await?;
+                let invitation = acceptance::revoke(m.tx(), &p, &id).await?;
                 m.finish(convert::invitation(
                     &invitation,
                     crate::domain::model::now_micros(),

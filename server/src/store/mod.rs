@@ -93,11 +93,61 @@ pub struct Db {
 }
 
 /// The write side of a [`Db`], counting the writes that wait for it.
+///
+/// On SQLite the writer commits in groups. A write that finishes while others wait for the
+/// writer does not commit alone: it hands the still-open transaction to the next write, and the
+/// group is committed once, by whichever of its writes gets the writer back first, or at once
+/// when nobody waits. Each write runs inside a savepoint of its own, so a write that fails is
+/// undone alone and each is still all or nothing. A write returns only after its group
+/// committed, so what a caller is told was written is durable and visible to every reader.
+/// This pays a commit (the log's frames, a share of a checkpoint) once per group instead of
+/// once per write.
 #[derive(Clone, Debug)]
 pub struct Writer {
     conn: DatabaseConnection,
     waiting: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// SQLite's open group, if any; `None` where the engine takes concurrent writers itself.
+    group: Option<Slot>,
 }
+
+/// The writer's turn, and the group of writes open on it.
+type Slot = std::sync::Arc<tokio::sync::Mutex<Option<Group>>>;
+
+/// Writes that share one SQLite transaction (see [`Writer`]).
+struct Group {
+    /// Tells a committed group from a newer one in the same slot.
+    id: u64,
+    tx: DatabaseTransaction,
+    /// Writes applied in the group so far.
+    members: usize,
+    /// A write was dropped inside its savepoint: it is rolled back before anything else runs.
+    undo: bool,
+    /// A write's savepoint is open (released when the next opens, or by the commit).
+    savepoint: bool,
+    /// The group's outcome, once it has ended: what each of its writes returns.
+    done: tokio::sync::watch::Sender<Option<Result<(), Error>>>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("id", &self.id)
+            .field("members", &self.members)
+            .finish()
+    }
+}
+
+/// A group commits at once when it holds this many writes, so that no reply waits for more
+/// than this many writes besides its own.
+const MAX_GROUP: usize = 64;
+
+/// Each write of a group runs in a savepoint of this name. It is released when the next write
+/// opens its own, in the same statement, or by the group's commit: a release of its own would
+/// be one more statement per write. (Left unreleased, 64 nested savepoints made every write
+/// journal more pages.)
+const SAVEPOINT: &str = "SAVEPOINT parley_write";
+const NEXT_SAVEPOINT: &str = "RELEASE parley_write; SAVEPOINT parley_write";
+const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT parley_write";
 
 /// Counts one waiter from its creation to its drop, so a cancelled wait is uncounted too.
 struct Waiting<'a>(&'a std::sync::atomic::AtomicI64);
@@ -115,11 +165,237 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// One write transaction from [`Writer::begin`]. Statements run on it through `Deref`; it is
+/// applied by [`WriteTx::commit`] and undone when dropped uncommitted.
+pub struct WriteTx {
+    /// A transaction of its own (PostgreSQL, or SQLite in memory).
+    alone: Option<DatabaseTransaction>,
+    /// Or a savepoint in a SQLite group, holding the writer's turn until the write is done.
+    member: Option<Member>,
+}
+
+struct Member {
+    slot: Slot,
+    turn: tokio::sync::OwnedMutexGuard<Option<Group>>,
+    group: u64,
+    waiting: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        // Both are taken only by `commit` and `rollback`, which consume `self`; a member's
+        // turn holds its group until then.
+        match (&self.alone, &self.member) {
+            (Some(tx), _) => tx,
+            (None, Some(member)) => &member.turn.as_ref().expect("a member's group").tx,
+            (None, None) => unreachable!("a write transaction used after its end"),
+        }
+    }
+}
+
+impl WriteTx {
+    /// Applies the write. In a SQLite group, returns once the group is committed, with its
+    /// outcome.
+    pub async fn commit(mut self) -> Result<(), Error> {
+        if let Some(tx) = self.alone.take() {
+            return Ok(tx.commit().await?);
+        }
+        match self.member.take() {
+            Some(member) => member.leave(true).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Undoes the write. In a SQLite group, also waits for the group to end, so that what its
+    /// other writes committed is visible to reads afterwards.
+    pub async fn rollback(mut self) -> Result<(), Error> {
+        if let Some(tx) = self.alone.take() {
+            return Ok(tx.rollback().await?);
+        }
+        let Some(mut member) = self.member.take() else {
+            return Ok(());
+        };
+        if let Some(group) = member.turn.as_mut()
+            && let Err(e) = group.tx.execute_unprepared(ROLLBACK_TO_SAVEPOINT).await
+        {
+            abort_group(&mut member.turn, e.into());
+        }
+        member.leave(false).await
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        // A transaction of its own rolls back when dropped.
+        drop(self.alone.take());
+        if let Some(Member {
+            slot,
+            mut turn,
+            group,
+            ..
+        }) = self.member.take()
+        {
+            if let Some(open) = turn.as_mut() {
+                open.undo = true;
+            }
+            drop(turn);
+            // The group may hold nothing but this write and nobody else may come: a task of
+            // its own ends it, after the writes that already wait for the writer.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(end_group(slot, group));
+            }
+        }
+    }
+}
+
+impl Member {
+    /// Leaves the group after this write (`applied`: counted in it) and returns the group's
+    /// outcome.
+    async fn leave(self, applied: bool) -> Result<(), Error> {
+        let Member {
+            slot,
+            mut turn,
+            group,
+            waiting,
+        } = self;
+        let Some(open) = turn.as_mut() else {
+            // Aborted while this write held the turn: its outcome was sent.
+            return Err(Error::Internal("the write's group was rolled back".into()));
+        };
+        open.members += usize::from(applied);
+        let done = open.done.subscribe();
+        let alone = waiting.load(std::sync::atomic::Ordering::Relaxed) <= 0;
+        if alone || open.members >= MAX_GROUP {
+            return commit_group(&mut turn).await;
+        }
+        // Others wait: the writer goes to them with the group open. This write queues for the
+        // writer again and commits the group when it gets it, unless a later write of the
+        // group found nobody waiting and committed it first.
+        drop(turn);
+        let mut ended = done.clone();
+        tokio::select! {
+            outcome = async { ended.wait_for(Option::is_some).await.map(|o| reported(&o)) } => {
+                outcome.unwrap_or_else(|_| Err(Error::Internal("a write's group ended unseen".into())))
+            }
+            mut turn = slot.lock_owned() => {
+                if turn.as_ref().is_some_and(|g| g.id == group) {
+                    commit_group(&mut turn).await
+                } else {
+                    // Ended by another write, which sent the outcome before giving up the turn.
+                    reported(&done.borrow())
+                }
+            }
+        }
+    }
+}
+
+/// Commits the group in `turn`, first undoing a write dropped inside it, and sends every write
+/// of the group the outcome.
+async fn commit_group(turn: &mut Option<Group>) -> Result<(), Error> {
+    if let Some(group) = turn.as_mut()
+        && std::mem::take(&mut group.undo)
+        && let Err(e) = group.tx.execute_unprepared(ROLLBACK_TO_SAVEPOINT).await
+    {
+        // Committing now would commit part of the dropped write.
+        abort_group(turn, e.into());
+    }
+    let Some(group) = turn.take() else {
+        return Err(Error::Internal("the write's group was rolled back".into()));
+    };
+    let outcome = group.tx.commit().await.map_err(Error::from);
+    let reply = reported(&Some(outcome.as_ref().map(|_| ())));
+    group.done.send_replace(Some(outcome));
+    reply
+}
+
+/// Rolls back the whole group in `turn` (its state is unknown after `error`) and sends its
+/// writes the error.
+fn abort_group(turn: &mut Option<Group>, error: Error) {
+    if let Some(group) = turn.take() {
+        tracing::warn!(%error, writes = group.members, "a group of writes was rolled back");
+        // Dropping the transaction queues its rollback on the connection.
+        drop(group.tx);
+        group.done.send_replace(Some(Err(error)));
+    }
+}
+
+/// Commits group `id` if it is still open (a write was dropped before it was done).
+async fn end_group(slot: Slot, id: u64) {
+    let mut turn = slot.lock_owned().await;
+    if turn.as_ref().is_some_and(|g| g.id == id)
+        && let Err(e) = commit_group(&mut turn).await
+    {
+        tracing::warn!(error = %e, "a group of writes failed to commit");
+    }
+}
+
+/// What a write of a group returns: the group's outcome, which all its writes share. A commit
+/// fails as unavailable, a conflict or internal: the errors a database error becomes.
+fn reported<E: std::borrow::Borrow<Error>>(outcome: &Option<Result<(), E>>) -> Result<(), Error> {
+    match outcome {
+        None | Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(match e.borrow() {
+            Error::DatabaseUnavailable(d) => Error::DatabaseUnavailable(d.clone()),
+            Error::WriteConflict(d) => Error::WriteConflict(d.clone()),
+            Error::Internal(d) => Error::Internal(format!("the write's group failed: {d}")),
+            other => Error::Internal(format!("the write's group failed: {other}")),
+        }),
+    }
+}
+
 impl Writer {
-    /// Starts a write transaction, waiting for the writer's turn (see [`begin_write`]).
-    pub async fn begin(&self) -> Result<DatabaseTransaction, Error> {
-        let _waiting = Waiting::new(&self.waiting);
-        begin_write(&self.conn).await
+    /// Starts a write transaction, waiting for the writer's turn (see [`begin_write`]); on
+    /// SQLite, a savepoint in the open group, or in a new one.
+    pub async fn begin(&self) -> Result<WriteTx, Error> {
+        let waiting = Waiting::new(&self.waiting);
+        let Some(slot) = &self.group else {
+            return Ok(WriteTx {
+                alone: Some(begin_write(&self.conn).await?),
+                member: None,
+            });
+        };
+        let mut turn = slot.clone().lock_owned().await;
+        if let Some(open) = turn.as_mut()
+            && std::mem::take(&mut open.undo)
+            && let Err(e) = open.tx.execute_unprepared(ROLLBACK_TO_SAVEPOINT).await
+        {
+            abort_group(&mut turn, e.into());
+        }
+        let open = match turn.as_mut() {
+            Some(open) => open,
+            None => turn.insert(Group {
+                id: next_group_id(),
+                tx: begin_write(&self.conn).await?,
+                members: 0,
+                undo: false,
+                savepoint: false,
+                done: tokio::sync::watch::channel(None).0,
+            }),
+        };
+        let group = open.id;
+        // The previous write's savepoint is released with this one's opening: one statement.
+        let savepoint = if std::mem::replace(&mut open.savepoint, true) {
+            NEXT_SAVEPOINT
+        } else {
+            SAVEPOINT
+        };
+        if let Err(e) = open.tx.execute_unprepared(savepoint).await {
+            // Nothing of this write ran: the group's earlier writes are committed as they are.
+            drop(commit_group(&mut turn).await);
+            return Err(e.into());
+        }
+        drop(waiting);
+        Ok(WriteTx {
+            alone: None,
+            member: Some(Member {
+                slot: slot.clone(),
+                turn,
+                group,
+                waiting: self.waiting.clone(),
+            }),
+        })
     }
 
     /// The connection for a write of one statement outside a transaction (a sweep, a first
@@ -134,6 +410,11 @@ impl Writer {
             .load(std::sync::atomic::Ordering::Relaxed)
             .max(0)
     }
+}
+
+fn next_group_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Db {
@@ -155,6 +436,7 @@ impl Db {
                 writer: Writer {
                     conn,
                     waiting: Default::default(),
+                    group: None,
                 },
                 shared: true,
             });
@@ -172,6 +454,7 @@ impl Db {
             writer: Writer {
                 conn: write,
                 waiting: Default::default(),
+                group: Some(Default::default()),
             },
             shared: false,
         })

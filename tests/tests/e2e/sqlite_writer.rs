@@ -181,3 +181,194 @@ async fn many_concurrent_writes_all_succeed_on_sqlite() {
         .count();
     assert_eq!(messages, 64);
 }
+
+async fn ids(conn: &DatabaseConnection, table: &str) -> Vec<i64> {
+    conn.query_all_raw(Statement::from_string(
+        DatabaseBackend::Sqlite,
+        format!("SELECT id FROM {table} ORDER BY id"),
+    ))
+    .await
+    .expect("a read")
+    .iter()
+    .map(|row| row.try_get_by_index::<i64>(0).expect("an id"))
+    .collect()
+}
+
+/// Waits until `n` writes wait for the writer. A missed wake-up would hang here: the bound only
+/// proves the absence of that.
+async fn until_queued(writer: &parley_server::store::Writer, n: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while writer.queue_depth() != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} writes never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Writes that queue behind one another share one commit (group commit), yet each is all or
+/// nothing: one that fails inside the group is undone alone, the others commit, and each
+/// write's commit returns only once its group is committed and readers see it.
+#[tokio::test]
+async fn queued_writes_commit_together_and_a_failed_one_is_undone_alone() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = Store::open(&sqlite_url(&dir), &DbPool::default(), SqliteSync::Normal)
+        .await
+        .expect("open");
+    let writer = db.sqlite_writer().expect("a writer").clone();
+    writer
+        .conn()
+        .execute_unprepared("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        .await
+        .expect("create");
+
+    let first = writer.begin().await.expect("the first write begins");
+    first
+        .execute_unprepared("INSERT INTO t VALUES (1)")
+        .await
+        .expect("insert");
+    // The second writes a row, then fails on the first's row (which it sees: same group) and
+    // is dropped, as a handler returning an error drops its transaction.
+    let second = tokio::spawn({
+        let writer = writer.clone();
+        async move {
+            let tx = writer.begin().await.expect("the second write begins");
+            tx.execute_unprepared("INSERT INTO t VALUES (20)")
+                .await
+                .expect("insert");
+            tx.execute_unprepared("INSERT INTO t VALUES (1)")
+                .await
+                .expect_err("the first write's row is there")
+                .to_string()
+        }
+    });
+    until_queued(&writer, 1).await;
+    let third = tokio::spawn({
+        let (writer, read) = (writer.clone(), db.read.clone());
+        async move {
+            let tx = writer.begin().await.expect("the third write begins");
+            tx.execute_unprepared("INSERT INTO t VALUES (3)")
+                .await
+                .expect("insert");
+            tx.commit().await.expect("the third write commits");
+            ids(&read, "t").await
+        }
+    });
+    until_queued(&writer, 2).await;
+    assert_eq!(
+        ids(&db.read, "t").await,
+        Vec::<i64>::new(),
+        "nothing committed yet"
+    );
+
+    first.commit().await.expect("the first write commits");
+    // The first write's commit waited for its group, which the two writes queued behind it
+    // joined: the third's row is committed with it.
+    assert_eq!(ids(&db.read, "t").await, vec![1, 3]);
+    let failure = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the second write ended")
+        .expect("the task");
+    assert!(failure.contains("UNIQUE"), "a unique violation: {failure}");
+    let seen_by_third = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("the third write ended")
+        .expect("the task");
+    assert_eq!(
+        seen_by_third,
+        vec![1, 3],
+        "committed when its commit returned"
+    );
+    assert_eq!(writer.queue_depth(), 0);
+}
+
+/// A write dropped uncommitted with nobody behind it (a cancelled call) does not leave the
+/// writer's transaction open: it is rolled back, and a write outside any transaction, which
+/// needs the writer's connection, runs.
+#[tokio::test]
+async fn a_write_dropped_alone_frees_the_writer() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = Store::open(&sqlite_url(&dir), &DbPool::default(), SqliteSync::Normal)
+        .await
+        .expect("open");
+    let writer = db.sqlite_writer().expect("a writer").clone();
+    writer
+        .conn()
+        .execute_unprepared("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        .await
+        .expect("create");
+    let dropped = writer.begin().await.expect("a write begins");
+    dropped
+        .execute_unprepared("INSERT INTO t VALUES (1)")
+        .await
+        .expect("insert");
+    drop(dropped);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        writer.conn().execute_unprepared("INSERT INTO t VALUES (2)"),
+    )
+    .await
+    .expect("the writer's connection came back")
+    .expect("insert");
+    let tx = writer.begin().await.expect("a write begins");
+    tx.execute_unprepared("INSERT INTO t VALUES (3)")
+        .await
+        .expect("insert");
+    tx.commit().await.expect("commit");
+    assert_eq!(ids(&db.read, "t").await, vec![2, 3]);
+}
+
+/// A group whose commit fails fails every write in it, and none of them is applied: a write
+/// is told it was written only if it was.
+#[tokio::test]
+async fn a_group_that_cannot_commit_fails_each_of_its_writes() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = Store::open(&sqlite_url(&dir), &DbPool::default(), SqliteSync::Normal)
+        .await
+        .expect("open");
+    let writer = db.sqlite_writer().expect("a writer").clone();
+    // A deferred foreign key is checked only at COMMIT: the way to make one fail here.
+    writer
+        .conn()
+        .execute_unprepared(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE child (id INTEGER PRIMARY KEY,
+               parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .await
+        .expect("create");
+    let first = writer.begin().await.expect("the first write begins");
+    first
+        .execute_unprepared("INSERT INTO child VALUES (1, NULL)")
+        .await
+        .expect("insert");
+    let second = tokio::spawn({
+        let writer = writer.clone();
+        async move {
+            let tx = writer.begin().await.expect("the second write begins");
+            tx.execute_unprepared("INSERT INTO child VALUES (2, 99)")
+                .await
+                .expect("the violation waits for the commit");
+            tx.commit().await
+        }
+    });
+    until_queued(&writer, 1).await;
+    let first = first.commit().await;
+    let second = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the second write ended")
+        .expect("the task");
+    for (which, outcome) in [("first", first), ("second", second)] {
+        let error = outcome.expect_err("the group did not commit");
+        assert_eq!(error.code(), tonic::Code::Internal, "{which}: {error:?}");
+    }
+    assert_eq!(ids(&db.read, "child").await, Vec::<i64>::new());
+    // The writer goes on.
+    let tx = writer.begin().await.expect("a write begins");
+    tx.execute_unprepared("INSERT INTO child VALUES (3, NULL)")
+        .await
+        .expect("insert");
+    tx.commit().await.expect("commit");
+    assert_eq!(ids(&db.read, "child").await, vec![3]);
+}
