@@ -9,7 +9,7 @@ mod participant;
 
 use std::{future::Future, sync::Arc, time::Instant};
 
-use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use sea_orm::DatabaseConnection;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
@@ -656,7 +656,7 @@ impl State {
 
 impl Mutation {
     /// The transaction the mutation's statements run in.
-    pub(crate) fn tx(&self) -> &DatabaseTransaction {
+    pub(crate) fn tx(&self) -> &store::WriteTx {
         &self.tx
     }
 

@@ -2,8 +2,7 @@
 //! Each loads the conversation and the invitation (locked, in that order) and the participant
 //! row its rules read, asks [`invitation_ops`] what to do, and applies the plan.
 
-use sea_orm::DatabaseTransaction;
-
+use super::WriteTx;
 use super::conversations::{apply_change, enqueue_add_notices};
 use super::writes::Writes;
 use super::{get_participant, invitations, lock_conversation};
@@ -15,7 +14,7 @@ use crate::error::Error;
 /// takes (the conversation, then what hangs off it): the invitation is first read unlocked to
 /// learn its conversation, then re-read under the lock, and only that read is judged.
 async fn lock_by_token(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     tenant_id: &str,
     token: &str,
 ) -> Result<(Invitation, Conversation), Error> {
@@ -28,7 +27,7 @@ async fn lock_by_token(
 /// Writes an answer to an invitation: its new state, the participant who joins (with the
 /// notifications owed), the events and the conversation row.
 async fn apply(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     tenant_id: &str,
     plan: &InvitationPlan,
     now: Micros,
@@ -46,7 +45,7 @@ async fn apply(
 /// AcceptInvitation: the caller becomes an EXTERNAL participant. Invitations sent before the
 /// first message stay acceptable once the external roster is locked; the cap still applies.
 pub async fn accept(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     tenant_id: &str,
     user_id: &str,
     email: Option<&str>,
@@ -63,7 +62,7 @@ pub async fn accept(
 
 /// DeclineInvitation by the invitee.
 pub async fn decline(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     tenant_id: &str,
     user_id: &str,
     email: Option<&str>,
@@ -78,7 +77,7 @@ pub async fn decline(
 
 /// RevokeInvitation by the inviter, the owner (or a service acting as administrator).
 pub async fn revoke(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     principal: &crate::domain::principal::Principal,
     invitation_id: &str,
 ) -> Result<Invitation, Error> {

@@ -1,10 +1,11 @@
 //! Creating conversations, their lifecycle, and messages: each mutation loads what its rules
 //! read, asks [`conversation_ops`] what to do, and applies that.
 
+use super::WriteTx;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    Statement, sea_query::Condition,
+    EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
+    sea_query::Condition,
 };
 
 use super::entities::{conversations, participants};
@@ -29,7 +30,7 @@ use crate::error::Error;
 /// creation serialized per pair); decide ([`conversation_ops::decide_create`]); apply: the
 /// conversation, its participants, its events and its notifications, one statement each.
 pub async fn create(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     principal: &Principal,
     request: NewConversation,
 ) -> Result<ConversationView, Error> {
@@ -64,7 +65,7 @@ pub async fn create(
     }
 }
 
-async fn insert(tx: &DatabaseTransaction, created: &Created) -> Result<(), Error> {
+async fn insert(tx: &WriteTx, created: &Created) -> Result<(), Error> {
     let c = &created.conversation;
     let row = conversations::ActiveModel {
         id: Set(c.id.clone()),
@@ -132,7 +133,7 @@ pub(crate) fn apply_change(w: &mut Writes, change: &Change) {
 }
 
 /// Writes a decided change in one round trip.
-async fn write_change(tx: &DatabaseTransaction, change: &Change) -> Result<(), Error> {
+async fn write_change(tx: &WriteTx, change: &Change) -> Result<(), Error> {
     let mut w = Writes::new();
     apply_change(&mut w, change);
     w.run(tx).await
@@ -140,7 +141,7 @@ async fn write_change(tx: &DatabaseTransaction, change: &Change) -> Result<(), E
 
 /// The DIRECT conversation of a pair, by its key.
 async fn find_direct(
-    db: &DatabaseTransaction,
+    db: &WriteTx,
     tenant_id: &str,
     key: &str,
 ) -> Result<Option<Conversation>, Error> {
@@ -218,7 +219,7 @@ pub async fn list_for_tenant(
 /// Archives, unarchives or closes a conversation (rule 24): load the conversation (locked) and
 /// the caller's row, decide ([`conversation_ops::decide_transition`]), apply.
 pub async fn transition(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     principal: &Principal,
     id: &str,
     to: Transition,
@@ -238,7 +239,7 @@ pub async fn transition(
 /// Posts a message (rule 25): load the conversation (locked) and the caller's row, decide
 /// ([`conversation_ops::decide_send`]), apply.
 pub async fn send_message(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     principal: &Principal,
     id: &str,
     body: String,
@@ -262,7 +263,7 @@ pub async fn send_message(
 /// conversation (locked) and the caller's row, decide ([`conversation_ops::decide_update`]),
 /// apply.
 pub async fn update(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     principal: &Principal,
     id: &str,
     etag: &str,

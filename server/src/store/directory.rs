@@ -1,12 +1,12 @@
 //! The tenant directory: users and groups.
 
+use super::WriteTx;
 use std::collections::HashMap;
 
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, FromQueryResult, IdenStatic, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Select,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
+    FromQueryResult, IdenStatic, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select,
     prelude::Expr,
     sea_query::{ExprTrait, OnConflict, Order},
 };
@@ -255,11 +255,7 @@ pub async fn deactivate_user<C: ConnectionTrait>(
 
 /// Creates or replaces a group and its member list, inside the caller's write transaction;
 /// every member must be a known user.
-pub async fn upsert_group(
-    tx: &DatabaseTransaction,
-    tenant_id: &str,
-    group: Group,
-) -> Result<Group, Error> {
+pub async fn upsert_group(tx: &WriteTx, tenant_id: &str, group: Group) -> Result<Group, Error> {
     let known = users_by_id(tx, tenant_id, &group.member_ids).await?;
     if let Some(missing) = group.member_ids.iter().find(|id| !known.contains_key(*id)) {
         return Err(Error::UserNotFound(missing.clone()));
@@ -361,11 +357,7 @@ pub async fn get_group(db: &DatabaseConnection, tenant_id: &str, id: &str) -> Re
 }
 
 /// Deletes a group and its member list, inside the caller's write transaction.
-pub async fn delete_group(
-    tx: &DatabaseTransaction,
-    tenant_id: &str,
-    id: &str,
-) -> Result<(), Error> {
+pub async fn delete_group(tx: &WriteTx, tenant_id: &str, id: &str) -> Result<(), Error> {
     group_members::Entity::delete_many()
         .filter(group_members::Column::TenantId.eq(tenant_id))
         .filter(group_members::Column::GroupId.eq(id))

@@ -2,14 +2,14 @@
 //! from the invitation secret whenever a notification carries it, and the table keeps only its
 //! SHA-256, to find the invitation a presented token opens.
 
+use super::WriteTx;
 use std::collections::HashMap;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, prelude::Expr,
-    sea_query::CaseStatement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, prelude::Expr, sea_query::CaseStatement,
 };
 use sha2::{Digest, Sha256};
 
@@ -193,11 +193,7 @@ pub async fn find_by_id<C: ConnectionTrait>(
 }
 
 /// One invitation of the tenant by id, locked for the transaction (after its conversation).
-pub async fn lock_by_id(
-    tx: &DatabaseTransaction,
-    tenant_id: &str,
-    id: &str,
-) -> Result<Invitation, Error> {
+pub async fn lock_by_id(tx: &WriteTx, tenant_id: &str, id: &str) -> Result<Invitation, Error> {
     let row = inv::Entity::find_by_id(id.to_owned())
         .filter(inv::Column::TenantId.eq(tenant_id))
         .lock_exclusive()

@@ -19,8 +19,8 @@ use std::time::Duration;
 use parley_migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, QueryTrait, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait, prelude::Expr,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryResult, QuerySelect, QueryTrait,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, prelude::Expr,
 };
 
 use crate::domain::model::{
@@ -108,7 +108,37 @@ pub struct Writer {
     waiting: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// SQLite's open group, if any; `None` where the engine takes concurrent writers itself.
     group: Option<Slot>,
+    /// Tells SQLite's checkpointer that a group committed (see [`checkpoints`]).
+    committed: Option<Committed>,
 }
+
+/// Signals each commit of a SQLite group to the checkpointer; dropped with the last writer,
+/// which ends the checkpointer.
+type Committed = std::sync::Arc<tokio::sync::watch::Sender<()>>;
+
+/// Copies SQLite's write-ahead log into the database file (a PASSIVE checkpoint) on a
+/// connection of its own, soon after commits, at most once per [`CHECKPOINT_EVERY`].
+///
+/// Left to the writer, a checkpoint runs inside the commit that crosses 1,000 pages of log:
+/// that commit, and every write queued behind it, waits while the pages are copied and the
+/// files synced. Measured, a group's commit took 1.5-1.8 ms on average with AddParticipants(1)
+/// at 16 in flight, against 0.65-0.9 ms with this task checkpointing every 5 ms. A passive
+/// checkpoint never blocks the writer or readers; the writer's own checkpoint still runs at
+/// 1,000 pages, and finding the log already copied, it only syncs, then the log starts over.
+async fn checkpoints(conn: DatabaseConnection, mut commits: tokio::sync::watch::Receiver<()>) {
+    while commits.changed().await.is_ok() {
+        if let Err(e) = conn
+            .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+            .await
+        {
+            tracing::warn!(error = %e, "a checkpoint of SQLite's log failed");
+        }
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+    }
+}
+
+/// How often, at most, the checkpointer copies SQLite's log while writes go on.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(5);
 
 /// The writer's turn, and the group of writes open on it.
 type Slot = std::sync::Arc<tokio::sync::Mutex<Option<Group>>>;
@@ -126,6 +156,8 @@ struct Group {
     savepoint: bool,
     /// The group's outcome, once it has ended: what each of its writes returns.
     done: tokio::sync::watch::Sender<Option<Result<(), Error>>>,
+    /// Told when the group commits.
+    committed: Option<Committed>,
 }
 
 impl std::fmt::Debug for Group {
@@ -172,6 +204,9 @@ pub struct WriteTx {
     alone: Option<DatabaseTransaction>,
     /// Or a savepoint in a SQLite group, holding the writer's turn until the write is done.
     member: Option<Member>,
+    /// The statement that opens the write's savepoint, sent with the write's first statement
+    /// (one call to the connection's thread fewer per write); `None` once sent.
+    opening: std::sync::Mutex<Option<&'static str>>,
 }
 
 struct Member {
@@ -179,12 +214,43 @@ struct Member {
     turn: tokio::sync::OwnedMutexGuard<Option<Group>>,
     group: u64,
     waiting: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Whether the group had a savepoint open before this write's.
+    after_savepoint: bool,
 }
 
-impl std::ops::Deref for WriteTx {
-    type Target = DatabaseTransaction;
+#[async_trait::async_trait]
+impl ConnectionTrait for WriteTx {
+    fn get_database_backend(&self) -> DatabaseBackend {
+        self.tx().get_database_backend()
+    }
 
-    fn deref(&self) -> &DatabaseTransaction {
+    async fn execute_raw(&self, stmt: Statement) -> Result<sea_orm::ExecResult, DbErr> {
+        self.open_alone().await?;
+        self.tx().execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
+        self.open_alone().await?;
+        self.tx().execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, mut stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.open(&mut stmt.sql);
+        self.tx().query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, mut stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.open(&mut stmt.sql);
+        self.tx().query_all_raw(stmt).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.tx().support_returning()
+    }
+}
+
+impl WriteTx {
+    fn tx(&self) -> &DatabaseTransaction {
         // Both are taken only by `commit` and `rollback`, which consume `self`; a member's
         // turn holds its group until then.
         match (&self.alone, &self.member) {
@@ -193,17 +259,61 @@ impl std::ops::Deref for WriteTx {
             (None, None) => unreachable!("a write transaction used after its end"),
         }
     }
-}
 
-impl WriteTx {
+    /// Puts the statement that opens the write's savepoint, if not yet sent, before `sql`: the
+    /// connection runs both in one call, the savepoint first.
+    fn open(&self, sql: &mut String) {
+        let opening = match self.opening.lock() {
+            Ok(mut opening) => opening.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(opening) = opening {
+            sql.insert_str(0, "; ");
+            sql.insert_str(0, opening);
+        }
+    }
+
+    /// Opens the write's savepoint, if not yet open, in a call of its own, before a statement
+    /// whose count of rows changed is read: SQLite reports the last count of the connection for
+    /// a statement that changes none, so sent together the opening would add the previous
+    /// write's count to this statement's. The reads a write starts with carry the opening.
+    async fn open_alone(&self) -> Result<(), DbErr> {
+        let mut opening = String::new();
+        self.open(&mut opening);
+        if opening.is_empty() {
+            return Ok(());
+        }
+        self.tx()
+            .execute_unprepared(opening.trim_end_matches("; "))
+            .await
+            .map(drop)
+    }
+
+    /// Whether the write's savepoint was opened (any statement of it ran). A write that ran
+    /// nothing has nothing to undo, and leaves the group's savepoint as it found it.
+    fn opened(&mut self) -> bool {
+        let pending = match self.opening.get_mut() {
+            Ok(opening) => opening.is_some(),
+            Err(poisoned) => poisoned.into_inner().is_some(),
+        };
+        if pending
+            && let Some(member) = self.member.as_mut()
+            && let Some(group) = member.turn.as_mut()
+        {
+            group.savepoint = member.after_savepoint;
+        }
+        !pending
+    }
+
     /// Applies the write. In a SQLite group, returns once the group is committed, with its
     /// outcome.
     pub async fn commit(mut self) -> Result<(), Error> {
         if let Some(tx) = self.alone.take() {
             return Ok(tx.commit().await?);
         }
+        let opened = self.opened();
         match self.member.take() {
-            Some(member) => member.leave(true).await,
+            Some(member) => member.leave(opened).await,
             None => Ok(()),
         }
     }
@@ -214,10 +324,12 @@ impl WriteTx {
         if let Some(tx) = self.alone.take() {
             return Ok(tx.rollback().await?);
         }
+        let opened = self.opened();
         let Some(mut member) = self.member.take() else {
             return Ok(());
         };
-        if let Some(group) = member.turn.as_mut()
+        if opened
+            && let Some(group) = member.turn.as_mut()
             && let Err(e) = group.tx.execute_unprepared(ROLLBACK_TO_SAVEPOINT).await
         {
             abort_group(&mut member.turn, e.into());
@@ -230,6 +342,7 @@ impl Drop for WriteTx {
     fn drop(&mut self) {
         // A transaction of its own rolls back when dropped.
         drop(self.alone.take());
+        let opened = self.opened();
         if let Some(Member {
             slot,
             mut turn,
@@ -237,7 +350,7 @@ impl Drop for WriteTx {
             ..
         }) = self.member.take()
         {
-            if let Some(open) = turn.as_mut() {
+            if opened && let Some(open) = turn.as_mut() {
                 open.undo = true;
             }
             drop(turn);
@@ -259,6 +372,7 @@ impl Member {
             mut turn,
             group,
             waiting,
+            ..
         } = self;
         let Some(open) = turn.as_mut() else {
             // Aborted while this write held the turn: its outcome was sent.
@@ -305,6 +419,11 @@ async fn commit_group(turn: &mut Option<Group>) -> Result<(), Error> {
         return Err(Error::Internal("the write's group was rolled back".into()));
     };
     let outcome = group.tx.commit().await.map_err(Error::from);
+    if outcome.is_ok()
+        && let Some(committed) = &group.committed
+    {
+        committed.send_replace(());
+    }
     let reply = reported(&Some(outcome.as_ref().map(|_| ())));
     group.done.send_replace(Some(outcome));
     reply
@@ -354,6 +473,7 @@ impl Writer {
             return Ok(WriteTx {
                 alone: Some(begin_write(&self.conn).await?),
                 member: None,
+                opening: std::sync::Mutex::new(None),
             });
         };
         let mut turn = slot.clone().lock_owned().await;
@@ -372,20 +492,18 @@ impl Writer {
                 undo: false,
                 savepoint: false,
                 done: tokio::sync::watch::channel(None).0,
+                committed: self.committed.clone(),
             }),
         };
         let group = open.id;
-        // The previous write's savepoint is released with this one's opening: one statement.
-        let savepoint = if std::mem::replace(&mut open.savepoint, true) {
+        // The previous write's savepoint is released with this one's opening, and both go
+        // with this write's first statement.
+        let after_savepoint = std::mem::replace(&mut open.savepoint, true);
+        let opening = if after_savepoint {
             NEXT_SAVEPOINT
         } else {
             SAVEPOINT
         };
-        if let Err(e) = open.tx.execute_unprepared(savepoint).await {
-            // Nothing of this write ran: the group's earlier writes are committed as they are.
-            drop(commit_group(&mut turn).await);
-            return Err(e.into());
-        }
         drop(waiting);
         Ok(WriteTx {
             alone: None,
@@ -394,7 +512,9 @@ impl Writer {
                 turn,
                 group,
                 waiting: self.waiting.clone(),
+                after_savepoint,
             }),
+            opening: std::sync::Mutex::new(Some(opening)),
         })
     }
 
@@ -437,6 +557,7 @@ impl Db {
                     conn,
                     waiting: Default::default(),
                     group: None,
+                    committed: None,
                 },
                 shared: true,
             });
@@ -449,12 +570,16 @@ impl Db {
         };
         let write = open(url, &one, sync, Use::Writer).await?;
         let read = open(url, pool, sync, Use::Reader).await?;
+        let checkpointer = open(url, &one, sync, Use::Any).await?;
+        let (committed, commits) = tokio::sync::watch::channel(());
+        tokio::spawn(checkpoints(checkpointer, commits));
         Ok(Self {
             read,
             writer: Writer {
                 conn: write,
                 waiting: Default::default(),
                 group: Some(Default::default()),
+                committed: Some(std::sync::Arc::new(committed)),
             },
             shared: false,
         })
@@ -659,7 +784,7 @@ pub fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
 
 /// Loads a conversation of the tenant, locking its row for the rest of the transaction.
 pub async fn lock_conversation(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     tenant_id: &str,
     id: &str,
 ) -> Result<Conversation, Error> {
@@ -1179,7 +1304,7 @@ pub struct Locked {
 /// alone); a user principal's first call is [`Error::NewcomerEntry`]. A service acting
 /// as administrator has no row and no entry: only the conversation is read.
 pub async fn lock_with_caller(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     principal: &Principal,
     conversation_id: &str,
 ) -> Result<Locked, Error> {

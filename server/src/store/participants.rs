@@ -2,12 +2,10 @@
 //! conversation locked first, with the caller's row), asks [`crate::domain::roster`] for the
 //! plan, and applies it, in a bounded number of statements whatever the batch size.
 
+use super::WriteTx;
 use std::collections::HashMap;
 
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::participants;
 use super::writes::Writes;
@@ -28,7 +26,7 @@ use crate::error::Error;
 /// AddParticipants (rules 1-11, 21-23): a bounded number of statements whatever the batch size.
 /// `links` derives the link token whose hash a new invitation stores (rule 23).
 pub async fn add(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     principal: &Principal,
     conversation_id: &str,
     request: AddRequest,
@@ -121,7 +119,7 @@ pub async fn add(
 /// left-joined to `participants`. The row of someone not in the directory is not read: the
 /// rules judge such a person USER_NOT_FOUND whatever their row says (rule 2).
 async fn people_with_seats(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     tenant_id: &str,
     conversation_id: &str,
     user_ids: &[String],
@@ -346,7 +344,7 @@ pub async fn page_with_caller<C: ConnectionTrait>(
 /// RemoveParticipant (rules 13, 14, 8, 15): the participant keeps read access below the
 /// removal.
 pub async fn remove(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     principal: &Principal,
     conversation_id: &str,
     user_id: &str,
@@ -359,7 +357,7 @@ pub async fn remove(
 
 /// SetParticipantRole: the owner (or a service) makes an active participant ADMIN or MEMBER.
 pub async fn set_role(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     principal: &Principal,
     conversation_id: &str,
     user_id: &str,
@@ -374,7 +372,7 @@ pub async fn set_role(
 /// What a change to one participant reads: the conversation (locked) with the caller's row,
 /// then the target's row.
 async fn load_target(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     principal: &Principal,
     conversation_id: &str,
     user_id: &str,
@@ -397,7 +395,7 @@ async fn load_target(
 /// Writes a change to one participant: its row, the events, the conversation; nothing when the
 /// plan changes nothing.
 async fn apply_target(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     tenant_id: &str,
     plan: TargetPlan,
 ) -> Result<Participant, Error> {

@@ -1,9 +1,10 @@
 //! Safe retries (AIP-155): the first response to a `request_id` is recorded in the same
 //! transaction as the change, and a repeat from the same principal within 24 hours gets it back.
 
+use super::WriteTx;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     prelude::Expr,
     sea_query::{ExprTrait, OnConflict},
 };
@@ -59,7 +60,7 @@ pub async fn recorded<C: ConnectionTrait>(
 /// uncommitted one of the same key waits for it, then finds its row live and updates nothing;
 /// on SQLite, write transactions run one at a time.
 pub async fn record(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     key: &RequestKey,
     response: Vec<u8>,
 ) -> Result<bool, sea_orm::DbErr> {

@@ -19,10 +19,9 @@
 //! Either way the writes are all in the caller's transaction: an error in any leaves the
 //! transaction to roll back, so a plan is written whole or not at all.
 
+use super::WriteTx;
 use sea_orm::sea_query::{InsertStatement, UpdateStatement};
-use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseTransaction, Statement, StatementBuilder, Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, StatementBuilder, Value};
 
 use crate::error::Error;
 
@@ -68,7 +67,7 @@ impl Writes {
 
     /// Runs every write in `tx`, in as few round trips as the engine allows (see the module
     /// documentation).
-    pub async fn run(self, tx: &DatabaseTransaction) -> Result<(), Error> {
+    pub async fn run(self, tx: &WriteTx) -> Result<(), Error> {
         if self.list.is_empty() {
             return Ok(());
         }

@@ -182,6 +182,17 @@ async fn many_concurrent_writes_all_succeed_on_sqlite() {
     assert_eq!(messages, 64);
 }
 
+/// A fresh SQLite database in a directory of its own, its writer, and `ddl` applied.
+async fn writer_with(ddl: &str) -> (tempfile::TempDir, Store, parley_server::store::Writer) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = Store::open(&sqlite_url(&dir), &DbPool::default(), SqliteSync::Normal)
+        .await
+        .expect("open");
+    let writer = db.sqlite_writer().expect("a writer").clone();
+    writer.conn().execute_unprepared(ddl).await.expect("create");
+    (dir, db, writer)
+}
+
 async fn ids(conn: &DatabaseConnection, table: &str) -> Vec<i64> {
     conn.query_all_raw(Statement::from_string(
         DatabaseBackend::Sqlite,
@@ -212,16 +223,7 @@ async fn until_queued(writer: &parley_server::store::Writer, n: i64) {
 /// write's commit returns only once its group is committed and readers see it.
 #[tokio::test]
 async fn queued_writes_commit_together_and_a_failed_one_is_undone_alone() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = Store::open(&sqlite_url(&dir), &DbPool::default(), SqliteSync::Normal)
-        .await
-        .expect("open");
-    let writer = db.sqlite_writer().expect("a writer").clone();
-    writer
-        .conn()
-        .execute_unprepared("CREATE TABLE t (id INTEGER PRIMARY KEY)")
-        .await
-        .expect("create");
+    let (_dir, db, writer) = writer_with("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
 
     let first = writer.begin().await.expect("the first write begins");
     first
@@ -288,16 +290,7 @@ async fn queued_writes_commit_together_and_a_failed_one_is_undone_alone() {
 /// needs the writer's connection, runs.
 #[tokio::test]
 async fn a_write_dropped_alone_frees_the_writer() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = Store::open(&sqlite_url(&dir), &DbPool::default(), SqliteSync::Normal)
-        .await
-        .expect("open");
-    let writer = db.sqlite_writer().expect("a writer").clone();
-    writer
-        .conn()
-        .execute_unprepared("CREATE TABLE t (id INTEGER PRIMARY KEY)")
-        .await
-        .expect("create");
+    let (_dir, db, writer) = writer_with("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
     let dropped = writer.begin().await.expect("a write begins");
     dropped
         .execute_unprepared("INSERT INTO t VALUES (1)")
@@ -323,21 +316,13 @@ async fn a_write_dropped_alone_frees_the_writer() {
 /// is told it was written only if it was.
 #[tokio::test]
 async fn a_group_that_cannot_commit_fails_each_of_its_writes() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = Store::open(&sqlite_url(&dir), &DbPool::default(), SqliteSync::Normal)
-        .await
-        .expect("open");
-    let writer = db.sqlite_writer().expect("a writer").clone();
     // A deferred foreign key is checked only at COMMIT: the way to make one fail here.
-    writer
-        .conn()
-        .execute_unprepared(
-            "CREATE TABLE parent (id INTEGER PRIMARY KEY);
-             CREATE TABLE child (id INTEGER PRIMARY KEY,
-               parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
-        )
-        .await
-        .expect("create");
+    let (_dir, db, writer) = writer_with(
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+         CREATE TABLE child (id INTEGER PRIMARY KEY,
+           parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
+    )
+    .await;
     let first = writer.begin().await.expect("the first write begins");
     first
         .execute_unprepared("INSERT INTO child VALUES (1, NULL)")
@@ -371,4 +356,65 @@ async fn a_group_that_cannot_commit_fails_each_of_its_writes() {
         .expect("insert");
     tx.commit().await.expect("commit");
     assert_eq!(ids(&db.read, "child").await, vec![3]);
+}
+
+/// A write that runs no statement (a call refused before it read anything) opens no savepoint,
+/// and the write after it in the same group runs as if it had not been there.
+#[tokio::test]
+async fn a_write_that_runs_nothing_leaves_its_group_as_it_was() {
+    let (_dir, db, writer) = writer_with("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
+    for end in ["commit", "drop"] {
+        let empty = writer.begin().await.expect("a write begins");
+        let next = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let tx = writer.begin().await.expect("the next write begins");
+                let inserted = tx
+                    .execute_unprepared("INSERT INTO t DEFAULT VALUES")
+                    .await
+                    .expect("insert");
+                assert_eq!(inserted.rows_affected(), 1, "its own count");
+                tx.commit().await.expect("the next write commits");
+            }
+        });
+        until_queued(&writer, 1).await;
+        match end {
+            "commit" => empty.commit().await.expect("an empty write commits"),
+            _ => drop(empty),
+        }
+        tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("the next write ended")
+            .expect("the task");
+    }
+    assert_eq!(ids(&db.read, "t").await, vec![1, 2]);
+}
+
+/// SQLite's log is copied into the database file soon after a commit by a checkpointer of its
+/// own, not only when the writer's commit crosses 1,000 pages of log (where every queued write
+/// waits for the copy): a few pages written reach the database file by themselves.
+#[tokio::test]
+async fn the_log_is_checkpointed_soon_after_commits() {
+    let (dir, _db, writer) = writer_with("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)").await;
+    let file = dir.path().join("parley.db");
+    let before = std::fs::metadata(&file).expect("the database file").len();
+    // About 50 pages: far below the writer's own checkpoint at 1,000.
+    let tx = writer.begin().await.expect("a write begins");
+    tx.execute_unprepared("INSERT INTO t (b) SELECT zeroblob(200000)")
+        .await
+        .expect("insert");
+    tx.commit().await.expect("commit");
+    // A checkpointer that never runs would fail here: the bound only proves it runs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = std::fs::metadata(&file).expect("the database file").len();
+        if now >= before + 200_000 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log was not checkpointed: the file has {now} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
