@@ -102,6 +102,11 @@ pub struct Db {
 /// committed, so what a caller is told was written is durable and visible to every reader.
 /// This pays a commit (the log's frames, a share of a checkpoint) once per group instead of
 /// once per write.
+///
+/// A write reads what the writes before it in its group wrote, as it would had they committed
+/// first. Should the group then fail to commit (a failing disk), every write that succeeded in
+/// it is told so and none is applied; a write refused inside it was judged on writes that did
+/// not happen, which a retry judges anew.
 #[derive(Clone, Debug)]
 pub struct Writer {
     conn: DatabaseConnection,
