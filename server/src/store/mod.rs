@@ -265,14 +265,18 @@ impl WriteTx {
         }
     }
 
+    /// The statement that opens the write's savepoint, if not yet sent; taken: it is sent now.
+    fn take_opening(&self) -> Option<&'static str> {
+        match self.opening.lock() {
+            Ok(mut opening) => opening.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+
     /// Puts the statement that opens the write's savepoint, if not yet sent, before `sql`: the
     /// connection runs both in one call, the savepoint first.
     fn open(&self, sql: &mut String) {
-        let opening = match self.opening.lock() {
-            Ok(mut opening) => opening.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some(opening) = opening {
+        if let Some(opening) = self.take_opening() {
             sql.insert_str(0, "; ");
             sql.insert_str(0, opening);
         }
@@ -283,15 +287,10 @@ impl WriteTx {
     /// a statement that changes none, so sent together the opening would add the previous
     /// write's count to this statement's. The reads a write starts with carry the opening.
     async fn open_alone(&self) -> Result<(), DbErr> {
-        let mut opening = String::new();
-        self.open(&mut opening);
-        if opening.is_empty() {
-            return Ok(());
+        if let Some(opening) = self.take_opening() {
+            self.tx().execute_unprepared(opening).await?;
         }
-        self.tx()
-            .execute_unprepared(opening.trim_end_matches("; "))
-            .await
-            .map(drop)
+        Ok(())
     }
 
     /// Whether the write's savepoint was opened (any statement of it ran). A write that ran
@@ -385,8 +384,8 @@ impl Member {
         };
         open.members += usize::from(applied);
         let done = open.done.subscribe();
-        let alone = waiting.load(std::sync::atomic::Ordering::Relaxed) <= 0;
-        if alone || open.members >= MAX_GROUP {
+        let nobody_waits = waiting.load(std::sync::atomic::Ordering::Relaxed) <= 0;
+        if nobody_waits || open.members >= MAX_GROUP {
             return commit_group(&mut turn).await;
         }
         // Others wait: the writer goes to them with the group open. This write queues for the

@@ -182,6 +182,15 @@ async fn many_concurrent_writes_all_succeed_on_sqlite() {
     assert_eq!(messages, 64);
 }
 
+/// A write begun on `writer` that has run `sql`.
+async fn begun(writer: &parley_server::store::Writer, sql: &str) -> parley_server::store::WriteTx {
+    let tx = writer.begin().await.expect("a write begins");
+    tx.execute_unprepared(sql)
+        .await
+        .expect("the write's statement");
+    tx
+}
+
 /// A fresh SQLite database in a directory of its own, its writer, and `ddl` applied.
 async fn writer_with(ddl: &str) -> (tempfile::TempDir, Store, parley_server::store::Writer) {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -225,20 +234,13 @@ async fn until_queued(writer: &parley_server::store::Writer, n: i64) {
 async fn queued_writes_commit_together_and_a_failed_one_is_undone_alone() {
     let (_dir, db, writer) = writer_with("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
 
-    let first = writer.begin().await.expect("the first write begins");
-    first
-        .execute_unprepared("INSERT INTO t VALUES (1)")
-        .await
-        .expect("insert");
+    let first = begun(&writer, "INSERT INTO t VALUES (1)").await;
     // The second writes a row, then fails on the first's row (which it sees: same group) and
     // is dropped, as a handler returning an error drops its transaction.
     let second = tokio::spawn({
         let writer = writer.clone();
         async move {
-            let tx = writer.begin().await.expect("the second write begins");
-            tx.execute_unprepared("INSERT INTO t VALUES (20)")
-                .await
-                .expect("insert");
+            let tx = begun(&writer, "INSERT INTO t VALUES (20)").await;
             tx.execute_unprepared("INSERT INTO t VALUES (1)")
                 .await
                 .expect_err("the first write's row is there")
@@ -249,10 +251,7 @@ async fn queued_writes_commit_together_and_a_failed_one_is_undone_alone() {
     let third = tokio::spawn({
         let (writer, read) = (writer.clone(), db.read.clone());
         async move {
-            let tx = writer.begin().await.expect("the third write begins");
-            tx.execute_unprepared("INSERT INTO t VALUES (3)")
-                .await
-                .expect("insert");
+            let tx = begun(&writer, "INSERT INTO t VALUES (3)").await;
             tx.commit().await.expect("the third write commits");
             ids(&read, "t").await
         }
@@ -291,11 +290,7 @@ async fn queued_writes_commit_together_and_a_failed_one_is_undone_alone() {
 #[tokio::test]
 async fn a_write_dropped_alone_frees_the_writer() {
     let (_dir, db, writer) = writer_with("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
-    let dropped = writer.begin().await.expect("a write begins");
-    dropped
-        .execute_unprepared("INSERT INTO t VALUES (1)")
-        .await
-        .expect("insert");
+    let dropped = begun(&writer, "INSERT INTO t VALUES (1)").await;
     drop(dropped);
     tokio::time::timeout(
         Duration::from_secs(10),
@@ -304,10 +299,7 @@ async fn a_write_dropped_alone_frees_the_writer() {
     .await
     .expect("the writer's connection came back")
     .expect("insert");
-    let tx = writer.begin().await.expect("a write begins");
-    tx.execute_unprepared("INSERT INTO t VALUES (3)")
-        .await
-        .expect("insert");
+    let tx = begun(&writer, "INSERT INTO t VALUES (3)").await;
     tx.commit().await.expect("commit");
     assert_eq!(ids(&db.read, "t").await, vec![2, 3]);
 }
@@ -323,18 +315,11 @@ async fn a_group_that_cannot_commit_fails_each_of_its_writes() {
            parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
     )
     .await;
-    let first = writer.begin().await.expect("the first write begins");
-    first
-        .execute_unprepared("INSERT INTO child VALUES (1, NULL)")
-        .await
-        .expect("insert");
+    let first = begun(&writer, "INSERT INTO child VALUES (1, NULL)").await;
     let second = tokio::spawn({
         let writer = writer.clone();
         async move {
-            let tx = writer.begin().await.expect("the second write begins");
-            tx.execute_unprepared("INSERT INTO child VALUES (2, 99)")
-                .await
-                .expect("the violation waits for the commit");
+            let tx = begun(&writer, "INSERT INTO child VALUES (2, 99)").await;
             tx.commit().await
         }
     });
@@ -350,10 +335,7 @@ async fn a_group_that_cannot_commit_fails_each_of_its_writes() {
     }
     assert_eq!(ids(&db.read, "child").await, Vec::<i64>::new());
     // The writer goes on.
-    let tx = writer.begin().await.expect("a write begins");
-    tx.execute_unprepared("INSERT INTO child VALUES (3, NULL)")
-        .await
-        .expect("insert");
+    let tx = begun(&writer, "INSERT INTO child VALUES (3, NULL)").await;
     tx.commit().await.expect("commit");
     assert_eq!(ids(&db.read, "child").await, vec![3]);
 }
@@ -399,10 +381,7 @@ async fn the_log_is_checkpointed_soon_after_commits() {
     let file = dir.path().join("parley.db");
     let before = std::fs::metadata(&file).expect("the database file").len();
     // About 50 pages: far below the writer's own checkpoint at 1,000.
-    let tx = writer.begin().await.expect("a write begins");
-    tx.execute_unprepared("INSERT INTO t (b) SELECT zeroblob(200000)")
-        .await
-        .expect("insert");
+    let tx = begun(&writer, "INSERT INTO t (b) SELECT zeroblob(200000)").await;
     tx.commit().await.expect("commit");
     // A checkpointer that never runs would fail here: the bound only proves it runs.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
