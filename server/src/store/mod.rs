@@ -1194,23 +1194,13 @@ pub struct WithCaller {
 /// one-row table), the caller's directory entry, the conversation and the caller's seat in it
 /// left-joined to it, each column aliased with its table's prefix.
 fn with_caller_sql(backend: DatabaseBackend) -> &'static str {
-    use sea_orm::{IdenStatic, Iterable};
     static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
-    fn columns<I: IdenStatic>(out: &mut Vec<String>, table: &str, cols: impl Iterator<Item = I>) {
-        out.extend(cols.map(|c| format!("{table}.{col} AS \"{table}_{col}\"", col = c.as_str())));
-    }
     let [sqlite, postgres] = SQL.get_or_init(|| {
-        let mut cols = Vec::new();
-        columns(&mut cols, "u", entities::users::Column::iter());
-        columns(&mut cols, "c", entities::conversations::Column::iter());
-        columns(&mut cols, "p", entities::participants::Column::iter());
         let sql = |tenant: &str, id: &str, user: &str| {
             format!(
-                "SELECT {} FROM (SELECT 1 AS one) AS o \
-                 LEFT JOIN users u ON u.tenant_id = {tenant} AND u.id = {user} \
-                 LEFT JOIN conversations c ON c.tenant_id = {tenant} AND c.id = {id} \
-                 LEFT JOIN participants p ON p.conversation_id = c.id AND p.user_id = {user}",
-                cols.join(", ")
+                "SELECT {} {}",
+                caller_columns(),
+                caller_joins(tenant, id, user)
             )
         };
         [sql("?1", "?2", "?3"), sql("$1", "$2", "$3")]
@@ -1219,6 +1209,35 @@ fn with_caller_sql(backend: DatabaseBackend) -> &'static str {
         DatabaseBackend::Postgres => postgres,
         _ => sqlite,
     }
+}
+
+/// The columns of a statement that reads the caller: the caller's directory entry (`u`), the
+/// conversation (`c`) and the caller's seat in it (`p`), each aliased with its table's prefix.
+pub(crate) fn caller_columns() -> &'static str {
+    use sea_orm::{IdenStatic, Iterable};
+    static COLUMNS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    fn columns<I: IdenStatic>(out: &mut Vec<String>, table: &str, cols: impl Iterator<Item = I>) {
+        out.extend(cols.map(|c| format!("{table}.{col} AS \"{table}_{col}\"", col = c.as_str())));
+    }
+    COLUMNS.get_or_init(|| {
+        let mut cols = Vec::new();
+        columns(&mut cols, "u", entities::users::Column::iter());
+        columns(&mut cols, "c", entities::conversations::Column::iter());
+        columns(&mut cols, "p", entities::participants::Column::iter());
+        cols.join(", ")
+    })
+}
+
+/// The `FROM` of a statement that reads the caller ([`caller_columns`]), given the placeholders
+/// of the tenant, the conversation and the caller's user id: one row always (driven from a
+/// one-row table), each part left-joined to it.
+pub(crate) fn caller_joins(tenant: &str, id: &str, user: &str) -> String {
+    format!(
+        "FROM (SELECT 1 AS one) AS o \
+         LEFT JOIN users u ON u.tenant_id = {tenant} AND u.id = {user} \
+         LEFT JOIN conversations c ON c.tenant_id = {tenant} AND c.id = {id} \
+         LEFT JOIN participants p ON p.conversation_id = c.id AND p.user_id = {user}"
+    )
 }
 
 /// Reads what a conversation read needs about its caller in one statement: the caller's
@@ -1286,6 +1305,34 @@ pub struct Locked {
     pub principal: Principal,
 }
 
+/// The statement of [`lock_with_caller`] on one engine (text made once: built per call, a
+/// statement's building and dropping is CPU spent inside SQLite's writer's turn): the
+/// conversation of the tenant and the caller's seat in it, both locked on PostgreSQL, with the
+/// caller's directory entry; `$1` the caller's user id, `$2` the tenant, `$3` the conversation.
+fn lock_with_caller_sql(backend: DatabaseBackend) -> &'static str {
+    static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    let [sqlite, postgres] = SQL.get_or_init(|| {
+        let sql = |user: &str, tenant: &str, id: &str, lock: &str| {
+            format!(
+                "SELECT {} FROM conversations c \
+                 INNER JOIN participants p ON p.conversation_id = c.id AND p.user_id = {user} \
+                 LEFT JOIN users u ON u.tenant_id = c.tenant_id AND u.id = {user} \
+                 WHERE c.tenant_id = {tenant} AND c.id = {id}{lock}",
+                caller_columns()
+            )
+        };
+        // SQLite has no row locks: the writer's turn is the lock.
+        [
+            sql("?1", "?2", "?3", ""),
+            sql("$1", "$2", "$3", " FOR UPDATE OF c, p"),
+        ]
+    });
+    match backend {
+        DatabaseBackend::Postgres => postgres,
+        _ => sqlite,
+    }
+}
+
 /// Loads a conversation of the caller's tenant, locked for the rest of the transaction,
 /// together with the caller's own participant row (active or removed) and the caller's
 /// directory entry, in one statement: on PostgreSQL `SELECT … FROM conversations c JOIN
@@ -1314,7 +1361,6 @@ pub async fn lock_with_caller(
 ) -> Result<Locked, Error> {
     use entities::{conversations as conv, participants as part, users};
     use sea_orm::FromQueryResult;
-    use sea_orm::sea_query::{Alias, ExprTrait, JoinType, LockType, Query};
 
     let tenant_id = principal.tenant_id.as_str();
     let actor = principal.actor();
@@ -1327,32 +1373,13 @@ pub async fn lock_with_caller(
             principal,
         });
     };
-    let (c, p, u) = (Alias::new("c"), Alias::new("p"), Alias::new("u"));
-    let mut q = Query::select();
-    select_prefixed::<conv::Column>(&mut q, &c, "c_");
-    select_prefixed::<part::Column>(&mut q, &p, "p_");
-    select_prefixed::<users::Column>(&mut q, &u, "u_");
-    q.from_as(conv::Entity, c.clone())
-        .join_as(
-            JoinType::InnerJoin,
-            part::Entity,
-            p.clone(),
-            Expr::col((p.clone(), part::Column::ConversationId))
-                .equals((c.clone(), conv::Column::Id))
-                .and(Expr::col((p.clone(), part::Column::UserId)).eq(user_id)),
-        )
-        .join_as(
-            JoinType::LeftJoin,
-            users::Entity,
-            u.clone(),
-            Expr::col((u.clone(), users::Column::TenantId))
-                .equals((c.clone(), conv::Column::TenantId))
-                .and(Expr::col((u.clone(), users::Column::Id)).eq(user_id)),
-        )
-        .and_where(Expr::col((c.clone(), conv::Column::TenantId)).eq(tenant_id))
-        .and_where(Expr::col((c.clone(), conv::Column::Id)).eq(conversation_id))
-        .lock_with_tables(LockType::Update, [c, p]);
-    let Some(row) = tx.query_one(&q).await? else {
+    let backend = tx.get_database_backend();
+    let statement = Statement::from_sql_and_values(
+        backend,
+        lock_with_caller_sql(backend),
+        [user_id.into(), tenant_id.into(), conversation_id.into()],
+    );
+    let Some(row) = tx.query_one_raw(statement).await? else {
         // No seat, or no such conversation: the directory still answers first.
         let entry = directory::get_user(tx, tenant_id, user_id).await?;
         let principal = judged(principal, entry)?;

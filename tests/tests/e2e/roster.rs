@@ -420,6 +420,39 @@ async fn list_participants_filters_and_pages(db: Db) {
         vec!["alice", "bob", "carol", "dave", "ext1", "ext2", "frank"],
         "each exactly once"
     );
+    // Every filter with every page token: one participant a page.
+    for (state, kind, expected) in [
+        (PState::Removed, PKind::Unspecified, vec!["dave"]),
+        (
+            PState::Active,
+            PKind::Unspecified,
+            vec!["alice", "bob", "carol", "ext1", "ext2", "frank"],
+        ),
+        (PState::Unspecified, PKind::External, vec!["ext1", "ext2"]),
+        (
+            PState::Active,
+            PKind::Internal,
+            vec!["alice", "bob", "carol", "frank"],
+        ),
+    ] {
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        for _ in 0..10 {
+            let response = alice
+                .part()
+                .list_participants(alice.req(page(state, kind, 1, token)))
+                .await
+                .expect("a filtered page")
+                .into_inner();
+            assert!(response.participants.len() <= 1);
+            seen.extend(response.participants.into_iter().map(|p| p.user_id));
+            token = response.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(seen, expected, "{state:?} {kind:?}: in order, each once");
+    }
     let bad = alice
         .part()
         .list_participants(alice.req(page(
