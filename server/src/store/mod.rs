@@ -1305,14 +1305,13 @@ pub struct Locked {
     pub principal: Principal,
 }
 
-/// The statement of [`lock_with_caller`] on one engine (text made once: built per call, a
-/// statement's building and dropping is CPU spent inside SQLite's writer's turn): the
-/// conversation of the tenant and the caller's seat in it, both locked on PostgreSQL, with the
-/// caller's directory entry; `$1` the caller's user id, `$2` the tenant, `$3` the conversation.
+/// The statement of [`lock_with_caller`] on one engine, its values in the order of
+/// [`with_caller_sql`]'s: tenant, conversation, caller's user id. Text made once: built per
+/// call, a statement's building and dropping is CPU spent inside SQLite's writer's turn.
 fn lock_with_caller_sql(backend: DatabaseBackend) -> &'static str {
     static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
     let [sqlite, postgres] = SQL.get_or_init(|| {
-        let sql = |user: &str, tenant: &str, id: &str, lock: &str| {
+        let sql = |tenant: &str, id: &str, user: &str, lock: &str| {
             format!(
                 "SELECT {} FROM conversations c \
                  INNER JOIN participants p ON p.conversation_id = c.id AND p.user_id = {user} \
@@ -1377,7 +1376,7 @@ pub async fn lock_with_caller(
     let statement = Statement::from_sql_and_values(
         backend,
         lock_with_caller_sql(backend),
-        [user_id.into(), tenant_id.into(), conversation_id.into()],
+        [tenant_id.into(), conversation_id.into(), user_id.into()],
     );
     let Some(row) = tx.query_one_raw(statement).await? else {
         // No seat, or no such conversation: the directory still answers first.
