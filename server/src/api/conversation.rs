@@ -366,7 +366,7 @@ impl Conversations {
         }
         v.finish()?;
         let id = id.unwrap_or_default();
-        let m = begin_mutation!(self.0, &p, "UpdateConversation", req);
+        let m = begin_mutation!(self.0, &p, "UpdateConversation", req, on = &id);
         let view = convs::update(m.tx(), &p, &id, &conv.etag, patch).await?;
         m.finish(convert::conversation(&view)).await
     }
@@ -412,7 +412,7 @@ impl Conversations {
     ) -> Result<pb::Conversation, Error> {
         validate::request_id(request_id)?;
         let id = validate::conversation_id("id", id)?;
-        let m = match self.0.begin(&p, method, request_id, req).await? {
+        let m = match self.0.begin(&p, method, request_id, req, Some(&id)).await? {
             Begun::Replayed(reply) => return Ok(reply),
             Begun::Fresh(m) => *m,
         };
@@ -590,7 +590,7 @@ impl ConversationService for Conversations {
                 ));
                 v.finish()?;
                 let id = id.unwrap_or_default();
-                let m = begin_mutation!(self.0, &p, "SendMessage", req);
+                let m = begin_mutation!(self.0, &p, "SendMessage", req, on = &id);
                 let item = convs::send_message(m.tx(), &p, &id, req.body.clone()).await?;
                 let message = convert::message(&item)
                     .ok_or_else(|| Error::Internal("a sent message is not a message".into()))?;

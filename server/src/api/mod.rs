@@ -620,6 +620,7 @@ impl State {
         method: &'static str,
         request_id: &str,
         request: &Req,
+        conversation_id: Option<&str>,
     ) -> Result<Begun<R>, Error> {
         let key = if request_id.is_empty() {
             None
@@ -645,7 +646,14 @@ impl State {
             }
             return Ok(Begun::Replayed(decode(&bytes)?));
         }
-        let tx = self.writer.begin().await?;
+        let tx = match conversation_id {
+            // Writes to one conversation take turns on its lock: they commit in groups.
+            Some(id) => {
+                let key = format!("{}/{id}", p.tenant_id);
+                self.writer.begin_on(&key).await?
+            }
+            None => self.writer.begin().await?,
+        };
         Ok(Begun::Fresh(Box::new(Mutation {
             tx,
             key,
@@ -684,10 +692,17 @@ impl Mutation {
     }
 }
 
-/// Starts a mutation or returns its recorded reply from the enclosing function.
+/// Starts a mutation or returns its recorded reply from the enclosing function; `on =` names
+/// the conversation whose lock it takes first, if any (see [`store::Writer::begin_on`]).
 macro_rules! begin_mutation {
     ($state:expr, $p:expr, $method:expr, $req:expr) => {
-        match $state.begin($p, $method, &$req.request_id, &$req).await? {
+        begin_mutation!(@ $state, $p, $method, $req, None)
+    };
+    ($state:expr, $p:expr, $method:expr, $req:expr, on = $conversation:expr) => {
+        begin_mutation!(@ $state, $p, $method, $req, Some($conversation))
+    };
+    (@ $state:expr, $p:expr, $method:expr, $req:expr, $on:expr) => {
+        match $state.begin($p, $method, &$req.request_id, &$req, $on).await? {
             $crate::api::Begun::Replayed(reply) => return Ok(reply),
             $crate::api::Begun::Fresh(m) => *m,
         }

@@ -148,7 +148,7 @@ impl Participants {
         }
         v.finish()?;
         let id = id.unwrap_or_default();
-        let m = begin_mutation!(self.0, &p, "AddParticipants", req_for_key);
+        let m = begin_mutation!(self.0, &p, "AddParticipants", req_for_key, on = &id);
         let request = AddRequest {
             invitees,
             partial_success: req.partial_success,
@@ -337,7 +337,7 @@ impl ParticipantService for Participants {
                 v.check(validate::id_field("user_id", &req.user_id));
                 v.finish()?;
                 let id = id.unwrap_or_default();
-                let m = begin_mutation!(self.0, &p, "RemoveParticipant", req);
+                let m = begin_mutation!(self.0, &p, "RemoveParticipant", req, on = &id);
                 let removed = parts::remove(m.tx(), &p, &id, &req.user_id).await?;
                 m.finish(convert::participant(&removed)).await
             })
@@ -383,7 +383,7 @@ impl ParticipantService for Participants {
                 }
                 v.finish()?;
                 let (id, role) = (id.unwrap_or_default(), role.unwrap_or(Role::Member));
-                let m = begin_mutation!(self.0, &p, "SetParticipantRole", req);
+                let m = begin_mutation!(self.0, &p, "SetParticipantRole", req, on = &id);
                 let changed = parts::set_role(m.tx(), &p, &id, &req.user_id, role).await?;
                 m.finish(convert::participant(&changed)).await
             })

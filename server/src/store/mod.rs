@@ -1,7 +1,8 @@
 //! Persistence: connections, migrations, transactions, and the queries behind each use case.
-//! Every mutation is one transaction that takes the conversation's lock before it reads the
-//! state it checks (`SELECT … FOR UPDATE` on PostgreSQL; an IMMEDIATE transaction, which
-//! serializes writers, on SQLite). Unique keys are the last guard.
+//! Every mutation is one transaction, or a savepoint in a group of writes that commit together
+//! ([`Writer`]), that takes the conversation's lock before it reads the state it checks
+//! (`SELECT … FOR UPDATE` on PostgreSQL; an IMMEDIATE transaction, which serializes writers,
+//! on SQLite). Unique keys are the last guard.
 
 pub mod acceptance;
 pub mod conversations;
@@ -113,6 +114,8 @@ pub struct Writer {
     waiting: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// SQLite's open group, if any; `None` where the engine takes concurrent writers itself.
     group: Option<Slot>,
+    /// PostgreSQL's groups, one per conversation being written to.
+    keyed: Option<std::sync::Arc<Keyed>>,
     /// Tells SQLite's checkpointer that a group committed (see [`checkpoints`]).
     committed: Option<Committed>,
 }
@@ -148,13 +151,68 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(5);
 /// The writer's turn, and the group of writes open on it.
 type Slot = std::sync::Arc<tokio::sync::Mutex<Option<Group>>>;
 
-/// Writes that share one SQLite transaction (see [`Writer`]).
+/// The writes that wait for a slot's turn.
+type Count = std::sync::Arc<std::sync::atomic::AtomicI64>;
+
+/// PostgreSQL's slots, one per conversation key with writes in flight (see [`Writer`]).
+#[derive(Debug, Default)]
+struct Keyed {
+    slots: std::sync::Mutex<KeyedSlots>,
+}
+
+#[derive(Debug, Default)]
+struct KeyedSlots {
+    map: std::collections::HashMap<String, (Slot, Count)>,
+    /// The size at which slots no write holds are dropped.
+    sweep_at: usize,
+}
+
+/// The fewest slots [`Keyed`] keeps before it drops those no write holds.
+const KEYED_SWEEP_AT: usize = 1024;
+
+impl Keyed {
+    /// The slot of `key` and its count of waiting writes, made if there is none.
+    fn slot(&self, key: &str) -> (Slot, Count) {
+        let mut slots = match self.slots.lock() {
+            Ok(slots) => slots,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(found) = slots.map.get(key) {
+            return found.clone();
+        }
+        if slots.map.len() >= slots.sweep_at {
+            // Every write of a group holds its slot until the group has ended, so a slot held
+            // by nobody else has no open group. Sweeping at twice the slots kept makes the
+            // sweep cost nothing per write on average, and bounds the slots to twice those in
+            // use.
+            slots
+                .map
+                .retain(|_, (slot, _)| std::sync::Arc::strong_count(slot) > 1);
+            slots.sweep_at = (slots.map.len() * 2).max(KEYED_SWEEP_AT);
+        }
+        let made: (Slot, Count) = Default::default();
+        slots.map.insert(key.to_owned(), made.clone());
+        made
+    }
+
+    /// How many slots are kept now.
+    fn len(&self) -> usize {
+        match self.slots.lock() {
+            Ok(slots) => slots.map.len(),
+            Err(poisoned) => poisoned.into_inner().map.len(),
+        }
+    }
+}
+
+/// Writes that share one transaction (see [`Writer`]).
 struct Group {
     /// Tells a committed group from a newer one in the same slot.
     id: u64,
     tx: DatabaseTransaction,
     /// Writes applied in the group so far.
     members: usize,
+    /// The group commits at once when it holds this many writes.
+    max: usize,
     /// A write was dropped inside its savepoint: it is rolled back before anything else runs.
     undo: bool,
     /// A write's savepoint is open (released when the next opens, or by the commit).
@@ -174,9 +232,15 @@ impl std::fmt::Debug for Group {
     }
 }
 
-/// A group commits at once when it holds this many writes, so that no reply waits for more
-/// than this many writes besides its own.
+/// A SQLite group commits at once when it holds this many writes, so that no reply waits for
+/// more than this many writes besides its own.
 const MAX_GROUP: usize = 64;
+
+/// A PostgreSQL group commits at once when it holds this many writes. Each write's savepoint
+/// is a subtransaction once it writes; PostgreSQL keeps the first 64 of a transaction in
+/// shared memory, and past them every snapshot taken anywhere in the server looks them up on
+/// disk instead.
+const PG_MAX_GROUP: usize = 32;
 
 /// Each write of a group runs in a savepoint of this name. It is released when the next write
 /// opens its own, in the same statement, or by the group's commit: a release of its own would
@@ -218,7 +282,8 @@ struct Member {
     slot: Slot,
     turn: tokio::sync::OwnedMutexGuard<Option<Group>>,
     group: u64,
-    waiting: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// The writes waiting for this slot's turn.
+    waiting: Count,
     /// Whether the group had a savepoint open before this write's.
     after_savepoint: bool,
 }
@@ -240,12 +305,12 @@ impl ConnectionTrait for WriteTx {
     }
 
     async fn query_one_raw(&self, mut stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        self.open(&mut stmt.sql);
+        self.open(&mut stmt).await?;
         self.tx().query_one_raw(stmt).await
     }
 
     async fn query_all_raw(&self, mut stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        self.open(&mut stmt.sql);
+        self.open(&mut stmt).await?;
         self.tx().query_all_raw(stmt).await
     }
 
@@ -273,13 +338,18 @@ impl WriteTx {
         }
     }
 
-    /// Puts the statement that opens the write's savepoint, if not yet sent, before `sql`: the
-    /// connection runs both in one call, the savepoint first.
-    fn open(&self, sql: &mut String) {
-        if let Some(opening) = self.take_opening() {
-            sql.insert_str(0, "; ");
-            sql.insert_str(0, opening);
+    /// Opens the write's savepoint, if not yet sent. On SQLite it is put before `stmt`, whose
+    /// connection runs both in one call, the savepoint first; PostgreSQL prepares a statement
+    /// alone, so there it is sent first.
+    async fn open(&self, stmt: &mut Statement) -> Result<(), DbErr> {
+        if stmt.db_backend == DatabaseBackend::Postgres {
+            return self.open_alone().await;
         }
+        if let Some(opening) = self.take_opening() {
+            stmt.sql.insert_str(0, "; ");
+            stmt.sql.insert_str(0, opening);
+        }
+        Ok(())
     }
 
     /// Opens the write's savepoint, if not yet open, in a call of its own, before a statement
@@ -385,7 +455,7 @@ impl Member {
         open.members += usize::from(applied);
         let done = open.done.subscribe();
         let nobody_waits = waiting.load(std::sync::atomic::Ordering::Relaxed) <= 0;
-        if nobody_waits || open.members >= MAX_GROUP {
+        if nobody_waits || open.members >= open.max {
             return commit_group(&mut turn).await;
         }
         // Others wait: the writer goes to them with the group open. This write queues for the
@@ -472,14 +542,42 @@ impl Writer {
     /// Starts a write transaction, waiting for the writer's turn (see [`begin_write`]); on
     /// SQLite, a savepoint in the open group, or in a new one.
     pub async fn begin(&self) -> Result<WriteTx, Error> {
-        let waiting = Waiting::new(&self.waiting);
-        let Some(slot) = &self.group else {
-            return Ok(WriteTx {
-                alone: Some(begin_write(&self.conn).await?),
-                member: None,
-                opening: std::sync::Mutex::new(None),
-            });
+        match &self.group {
+            Some(slot) => self.join(slot, &self.waiting, None, MAX_GROUP).await,
+            None => {
+                let _waiting = Waiting::new(&self.waiting);
+                Ok(WriteTx {
+                    alone: Some(begin_write(&self.conn).await?),
+                    member: None,
+                    opening: std::sync::Mutex::new(None),
+                })
+            }
+        }
+    }
+
+    /// Starts a write transaction that will lock conversation `key` (a tenant's conversation
+    /// id, or any string naming it alone). On PostgreSQL, a savepoint in the group of writes
+    /// to that conversation open in this replica, or in a new one; elsewhere as
+    /// [`Writer::begin`].
+    pub async fn begin_on(&self, key: &str) -> Result<WriteTx, Error> {
+        let Some(keyed) = &self.keyed else {
+            return self.begin().await;
         };
+        let (slot, waiting) = keyed.slot(key);
+        self.join(&slot, &waiting, Some(&self.waiting), PG_MAX_GROUP)
+            .await
+    }
+
+    /// Joins the group open on `slot`, or opens one, once it is this write's turn; `waiting`
+    /// counts the writes waiting for the slot, `also` all the writer's.
+    async fn join(
+        &self,
+        slot: &Slot,
+        waiting: &Count,
+        also: Option<&Count>,
+        max: usize,
+    ) -> Result<WriteTx, Error> {
+        let counted = (Waiting::new(waiting), also.map(|all| Waiting::new(all)));
         let mut turn = slot.clone().lock_owned().await;
         if let Some(open) = turn.as_mut()
             && std::mem::take(&mut open.undo)
@@ -493,6 +591,7 @@ impl Writer {
                 id: next_group_id(),
                 tx: begin_write(&self.conn).await?,
                 members: 0,
+                max,
                 undo: false,
                 savepoint: false,
                 done: tokio::sync::watch::channel(None).0,
@@ -508,14 +607,14 @@ impl Writer {
         } else {
             SAVEPOINT
         };
-        drop(waiting);
+        drop(counted);
         Ok(WriteTx {
             alone: None,
             member: Some(Member {
                 slot: slot.clone(),
                 turn,
                 group,
-                waiting: self.waiting.clone(),
+                waiting: waiting.clone(),
                 after_savepoint,
             }),
             opening: std::sync::Mutex::new(Some(opening)),
@@ -533,6 +632,12 @@ impl Writer {
         self.waiting
             .load(std::sync::atomic::Ordering::Relaxed)
             .max(0)
+    }
+
+    /// How many conversations' slots PostgreSQL's writer keeps now (0 elsewhere): bounded by
+    /// twice those with writes in flight, or a thousand or so.
+    pub fn slots_kept(&self) -> usize {
+        self.keyed.as_ref().map_or(0, |keyed| keyed.len())
     }
 }
 
@@ -561,6 +666,8 @@ impl Db {
                     conn,
                     waiting: Default::default(),
                     group: None,
+                    // An in-memory SQLite database serializes its writers in the engine.
+                    keyed: (!sqlite).then(Default::default),
                     committed: None,
                 },
                 shared: true,
@@ -583,6 +690,7 @@ impl Db {
                 conn: write,
                 waiting: Default::default(),
                 group: Some(Default::default()),
+                keyed: None,
                 committed: Some(std::sync::Arc::new(committed)),
             },
             shared: false,
@@ -856,27 +964,6 @@ pub(crate) const IDS_PER_LOOKUP: usize = 10_000;
 pub(crate) fn distinct(ids: &[String]) -> Vec<&String> {
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
     ids.iter().filter(|id| seen.insert(id.as_str())).collect()
-}
-
-/// `column` is one of `ids`: on PostgreSQL `column = ANY($1)`, one array parameter, so the
-/// statement's text is the same whatever the number of ids and each connection prepares it
-/// once (an `IN` list is a new statement, parsed anew, for every count of ids); elsewhere
-/// `column IN (…)`.
-pub(crate) fn one_of(
-    backend: DatabaseBackend,
-    column: sea_orm::sea_query::Expr,
-    ids: &[&String],
-) -> sea_orm::sea_query::Expr {
-    use sea_orm::sea_query::{ArrayType, ExprTrait, extension::postgres::PgFunc};
-    match backend {
-        DatabaseBackend::Postgres => {
-            let ids: Vec<sea_orm::Value> = ids.iter().map(|id| (*id).clone().into()).collect();
-            column.eq(PgFunc::any(sea_orm::sea_query::Expr::val(
-                sea_orm::Value::Array(ArrayType::String, Some(Box::new(ids))),
-            )))
-        }
-        _ => column.is_in(ids.iter().map(|id| id.as_str())),
-    }
 }
 
 /// Inserts participants, a statement per [`ROWS_PER_INSERT`] rows; a removed participant's row
@@ -1405,22 +1492,6 @@ pub async fn lock_with_caller(
         caller,
         principal,
     })
-}
-
-/// Selects every column of the table aliased `table`, each as `<prefix><column>`, so that
-/// several tables' models can be read from one joined row (`Model::from_query_result(row,
-/// prefix)`).
-pub(crate) fn select_prefixed<C: sea_orm::Iterable + sea_orm::IdenStatic>(
-    q: &mut sea_orm::sea_query::SelectStatement,
-    table: &sea_orm::sea_query::Alias,
-    prefix: &str,
-) {
-    for col in C::iter() {
-        q.expr_as(
-            Expr::col((table.clone(), col)),
-            sea_orm::sea_query::Alias::new(format!("{prefix}{}", col.as_str())),
-        );
-    }
 }
 
 /// `principal` judged by its directory `entry` ([`judge_directory`]), unless the call judged it

@@ -42,3 +42,4 @@ mod update_and_roles;
 mod validation;
 mod viewers;
 mod write_conflicts;
+mod write_groups;

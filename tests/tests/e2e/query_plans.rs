@@ -5,7 +5,7 @@
 //! PLAN` on SQLite, through a connection of the test's own), and checks the answers through
 //! the API. SearchUsers' matching and order are checked on tricky prefixes too.
 
-use parley_server::store::{directory, outbox};
+use parley_server::store::{directory, outbox, participants};
 use parley_tests::*;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, QueryTrait, Statement};
 
@@ -15,6 +15,9 @@ const ACKED: i64 = 50_000;
 const UNACKED_EVERY: i64 = 1_000;
 /// Directory entries written for the search plans.
 const USERS: i64 = 20_000;
+/// The head of an insert of directory entries.
+const USERS_INSERT: &str = "INSERT INTO users (tenant_id, id, display_name, name_lower, email, \
+                            email_lower, kind, status, create_time, update_time)";
 
 /// A connection of the test's own to the server's database.
 async fn tables(app: &TestApp) -> DatabaseConnection {
@@ -157,8 +160,7 @@ async fn search_users_reads_a_range_of_an_index(db: Db) {
         &numbered(
             backend,
             USERS,
-            "INSERT INTO users (tenant_id, id, display_name, name_lower, email, email_lower, \
-             kind, status, create_time, update_time)",
+            USERS_INSERT,
             &format!(
                 "'{TENANT}', 'u' || i, {name}, {name}, 'mail' || i || '@x.example', \
                  'mail' || i || '@x.example', 1, 1, 1, 1"
@@ -293,6 +295,129 @@ async fn search_users_matches_prefixes_exactly_in_name_order(db: Db) {
     }
 }
 
+/// AddParticipants reads the people it names by the whole primary key of `users` and of
+/// `participants`, one id at a time, whatever the statistics say. On PostgreSQL the plan it
+/// checks is the generic one (made once, for all values) on statistics taken while the tenant
+/// and the conversation were small, as in a fresh database's first minute: a join by `= ANY`
+/// then read every user of the tenant and every participant of the conversation. SQLite has
+/// no statistics at all. The call itself then adds into the large conversation.
+async fn people_are_read_by_their_keys_whatever_the_statistics(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice
+        .create_group_with("large", &["bob"], Some(policy_with_max(10_000)))
+        .await
+        .expect("create");
+    let tables = tables(&app).await;
+    let backend = tables.get_database_backend();
+    // Statistics of small tables, then a large tenant and conversation they do not know of.
+    analyze(&tables, "users").await;
+    analyze(&tables, "participants").await;
+    run(
+        &tables,
+        &numbered(
+            backend,
+            USERS,
+            USERS_INSERT,
+            &format!(
+                "'{TENANT}', 'p' || i, 'P' || i, 'p' || i, 'p' || i || '@x.example', \
+                 'p' || i || '@x.example', 1, 1, 1, 1"
+            ),
+        ),
+    )
+    .await;
+    run(
+        &tables,
+        &numbered(
+            backend,
+            USERS - 1,
+            "INSERT INTO participants (conversation_id, user_id, tenant_id, kind, role, state, \
+             added_by, join_time, removed_by, remove_time, history_from, removed_seq, \
+             removed_view)",
+            &format!(
+                "'{}', 'p' || i, '{TENANT}', 1, 3, 1, 'alice', 1, NULL, NULL, 1, NULL, NULL",
+                c.id
+            ),
+        ),
+    )
+    .await;
+
+    let (seated, new) = ("p7".to_owned(), format!("p{USERS}"));
+    let statement =
+        participants::people_statement(backend, TENANT, &c.id, &[&seated, &new]).expect("built");
+    let plan = match backend {
+        DatabaseBackend::Postgres => {
+            // One connection: the prepared statement and the setting are the session's.
+            let session = sea_orm::TransactionTrait::begin(&tables)
+                .await
+                .expect("begin");
+            run_in(&session, "SET LOCAL plan_cache_mode = force_generic_plan").await;
+            run_in(&session, &format!("PREPARE people AS {}", statement.sql)).await;
+            let rows = session
+                .query_all_raw(Statement::from_string(
+                    backend,
+                    format!(
+                        "EXPLAIN EXECUTE people('{}', '{TENANT}', ARRAY['{seated}', '{new}'])",
+                        c.id
+                    ),
+                ))
+                .await
+                .expect("explain");
+            rows.iter()
+                .map(|row| row.try_get_by_index::<String>(0).expect("a plan line"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        _ => plan(&tables, statement).await,
+    };
+    eprintln!("{db:?} AddParticipants' people:\n{plan}");
+    match backend {
+        DatabaseBackend::Postgres => {
+            for key in [
+                "Index Cond: (((tenant_id)::text = $2) AND ((id)::text = t.id))",
+                "Index Cond: (((conversation_id)::text = $1) AND ((user_id)::text = t.id))",
+            ] {
+                assert!(plan.contains(key), "{db:?}: no lookup by {key}:\n{plan}");
+            }
+            for scan in ["Seq Scan", "Bitmap", "Hash"] {
+                assert!(!plan.contains(scan), "{db:?}: a {scan}:\n{plan}");
+            }
+        }
+        _ => {
+            let lines: Vec<&str> = plan.lines().collect();
+            assert!(
+                lines.first().is_some_and(|l| l.starts_with("SCAN t")),
+                "{db:?}: the ids are not the outer loop:\n{plan}"
+            );
+            for key in [
+                "(tenant_id=? AND id=?)",
+                "(conversation_id=? AND user_id=?)",
+            ] {
+                assert!(plan.contains(key), "{db:?}: no lookup by {key}:\n{plan}");
+            }
+            assert_eq!(plan.matches("SCAN").count(), 1, "{db:?}:\n{plan}");
+        }
+    }
+
+    // Through the API: the seated one is already there, the new one is added.
+    let added = alice.add_users(&c.id, &[&seated, &new]).await.expect("add");
+    let outcomes: Vec<_> = added.results.iter().map(|r| r.outcome()).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            pb::add_participants_result::Outcome::AlreadyParticipant,
+            pb::add_participants_result::Outcome::Added
+        ]
+    );
+}
+
+async fn run_in(tx: &sea_orm::DatabaseTransaction, sql: &str) {
+    tx.execute_unprepared(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 /// The pool is as large as configured, and on PostgreSQL every connection of it, not only the
 /// first, plans each statement with its actual values.
 async fn connections_are_as_configured(db: Db) {
@@ -405,4 +530,5 @@ both_dbs!(
     the_outbox_drain_reads_only_unacknowledged_rows,
     search_users_reads_a_range_of_an_index,
     search_users_matches_prefixes_exactly_in_name_order,
+    people_are_read_by_their_keys_whatever_the_statistics,
 );

@@ -1,9 +1,11 @@
 //! SQLite's one writer: write transactions take turns on one connection, queued rather than
 //! sleeping in the busy handler, while reads run on connections that cannot write; and
-//! `--sqlite-synchronous` sets how each commit is synced.
+//! `--sqlite-synchronous` sets how each commit is synced. How queued writes commit together is
+//! in `write_groups`, on both engines.
 
 use std::time::Duration;
 
+use super::write_groups::{ids, until_queued};
 use futures::future::join_all;
 use parley::pb;
 use parley_server::{
@@ -202,88 +204,6 @@ async fn writer_with(ddl: &str) -> (tempfile::TempDir, Store, parley_server::sto
     (dir, db, writer)
 }
 
-async fn ids(conn: &DatabaseConnection, table: &str) -> Vec<i64> {
-    conn.query_all_raw(Statement::from_string(
-        DatabaseBackend::Sqlite,
-        format!("SELECT id FROM {table} ORDER BY id"),
-    ))
-    .await
-    .expect("a read")
-    .iter()
-    .map(|row| row.try_get_by_index::<i64>(0).expect("an id"))
-    .collect()
-}
-
-/// Waits until `n` writes wait for the writer. A missed wake-up would hang here: the bound only
-/// proves the absence of that.
-async fn until_queued(writer: &parley_server::store::Writer, n: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while writer.queue_depth() != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{n} writes never queued"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Writes that queue behind one another share one commit (group commit), yet each is all or
-/// nothing: one that fails inside the group is undone alone, the others commit, and each
-/// write's commit returns only once its group is committed and readers see it.
-#[tokio::test]
-async fn queued_writes_commit_together_and_a_failed_one_is_undone_alone() {
-    let (_dir, db, writer) = writer_with("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
-
-    let first = begun(&writer, "INSERT INTO t VALUES (1)").await;
-    // The second writes a row, then fails on the first's row (which it sees: same group) and
-    // is dropped, as a handler returning an error drops its transaction.
-    let second = tokio::spawn({
-        let writer = writer.clone();
-        async move {
-            let tx = begun(&writer, "INSERT INTO t VALUES (20)").await;
-            tx.execute_unprepared("INSERT INTO t VALUES (1)")
-                .await
-                .expect_err("the first write's row is there")
-                .to_string()
-        }
-    });
-    until_queued(&writer, 1).await;
-    let third = tokio::spawn({
-        let (writer, read) = (writer.clone(), db.read.clone());
-        async move {
-            let tx = begun(&writer, "INSERT INTO t VALUES (3)").await;
-            tx.commit().await.expect("the third write commits");
-            ids(&read, "t").await
-        }
-    });
-    until_queued(&writer, 2).await;
-    assert_eq!(
-        ids(&db.read, "t").await,
-        Vec::<i64>::new(),
-        "nothing committed yet"
-    );
-
-    first.commit().await.expect("the first write commits");
-    // The first write's commit waited for its group, which the two writes queued behind it
-    // joined: the third's row is committed with it.
-    assert_eq!(ids(&db.read, "t").await, vec![1, 3]);
-    let failure = tokio::time::timeout(Duration::from_secs(10), second)
-        .await
-        .expect("the second write ended")
-        .expect("the task");
-    assert!(failure.contains("UNIQUE"), "a unique violation: {failure}");
-    let seen_by_third = tokio::time::timeout(Duration::from_secs(10), third)
-        .await
-        .expect("the third write ended")
-        .expect("the task");
-    assert_eq!(
-        seen_by_third,
-        vec![1, 3],
-        "committed when its commit returned"
-    );
-    assert_eq!(writer.queue_depth(), 0);
-}
-
 /// A write dropped uncommitted with nobody behind it (a cancelled call) does not leave the
 /// writer's transaction open: it is rolled back, and a write outside any transaction, which
 /// needs the writer's connection, runs.
@@ -302,42 +222,6 @@ async fn a_write_dropped_alone_frees_the_writer() {
     let tx = begun(&writer, "INSERT INTO t VALUES (3)").await;
     tx.commit().await.expect("commit");
     assert_eq!(ids(&db.read, "t").await, vec![2, 3]);
-}
-
-/// A group whose commit fails fails every write in it, and none of them is applied: a write
-/// is told it was written only if it was.
-#[tokio::test]
-async fn a_group_that_cannot_commit_fails_each_of_its_writes() {
-    // A deferred foreign key is checked only at COMMIT: the way to make one fail here.
-    let (_dir, db, writer) = writer_with(
-        "CREATE TABLE parent (id INTEGER PRIMARY KEY);
-         CREATE TABLE child (id INTEGER PRIMARY KEY,
-           parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
-    )
-    .await;
-    let first = begun(&writer, "INSERT INTO child VALUES (1, NULL)").await;
-    let second = tokio::spawn({
-        let writer = writer.clone();
-        async move {
-            let tx = begun(&writer, "INSERT INTO child VALUES (2, 99)").await;
-            tx.commit().await
-        }
-    });
-    until_queued(&writer, 1).await;
-    let first = first.commit().await;
-    let second = tokio::time::timeout(Duration::from_secs(10), second)
-        .await
-        .expect("the second write ended")
-        .expect("the task");
-    for (which, outcome) in [("first", first), ("second", second)] {
-        let error = outcome.expect_err("the group did not commit");
-        assert_eq!(error.code(), tonic::Code::Internal, "{which}: {error:?}");
-    }
-    assert_eq!(ids(&db.read, "child").await, Vec::<i64>::new());
-    // The writer goes on.
-    let tx = begun(&writer, "INSERT INTO child VALUES (3, NULL)").await;
-    tx.commit().await.expect("commit");
-    assert_eq!(ids(&db.read, "child").await, vec![3]);
 }
 
 /// A write that runs no statement (a call refused before it read anything) opens no savepoint,
