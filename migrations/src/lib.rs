@@ -10,6 +10,7 @@ mod m20261122_000004_housekeeping_indexes;
 mod m20261202_000005_viewer_views;
 mod m20261202_000006_invitation_links;
 mod m20261202_000007_unacked_and_prefix_indexes;
+mod m20261203_000008_partial_direct_pair;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_viewer_views::Migration),
             Box::new(m20261202_000006_invitation_links::Migration),
             Box::new(m20261202_000007_unacked_and_prefix_indexes::Migration),
+            Box::new(m20261203_000008_partial_direct_pair::Migration),
         ]
     }
 }

@@ -1339,18 +1339,33 @@ pub async fn conversation_with_caller<C: ConnectionTrait>(
 ) -> Result<WithCaller, Error> {
     let backend = db.get_database_backend();
     let row = db
-        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+        .query_one_raw(with_caller_statement(
             backend,
-            with_caller_sql(backend),
-            [
-                tenant_id.into(),
-                conversation_id.into(),
-                user_id.map(str::to_owned).into(),
-            ],
+            tenant_id,
+            conversation_id,
+            user_id,
         ))
         .await?
         .ok_or_else(|| Error::Internal("a one-row select returned no row".into()))?;
     WithCaller::from_row(&row)
+}
+
+/// The statement of [`conversation_with_caller`], values bound.
+pub fn with_caller_statement(
+    backend: DatabaseBackend,
+    tenant_id: &str,
+    conversation_id: &str,
+    user_id: Option<&str>,
+) -> Statement {
+    Statement::from_sql_and_values(
+        backend,
+        with_caller_sql(backend),
+        [
+            tenant_id.into(),
+            conversation_id.into(),
+            user_id.map(str::to_owned).into(),
+        ],
+    )
 }
 
 impl WithCaller {
