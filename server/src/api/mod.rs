@@ -693,7 +693,7 @@ impl Mutation {
 }
 
 /// Starts a mutation or returns its recorded reply from the enclosing function; `on =` names
-/// the conversation whose lock it takes first, if any (see [`store::Writer::begin_on`]).
+/// the conversation whose lock it takes first, if any (see [`crate::store::Writer::begin_on`]).
 macro_rules! begin_mutation {
     ($state:expr, $p:expr, $method:expr, $req:expr) => {
         begin_mutation!(@ $state, $p, $method, $req, None)

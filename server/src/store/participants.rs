@@ -119,8 +119,8 @@ pub async fn add(
 
 /// The directory entries of `user_ids` with their participant rows in the conversation (active
 /// or removed), in one statement per [`IDS_PER_LOOKUP`](super::IDS_PER_LOOKUP) ids (see
-/// [`people_statement`]). The row of someone not in the directory is not read: the rules judge such a
-/// person USER_NOT_FOUND whatever their row says (rule 2).
+/// [`people_statement`]). The row of someone not in the directory is not read: the rules
+/// judge such a person USER_NOT_FOUND whatever their row says (rule 2).
 async fn people_with_seats(
     tx: &WriteTx,
     tenant_id: &str,
