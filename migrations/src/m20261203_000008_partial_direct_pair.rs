@@ -37,16 +37,22 @@ fn direct_pair(partial: bool) -> IndexCreateStatement {
     index.to_owned()
 }
 
+/// Drops the index and makes it again, in one call: on a pool of several SQLite connections
+/// (the `migrate` command's), the two statements sent apart could run on two connections, and
+/// the second not see the first's drop.
 async fn replace(manager: &SchemaManager<'_>, partial: bool) -> Result<(), DbErr> {
-    manager
-        .drop_index(
-            Index::drop()
-                .name(DIRECT_PAIR)
-                .table(Conversations::Table)
-                .to_owned(),
-        )
-        .await?;
-    manager.create_index(direct_pair(partial)).await
+    let backend = manager.get_database_backend();
+    let drop = Index::drop()
+        .name(DIRECT_PAIR)
+        .table(Conversations::Table)
+        .to_owned();
+    let sql = format!(
+        "{}; {}",
+        backend.build(&drop).sql,
+        backend.build(&direct_pair(partial)).sql
+    );
+    manager.get_connection().execute_unprepared(&sql).await?;
+    Ok(())
 }
 
 #[async_trait::async_trait]
