@@ -146,9 +146,9 @@ async fn people_with_seats(
     Ok((people, seats))
 }
 
-/// The statement of [`people_with_seats`] for `ids` (at most
-/// [`IDS_PER_LOOKUP`](super::IDS_PER_LOOKUP)): the directory entries of the tenant's users among
-/// them, each with its participant row in the conversation, if any.
+/// AddParticipants' read of the people it names, for `ids` (at most 10,000): the directory
+/// entries of the tenant's users among them, each with its participant row in the
+/// conversation, if any.
 pub fn people_statement(
     backend: DatabaseBackend,
     tenant_id: &str,
