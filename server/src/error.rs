@@ -429,7 +429,11 @@ fn is_write_conflict(e: &sea_orm::sqlx::Error) -> bool {
     if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
         return matches!(pg.code(), "40001" | "40P01");
     }
-    if db.try_downcast_ref::<SqliteError>().is_some() {
+    if db.try_downcast_ref::<SqliteError>().is_some()
+        || db
+            .try_downcast_ref::<crate::store::lite::LiteError>()
+            .is_some()
+    {
         const SQLITE_BUSY: i64 = 5;
         const SQLITE_LOCKED: i64 = 6;
         return db

@@ -61,7 +61,7 @@ impl App {
             config.sqlite_synchronous,
         )
         .await?;
-        store::migrate_up(db.writer.conn()).await?;
+        db.migrate(&config.database_url).await?;
         // Bound here rather than in `serve`, so the address (port 0 in tests) is known before
         // the first call.
         let metrics = match config.metrics_listen {

@@ -20,7 +20,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
-use sea_orm::{DatabaseConnection, DatabaseConnectionType};
+use sea_orm::DatabaseConnectionType;
 use tokio::net::TcpListener;
 
 /// The path the endpoint serves; every other path is 404.
@@ -62,12 +62,18 @@ fn latency_histogram() -> Histogram {
 enum Pool {
     Sqlite(sea_orm::sqlx::SqlitePool),
     Postgres(sea_orm::sqlx::PgPool),
+    /// SQLite's readers, run on the caller's thread.
+    Lite(std::sync::Arc<crate::store::lite::Pool>),
     /// A connection without a sqlx pool: the pool gauges stay at 0.
     None,
 }
 
 impl Pool {
-    fn of(db: &DatabaseConnection) -> Self {
+    fn of(db: &crate::store::Conn) -> Self {
+        let db = match db {
+            crate::store::Conn::Lite(pool) => return Pool::Lite(pool.clone()),
+            crate::store::Conn::Sea(db) => db,
+        };
         // The getters panic on another backend, so look at the variant first.
         match &db.inner {
             DatabaseConnectionType::SqlxSqlitePoolConnection(_) => {
@@ -85,6 +91,11 @@ impl Pool {
         match self {
             Pool::Sqlite(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
             Pool::Postgres(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
+            Pool::Lite(p) => {
+                let (open, idle, max) = p.usage();
+                let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                (count(open), idle, count(max))
+            }
             Pool::None => (0, 0, 0),
         }
     }
@@ -110,7 +121,7 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric, so that each name is there from the first scrape, and samples
     /// `db`'s pool at each scrape.
-    pub fn new(db: &DatabaseConnection) -> Self {
+    pub fn new(db: &crate::store::Conn) -> Self {
         let mut registry = Registry::with_prefix("parley");
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
@@ -343,7 +354,7 @@ mod tests {
     #[test]
     fn every_gauge_is_named_from_the_start() {
         // A connection without a pool: the pool gauges are there, at 0.
-        let metrics = Metrics::new(&DatabaseConnection::default());
+        let metrics = Metrics::new(&crate::store::Conn::default());
         let text = metrics.render().expect("render");
         for name in [
             "parley_db_pool_connections_in_use 0",
@@ -358,7 +369,7 @@ mod tests {
 
     #[test]
     fn a_call_moves_its_counter_and_its_histogram() {
-        let metrics = Metrics::new(&DatabaseConnection::default());
+        let metrics = Metrics::new(&crate::store::Conn::default());
         metrics.record(
             "GetConversation",
             tonic::Code::NotFound,

@@ -9,7 +9,6 @@ mod participant;
 
 use std::{future::Future, sync::Arc, time::Instant};
 
-use sea_orm::DatabaseConnection;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
@@ -48,7 +47,7 @@ pub const ACT_AS_HEADER: &str = "x-parley-act-as";
 pub struct State {
     pub config: Config,
     /// Reads (on PostgreSQL, the same pool as the writer).
-    pub db: DatabaseConnection,
+    pub db: store::Conn,
     /// Every write goes through it (on SQLite, one connection that writes take turns on).
     pub writer: store::Writer,
     pub verifier: Verifier,
@@ -585,7 +584,7 @@ pub(crate) enum Begun<R> {
 pub(crate) struct Mutation {
     tx: store::WriteTx,
     key: Option<RequestKey>,
-    db: DatabaseConnection,
+    db: store::Conn,
 }
 
 fn decode<R: prost::Message + Default>(bytes: &[u8]) -> Result<R, Error> {

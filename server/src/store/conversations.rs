@@ -3,9 +3,8 @@
 
 use super::WriteTx;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
-    sea_query::Condition,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, JoinType,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement, sea_query::Condition,
 };
 
 use super::entities::{conversations, participants};
@@ -157,7 +156,7 @@ async fn find_direct(
 /// The conversations `user_id` is an active participant of (or, with `include_removed`, was
 /// removed from), newest first, after `before`, each with the user's participant row.
 pub async fn list_for_user(
-    db: &DatabaseConnection,
+    db: &super::Conn,
     tenant_id: &str,
     user_id: &str,
     include_removed: bool,
@@ -196,7 +195,7 @@ fn participants_relation() -> sea_orm::RelationDef {
 
 /// Every conversation of the tenant, newest first (a service principal's view).
 pub async fn list_for_tenant(
-    db: &DatabaseConnection,
+    db: &super::Conn,
     tenant_id: &str,
     before: Option<&str>,
     limit: u64,

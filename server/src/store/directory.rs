@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
-    FromQueryResult, IdenStatic, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult,
+    IdenStatic, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select,
     prelude::Expr,
     sea_query::{ExprTrait, OnConflict, Order},
 };
@@ -129,7 +129,7 @@ pub async fn users_by_email<C: ConnectionTrait>(
 
 /// Users by id, after `after`, at most `limit`.
 pub async fn list_users(
-    db: &DatabaseConnection,
+    db: &super::Conn,
     tenant_id: &str,
     after: Option<&str>,
     limit: u64,
@@ -149,7 +149,7 @@ pub async fn list_users(
 
 /// Users whose display name or email starts with `prefix` (case-insensitive), by name then id.
 pub async fn search_users(
-    db: &DatabaseConnection,
+    db: &super::Conn,
     tenant_id: &str,
     prefix: &str,
     limit: u64,
@@ -349,7 +349,7 @@ pub async fn memberships<C: ConnectionTrait>(
         .await?)
 }
 
-pub async fn get_group(db: &DatabaseConnection, tenant_id: &str, id: &str) -> Result<Group, Error> {
+pub async fn get_group(db: &super::Conn, tenant_id: &str, id: &str) -> Result<Group, Error> {
     groups_by_id(db, tenant_id, &[id.to_owned()])
         .await?
         .remove(id)

@@ -5,23 +5,27 @@
 //! on SQLite). Unique keys are the last guard.
 
 pub mod acceptance;
+pub mod conn;
 pub mod conversations;
 pub mod directory;
 pub mod entities;
 pub mod invitations;
+pub mod lite;
 pub mod outbox;
 pub mod participants;
 pub mod requests;
 pub mod timeline;
 pub mod writes;
 
+pub use conn::{Conn, Tx};
+
 use std::time::Duration;
 
 use parley_migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryResult, QuerySelect, QueryTrait,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, prelude::Expr,
+    DbErr, EntityTrait, QueryFilter, QueryResult, QuerySelect, QueryTrait, Statement,
+    prelude::Expr,
 };
 
 use crate::domain::model::{
@@ -42,6 +46,16 @@ pub enum SqliteSync {
     /// process) can lose the last commits before it, never the database's consistency.
     #[default]
     Normal,
+}
+
+impl SqliteSync {
+    /// The value of `PRAGMA synchronous`.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            SqliteSync::Full => "FULL",
+            SqliteSync::Normal => "NORMAL",
+        }
+    }
 }
 
 /// How PostgreSQL plans the executions of a prepared statement on Parley's connections
@@ -86,7 +100,7 @@ impl PgPlanCache {
 #[derive(Clone, Debug)]
 pub struct Db {
     /// Reads, and on PostgreSQL writes too.
-    pub read: DatabaseConnection,
+    pub read: Conn,
     /// Where every write goes.
     pub writer: Writer,
     /// Whether the readers and the writer are one pool.
@@ -110,7 +124,7 @@ pub struct Db {
 /// not happen, which a retry judges anew.
 #[derive(Clone, Debug)]
 pub struct Writer {
-    conn: DatabaseConnection,
+    conn: Conn,
     waiting: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// SQLite's open group, if any; `None` where the engine takes concurrent writers itself.
     group: Option<Slot>,
@@ -133,12 +147,15 @@ type Committed = std::sync::Arc<tokio::sync::watch::Sender<()>>;
 /// at 16 in flight, against 0.65-0.9 ms with this task checkpointing every 5 ms. A passive
 /// checkpoint never blocks the writer or readers; the writer's own checkpoint still runs at
 /// 1,000 pages, and finding the log already copied, it only syncs, then the log starts over.
-async fn checkpoints(conn: DatabaseConnection, mut commits: tokio::sync::watch::Receiver<()>) {
+async fn checkpoints(conn: Conn, mut commits: tokio::sync::watch::Receiver<()>) {
+    const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
     while commits.changed().await.is_ok() {
-        if let Err(e) = conn
-            .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
-            .await
-        {
+        // It copies pages and syncs the file: off the threads that serve calls.
+        let done = match &conn {
+            Conn::Lite(pool) => pool.batch_blocking(CHECKPOINT).await,
+            Conn::Sea(db) => db.execute_unprepared(CHECKPOINT).await.map(|_| ()),
+        };
+        if let Err(e) = done {
             tracing::warn!(error = %e, "a checkpoint of SQLite's log failed");
         }
         tokio::time::sleep(CHECKPOINT_EVERY).await;
@@ -208,7 +225,7 @@ impl Keyed {
 struct Group {
     /// Tells a committed group from a newer one in the same slot.
     id: u64,
-    tx: DatabaseTransaction,
+    tx: Tx,
     /// Writes applied in the group so far.
     members: usize,
     /// The group commits at once when it holds this many writes.
@@ -269,12 +286,12 @@ impl Drop for Waiting<'_> {
 /// One write transaction from [`Writer::begin`]. Statements run on it through `Deref`; it is
 /// applied by [`WriteTx::commit`] and undone when dropped uncommitted.
 pub struct WriteTx {
-    /// A transaction of its own (PostgreSQL, or SQLite in memory).
-    alone: Option<DatabaseTransaction>,
+    /// A transaction of its own (SQLite in memory).
+    alone: Option<Tx>,
     /// Or a savepoint in a SQLite group, holding the writer's turn until the write is done.
     member: Option<Member>,
-    /// The statement that opens the write's savepoint, sent with the write's first statement
-    /// (one call to the connection's thread fewer per write); `None` once sent.
+    /// The statement that opens the write's savepoint, sent before the write's first
+    /// statement (a write that runs nothing opens none); `None` once sent.
     opening: std::sync::Mutex<Option<&'static str>>,
 }
 
@@ -304,13 +321,13 @@ impl ConnectionTrait for WriteTx {
         self.tx().execute_unprepared(sql).await
     }
 
-    async fn query_one_raw(&self, mut stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        self.open(&mut stmt).await?;
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.open_alone().await?;
         self.tx().query_one_raw(stmt).await
     }
 
-    async fn query_all_raw(&self, mut stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        self.open(&mut stmt).await?;
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.open_alone().await?;
         self.tx().query_all_raw(stmt).await
     }
 
@@ -320,7 +337,7 @@ impl ConnectionTrait for WriteTx {
 }
 
 impl WriteTx {
-    fn tx(&self) -> &DatabaseTransaction {
+    fn tx(&self) -> &Tx {
         // Both are taken only by `commit` and `rollback`, which consume `self`; a member's
         // turn holds its group until then.
         match (&self.alone, &self.member) {
@@ -338,24 +355,9 @@ impl WriteTx {
         }
     }
 
-    /// Opens the write's savepoint, if not yet sent. On SQLite it is put before `stmt`, whose
-    /// connection runs both in one call, the savepoint first; PostgreSQL prepares a statement
-    /// alone, so there it is sent first.
-    async fn open(&self, stmt: &mut Statement) -> Result<(), DbErr> {
-        if stmt.db_backend == DatabaseBackend::Postgres {
-            return self.open_alone().await;
-        }
-        if let Some(opening) = self.take_opening() {
-            stmt.sql.insert_str(0, "; ");
-            stmt.sql.insert_str(0, opening);
-        }
-        Ok(())
-    }
-
-    /// Opens the write's savepoint, if not yet open, in a call of its own, before a statement
-    /// whose count of rows changed is read: SQLite reports the last count of the connection for
-    /// a statement that changes none, so sent together the opening would add the previous
-    /// write's count to this statement's. The reads a write starts with carry the opening.
+    /// Opens the write's savepoint, if not yet open, before the write's first statement: as a
+    /// statement of its own, so that it never changes the count of rows the statement after it
+    /// reports.
     async fn open_alone(&self) -> Result<(), DbErr> {
         if let Some(opening) = self.take_opening() {
             self.tx().execute_unprepared(opening).await?;
@@ -547,7 +549,7 @@ impl Writer {
             None => {
                 let _waiting = Waiting::new(&self.waiting);
                 Ok(WriteTx {
-                    alone: Some(begin_write(&self.conn).await?),
+                    alone: Some(self.conn.begin_write().await?),
                     member: None,
                     opening: std::sync::Mutex::new(None),
                 })
@@ -589,7 +591,7 @@ impl Writer {
             Some(open) => open,
             None => turn.insert(Group {
                 id: next_group_id(),
-                tx: begin_write(&self.conn).await?,
+                tx: self.conn.begin_write().await?,
                 members: 0,
                 max,
                 undo: false,
@@ -623,7 +625,7 @@ impl Writer {
 
     /// The connection for a write of one statement outside a transaction (a sweep, a first
     /// call's directory entry).
-    pub fn conn(&self) -> &DatabaseConnection {
+    pub fn conn(&self) -> &Conn {
         &self.conn
     }
 
@@ -659,7 +661,7 @@ impl Db {
         // database, so there one pool reads and writes.
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         if !sqlite || memory {
-            let conn = open(url, pool, sync, Use::Any).await?;
+            let conn: Conn = open(url, pool, sync).await?.into();
             return Ok(Self {
                 read: conn.clone(),
                 writer: Writer {
@@ -673,21 +675,24 @@ impl Db {
                 shared: true,
             });
         }
-        // The writer first: it creates the file and puts it in WAL mode.
-        let one = crate::config::DbPool {
-            max_connections: Some(1),
-            min_connections: Some(1),
-            ..*pool
+        // SQLite's connections run statements on the caller's thread (see `lite`). The writer
+        // first: it creates the file and puts it in WAL mode.
+        let path = lite::path_of(url);
+        let (min, max) = pool.sizes(true)?;
+        let opener = |role| lite::Opener {
+            path: path.clone(),
+            role,
+            synchronous: sync.pragma(),
         };
-        let write = open(url, &one, sync, Use::Writer).await?;
-        let read = open(url, pool, sync, Use::Reader).await?;
-        let checkpointer = open(url, &one, sync, Use::Any).await?;
+        let write = lite::Pool::open(opener(lite::Role::Writer), 1, 1)?;
+        let read = lite::Pool::open(opener(lite::Role::Reader), min as usize, max as usize)?;
+        let checkpointer = lite::Pool::open(opener(lite::Role::Any), 1, 1)?;
         let (committed, commits) = tokio::sync::watch::channel(());
-        tokio::spawn(checkpoints(checkpointer, commits));
+        tokio::spawn(checkpoints(Conn::Lite(checkpointer), commits));
         Ok(Self {
-            read,
+            read: Conn::Lite(read),
             writer: Writer {
-                conn: write,
+                conn: Conn::Lite(write),
                 waiting: Default::default(),
                 group: Some(Default::default()),
                 keyed: None,
@@ -695,6 +700,25 @@ impl Db {
             },
             shared: false,
         })
+    }
+
+    /// Applies every pending migration: on the writer's connection where it is sea-orm's, else
+    /// on a connection of its own to the same file.
+    pub async fn migrate(&self, url: &str) -> anyhow::Result<()> {
+        match self.writer.conn.sea() {
+            Some(db) => migrate_up(db).await,
+            None => {
+                let one = crate::config::DbPool {
+                    max_connections: Some(1),
+                    min_connections: Some(1),
+                    ..Default::default()
+                };
+                let db = connect(url, &one).await?;
+                migrate_up(&db).await?;
+                db.close().await?;
+                Ok(())
+            }
+        }
     }
 
     /// The writer, when it is a SQLite connection of its own.
@@ -708,29 +732,15 @@ impl Db {
     where
         F: Fn(&sea_orm::metric::Info<'_>) + Send + Sync + 'static,
     {
-        let callback = std::sync::Arc::new(callback);
-        let c = callback.clone();
-        self.read.set_metric_callback(move |info| c(info));
+        let callback: lite::Callback = std::sync::Arc::new(callback);
+        self.read.set_metric_callback(callback.clone());
         if self.shared {
             // A clone carries the callback it was made with.
             self.writer.conn = self.read.clone();
         } else {
-            self.writer
-                .conn
-                .set_metric_callback(move |info| callback(info));
+            self.writer.conn.set_metric_callback(callback);
         }
     }
-}
-
-/// What a connection of [`open`] is for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Use {
-    /// Migrations and the command line: reads and writes.
-    Any,
-    /// A SQLite reader: writes are refused (`PRAGMA query_only`).
-    Reader,
-    /// The SQLite writer.
-    Writer,
 }
 
 /// Opens the database: `sqlite://…` (file created if missing, WAL, busy timeout) or
@@ -742,14 +752,13 @@ pub async fn connect(
     url: &str,
     pool: &crate::config::DbPool,
 ) -> anyhow::Result<DatabaseConnection> {
-    open(url, pool, SqliteSync::default(), Use::Any).await
+    open(url, pool, SqliteSync::default()).await
 }
 
 async fn open(
     url: &str,
     pool: &crate::config::DbPool,
     sync: SqliteSync,
-    role: Use,
 ) -> anyhow::Result<DatabaseConnection> {
     let sqlite = url.starts_with("sqlite:");
     let (min, max) = pool.sizes(sqlite)?;
@@ -761,7 +770,7 @@ async fn open(
         .max_connections(max)
         .min_connections(min)
         // A connection in use is not pinged each time it is taken from the pool (a round trip,
-        // to PostgreSQL or to SQLite's worker thread, on every statement outside a transaction
+        // to PostgreSQL or to sqlx's SQLite thread, on every statement outside a transaction
         // and every transaction); one idle long enough to have lost its server still is.
         .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR);
     if sqlite {
@@ -774,20 +783,11 @@ async fn open(
             o.after_connect(|conn, _| Box::pin(sqlite_stable_plans(conn)))
         });
         options.map_sqlx_sqlite_opts(move |o| {
-            let o = o
-                .create_if_missing(role != Use::Reader)
+            o.create_if_missing(true)
                 .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(synchronous)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(30));
-            match role {
-                Use::Reader => o.pragma("query_only", "ON"),
-                // Every write's reads and index updates go through this one connection: a
-                // page cache of its own large enough for the hot upper levels of the indexes
-                // of a large directory, so that a write costs the same at a million users.
-                Use::Writer => o.pragma("cache_size", WRITER_CACHE_SIZE),
-                Use::Any => o,
-            }
+                .busy_timeout(Duration::from_secs(30))
         });
     } else {
         // A startup parameter, so it holds on every connection the pool ever opens (sea-orm's
@@ -839,10 +839,6 @@ async fn sqlite_stable_plans(
     Ok(())
 }
 
-/// The SQLite writer's page cache (`PRAGMA cache_size`; negative: KiB), 16 MiB at most, held
-/// only as the database grows into it.
-const WRITER_CACHE_SIZE: &str = "-16384";
-
 /// A pooled connection idle this long is pinged before it is handed out.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
@@ -854,40 +850,27 @@ pub async fn migrate_up(db: &DatabaseConnection) -> anyhow::Result<()> {
 
 /// Starts a write transaction. On SQLite it is IMMEDIATE: it takes the database's write lock
 /// up front, so two writers never interleave and never deadlock upgrading a read lock.
-pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, Error> {
-    let tx = match db.get_database_backend() {
-        DatabaseBackend::Sqlite => {
-            db.begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..Default::default()
-            })
-            .await?
-        }
-        _ => db.begin().await?,
-    };
-    Ok(tx)
+pub async fn begin_write(db: &Conn) -> Result<Tx, Error> {
+    Ok(db.begin_write().await?)
 }
 
 /// Starts a read transaction: every statement of a read sees one snapshot, so a removal that
 /// commits between the authorization and the fetch cannot leak items past it. PostgreSQL:
 /// REPEATABLE READ, READ ONLY; SQLite: a deferred transaction, whose first read fixes the
 /// snapshot (WAL).
-pub async fn begin_read(db: &DatabaseConnection) -> Result<DatabaseTransaction, Error> {
-    let tx = match db.get_database_backend() {
-        DatabaseBackend::Postgres => {
-            db.begin_with_config(
-                Some(sea_orm::IsolationLevel::RepeatableRead),
-                Some(sea_orm::AccessMode::ReadOnly),
-            )
-            .await?
-        }
-        _ => db.begin().await?,
-    };
-    Ok(tx)
+pub async fn begin_read(db: &Conn) -> Result<Tx, Error> {
+    Ok(db.begin_read().await?)
 }
 
 /// Whether a database error is a unique-key violation.
 pub fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
+    if let DbErr::Exec(sea_orm::RuntimeErr::SqlxError(inner))
+    | DbErr::Query(sea_orm::RuntimeErr::SqlxError(inner)) = e
+        && let sea_orm::sqlx::Error::Database(db) = inner.as_ref()
+        && db.try_downcast_ref::<lite::LiteError>().is_some()
+    {
+        return db.is_unique_violation();
+    }
     matches!(
         e.sql_err(),
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_))

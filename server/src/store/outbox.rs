@@ -2,8 +2,8 @@
 //! them, drained by a sibling notification service (list, then acknowledge).
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Select, prelude::Expr,
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    Select, prelude::Expr,
 };
 
 use super::entities::notifications as n;
@@ -88,7 +88,7 @@ fn from_row(m: n::Model) -> Result<Notification, Error> {
 
 /// The tenant's notifications, oldest first, after `after`.
 pub async fn list(
-    db: &DatabaseConnection,
+    db: &super::Conn,
     tenant_id: &str,
     include_acked: bool,
     after: Option<&str>,

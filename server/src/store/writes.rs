@@ -2,9 +2,9 @@
 //! to the engine together instead of one round trip each.
 //!
 //! A plan writes to several tables (participants, the timeline, the outbox, the conversation
-//! row). Each of those statements alone costs a round trip: on PostgreSQL a network exchange,
-//! on SQLite a hand-off to the connection's worker thread and back, taken while the one writer
-//! is held. [`Writes`] collects them and [`Writes::run`] sends them as few as possible:
+//! row). On PostgreSQL each of those statements alone costs a round trip, a network exchange
+//! taken while the conversation is locked. [`Writes`] collects them and [`Writes::run`] sends
+//! them as few as possible:
 //!
 //! - PostgreSQL: one statement, the writes as data-modifying common table expressions
 //!   (`WITH w0 AS (INSERT …), w1 AS (INSERT …) UPDATE …`). They run on one snapshot and none
@@ -14,7 +14,8 @@
 //!   parameters, and writes past that would be cut into as many statements as they need,
 //!   never one per row.
 //! - SQLite: one call of several statements (`INSERT …; INSERT …; UPDATE …`), each prepared and
-//!   run in turn on the writer with its own parameters, in one hand-off.
+//!   run in turn on the writer with its own parameters (SQLite runs in the server's process,
+//!   [`super::lite`], so there a statement costs no round trip; one call keeps the plan whole).
 //!
 //! Either way the writes are all in the caller's transaction: an error in any leaves the
 //! transaction to roll back, so a plan is written whole or not at all.

@@ -13,9 +13,9 @@ use parley_server::{
     store::{Db as Store, SqliteSync},
 };
 use parley_tests::*;
-use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 
-async fn pragma(conn: &DatabaseConnection, name: &str) -> i64 {
+async fn pragma(conn: &impl ConnectionTrait, name: &str) -> i64 {
     conn.query_one_raw(Statement::from_string(
         DatabaseBackend::Sqlite,
         format!("PRAGMA {name}"),
@@ -280,4 +280,52 @@ async fn the_log_is_checkpointed_soon_after_commits() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// SQLite runs on the server's own threads (`store::lite`), so the writer must not wait for
+/// another process's write lock in SQLite's busy handler, which would hold the thread that
+/// serves every other call: it retries after asynchronous sleeps. On a runtime of one thread,
+/// a timer still fires on time while the write waits, and the write goes through once the lock
+/// is released. (The bound on the timer is ten times its due time: it proves the thread was
+/// not held, not how fast anything is.)
+#[tokio::test(flavor = "current_thread")]
+async fn waiting_for_another_process_lock_holds_no_thread() {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    let (dir, db, writer) = writer_with("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
+    let other = sea_orm::Database::connect(sqlite_url(&dir))
+        .await
+        .expect("another connection");
+    let locked = other
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await
+        .expect("the other connection takes the write lock");
+    let write = tokio::spawn(async move {
+        let tx = writer
+            .begin()
+            .await
+            .expect("the write begins once the lock is free");
+        tx.execute_unprepared("INSERT INTO t VALUES (7)")
+            .await
+            .expect("insert");
+        tx.commit().await.expect("commit");
+    });
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "the thread was held for {:?} while the write waited",
+            started.elapsed()
+        );
+    }
+    assert!(!write.is_finished(), "the write waits for the lock");
+    locked.rollback().await.expect("the lock is released");
+    tokio::time::timeout(Duration::from_secs(10), write)
+        .await
+        .expect("the write ended")
+        .expect("the write's task");
+    assert_eq!(ids(&db.read, "t").await, vec![7]);
 }

@@ -10,7 +10,7 @@ use parley_server::{
     store::{Db as Store, SqliteSync, WriteTx, Writer},
 };
 use parley_tests::*;
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, Statement};
 
 /// The server's database, opened again by the test, with table `t` made by `ddl`.
 async fn store_with(app: &TestApp, ddl: &str) -> Store {
@@ -35,7 +35,7 @@ async fn begun(writer: &Writer, key: &str, sql: &str) -> WriteTx {
 }
 
 /// The ids in `table`, in order.
-pub(crate) async fn ids(conn: &DatabaseConnection, table: &str) -> Vec<i64> {
+pub(crate) async fn ids(conn: &impl ConnectionTrait, table: &str) -> Vec<i64> {
     conn.query_all_raw(Statement::from_string(
         conn.get_database_backend(),
         format!("SELECT id FROM {table} ORDER BY id"),
