@@ -221,8 +221,11 @@ impl Opener {
             Role::Reader | Role::Any => READER_BUSY_TIMEOUT,
         };
         conn.busy_timeout(busy).map_err(lite_err)?;
+        // Statement journals and sorts in memory: a savepoint's journal is otherwise a file
+        // opened, written and deleted within a write.
         let mut setup = format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
+             PRAGMA temp_store = MEMORY;",
             self.synchronous
         );
         match self.role {
