@@ -290,7 +290,8 @@ impl Drop for Waiting<'_> {
 /// One write transaction from [`Writer::begin`]. Statements run on it through `Deref`; it is
 /// applied by [`WriteTx::commit`] and undone when dropped uncommitted.
 pub struct WriteTx {
-    /// A transaction of its own (SQLite in memory).
+    /// A transaction of its own (PostgreSQL outside a conversation's group, or SQLite in
+    /// memory).
     alone: Option<Tx>,
     /// Or a savepoint in a SQLite group, holding the writer's turn until the write is done.
     member: Option<Member>,
