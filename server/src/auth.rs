@@ -365,10 +365,7 @@ impl Verifier {
 
     /// The principal of `token` if it was verified before and is still within its time.
     fn known(&self, token: &str) -> Option<Principal> {
-        let mut verified = match self.verified.lock() {
-            Ok(v) => v,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut verified = crate::lock(&self.verified);
         let entry = verified.get(token)?;
         let now = jsonwebtoken::get_current_timestamp();
         let now = i64::try_from(now).unwrap_or(i64::MAX);
@@ -392,10 +389,7 @@ impl Verifier {
         if token.len() > VERIFIED_TOKEN_MAX_LEN {
             return;
         }
-        let mut verified = match self.verified.lock() {
-            Ok(v) => v,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut verified = crate::lock(&self.verified);
         if verified.len() >= VERIFIED_TOKENS {
             verified.clear();
         }

@@ -21,6 +21,15 @@ use tokio::net::TcpListener;
 pub use config::{Config, DbPool, Limits, LogFormat, TlsFiles, TokenRules};
 pub use telemetry::init_logging;
 
+/// `mutex`'s guard, also when a thread panicked while holding it: every value Parley keeps
+/// behind a mutex stays whole between statements, so it is as good as before the panic.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 /// A prepared server: database connected and migrated, keys loaded.
 pub struct App {
     config: Config,

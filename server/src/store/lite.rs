@@ -32,6 +32,7 @@ use sea_orm::{
 };
 
 use super::entities;
+use crate::lock;
 
 /// A statement's callback for the tests' statement counts (see [`super::Db::set_metric_callback`]).
 pub type Callback = Arc<dyn Fn(&sea_orm::metric::Info<'_>) + Send + Sync>;
@@ -304,25 +305,28 @@ impl LiteConn {
     }
 }
 
-/// `sql`'s statements, split at each `;` outside quotes.
+/// `sql`'s statements, split at each `;` outside quotes (empty ones left out).
 fn split(sql: &str) -> impl Iterator<Item = &str> {
-    let mut parts = Vec::new();
-    let mut quote: Option<u8> = None;
-    let mut start = 0;
-    for (i, b) in sql.bytes().enumerate() {
-        match quote {
-            Some(q) if b == q => quote = None,
-            Some(_) => {}
-            None if b == b'\'' || b == b'"' => quote = Some(b),
-            None if b == b';' => {
-                parts.push(&sql[start..i]);
-                start = i + 1;
+    let mut rest = Some(sql);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let mut quote: Option<u8> = None;
+        for (i, b) in text.bytes().enumerate() {
+            match quote {
+                Some(q) if b == q => quote = None,
+                Some(_) => {}
+                None if b == b'\'' || b == b'"' => quote = Some(b),
+                None if b == b';' => {
+                    rest = Some(&text[i + 1..]);
+                    return Some(&text[..i]);
+                }
+                None => {}
             }
-            None => {}
         }
-    }
-    parts.push(&sql[start..]);
-    parts.into_iter().filter(|s| !s.trim().is_empty())
+        rest = None;
+        Some(text)
+    })
+    .filter(|s| !s.trim().is_empty())
 }
 
 fn shape_of(stmt: &rusqlite::Statement<'_>) -> Result<Shape, DbErr> {
@@ -559,13 +563,6 @@ impl Pool {
             conn: Mutex::new(Some(conn)),
             synced: self.opener.synchronous == "FULL",
         })
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

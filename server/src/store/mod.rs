@@ -194,10 +194,7 @@ const KEYED_SWEEP_AT: usize = 1024;
 impl Keyed {
     /// The slot of `key` and its count of waiting writes, made if there is none.
     fn slot(&self, key: &str) -> (Slot, Count) {
-        let mut slots = match self.slots.lock() {
-            Ok(slots) => slots,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut slots = crate::lock(&self.slots);
         if let Some(found) = slots.map.get(key) {
             return found.clone();
         }
@@ -218,10 +215,7 @@ impl Keyed {
 
     /// How many slots are kept now.
     fn len(&self) -> usize {
-        match self.slots.lock() {
-            Ok(slots) => slots.map.len(),
-            Err(poisoned) => poisoned.into_inner().map.len(),
-        }
+        crate::lock(&self.slots).map.len()
     }
 }
 
@@ -354,10 +348,7 @@ impl WriteTx {
 
     /// The statement that opens the write's savepoint, if not yet sent; taken: it is sent now.
     fn take_opening(&self) -> Option<&'static str> {
-        match self.opening.lock() {
-            Ok(mut opening) => opening.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        }
+        crate::lock(&self.opening).take()
     }
 
     /// Opens the write's savepoint, if not yet open, before the write's first statement: as a
