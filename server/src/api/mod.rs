@@ -256,7 +256,7 @@ impl State {
     /// active or removed (rules 15, 18, 19), or a service acting as administrator. Run it on
     /// the read transaction ([`store::begin_read`]) the rest of the read uses, so that the
     /// authorization and the fetch see one snapshot.
-    pub(crate) async fn read_access<C: sea_orm::ConnectionTrait>(
+    pub(crate) async fn read_access<C: store::EachRow>(
         &self,
         db: &C,
         p: &Principal,

@@ -9,6 +9,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
+use super::cells::{EachRow, RowSink};
 use super::lite;
 
 /// A pool of connections to the database.
@@ -138,6 +139,16 @@ impl ConnectionTrait for Conn {
     }
 }
 
+#[async_trait::async_trait]
+impl EachRow for Conn {
+    async fn each_row(&self, stmt: Statement, each: &mut RowSink<'_>) -> Result<(), DbErr> {
+        match self {
+            Conn::Sea(db) => db.each_row(stmt, each).await,
+            Conn::Lite(pool) => pool.each(&stmt, each).await,
+        }
+    }
+}
+
 /// A transaction of a [`Conn`]; rolled back if dropped before its end.
 #[derive(Debug)]
 pub enum Tx {
@@ -202,6 +213,16 @@ impl ConnectionTrait for Tx {
         match self {
             Tx::Sea(tx) => tx.support_returning(),
             Tx::Lite(_) => DatabaseBackend::Sqlite.support_returning(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EachRow for Tx {
+    async fn each_row(&self, stmt: Statement, each: &mut RowSink<'_>) -> Result<(), DbErr> {
+        match self {
+            Tx::Sea(tx) => tx.each_row(stmt, each).await,
+            Tx::Lite(tx) => tx.each(&stmt, each),
         }
     }
 }

@@ -26,11 +26,12 @@ use std::time::{Duration, Instant};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use sea_orm::{
-    ColumnTrait, ColumnType, DatabaseBackend, DbErr, EntityTrait, ExecResult, IdenStatic,
-    IntoMockRow, Iterable, MockDatabase, MockDatabaseTrait, MockExecResult, MockRow, QueryResult,
-    RuntimeErr, Statement, Value,
+    ColumnTrait, DatabaseBackend, DbErr, EntityTrait, ExecResult, IdenStatic, IntoMockRow,
+    Iterable, MockDatabase, MockDatabaseTrait, MockExecResult, MockRow, QueryResult, RuntimeErr,
+    Statement, Value,
 };
 
+use super::cells::{Cells, Kind, RowSink};
 use super::entities;
 use crate::lock;
 
@@ -115,33 +116,6 @@ fn is_busy(e: &DbErr) -> bool {
     };
     db.try_downcast_ref::<LiteError>()
         .is_some_and(|l| l.code & 0xff == BUSY)
-}
-
-/// The variant of [`Value`] a column's values are handed over as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Int,
-    BigInt,
-    Bool,
-    Text,
-    Bytes,
-    Double,
-    /// A computed column: its value's own type.
-    Natural,
-}
-
-impl Kind {
-    fn of(t: &ColumnType) -> Self {
-        match t {
-            ColumnType::Integer | ColumnType::SmallInteger | ColumnType::TinyInteger => Kind::Int,
-            ColumnType::BigInteger => Kind::BigInt,
-            ColumnType::Boolean => Kind::Bool,
-            ColumnType::String(_) | ColumnType::Text | ColumnType::Char(_) => Kind::Text,
-            ColumnType::Binary(_) | ColumnType::VarBinary(_) | ColumnType::Blob => Kind::Bytes,
-            ColumnType::Double | ColumnType::Float => Kind::Double,
-            _ => Kind::Natural,
-        }
-    }
 }
 
 /// Every table column's [`Kind`], from the entities.
@@ -255,9 +229,25 @@ impl LiteConn {
     /// Runs every statement of `stmt` (several may be separated by `;`, each binding the
     /// next of the values) and returns the rows they produced and the rows changed by the last.
     fn run(&mut self, stmt: &Statement, rows: bool) -> Result<(Vec<QueryResult>, u64), DbErr> {
+        let mut out: Vec<MockRow> = Vec::new();
+        let changed = self.exec(stmt, &mut |row, shape| {
+            if rows {
+                out.push(decode(row, shape)?);
+            }
+            Ok(())
+        })?;
+        Ok((results(out)?, changed))
+    }
+
+    /// Runs every statement of `stmt` as [`Self::run`] does, handing each row produced to
+    /// `each`, and returns the rows changed by the last.
+    fn exec(
+        &mut self,
+        stmt: &Statement,
+        each: &mut dyn FnMut(&rusqlite::Row<'_>, &Shape) -> Result<(), DbErr>,
+    ) -> Result<u64, DbErr> {
         let values: &[Value] = stmt.values.as_ref().map_or(&[], |v| &v.0);
         let mut next = 0;
-        let mut out: Vec<MockRow> = Vec::new();
         let mut changed = 0;
         for sql in split(&stmt.sql) {
             let mut prepared = self.conn.prepare_cached(sql).map_err(lite_err)?;
@@ -285,9 +275,7 @@ impl LiteConn {
                 };
                 let mut cursor = prepared.raw_query();
                 while let Some(row) = cursor.next().map_err(lite_err)? {
-                    if rows {
-                        out.push(decode(row, &shape)?);
-                    }
+                    each(row, &shape)?;
                 }
                 drop(cursor);
                 changed = self.conn.changes();
@@ -301,7 +289,18 @@ impl LiteConn {
                 values.len()
             )));
         }
-        Ok((results(out)?, changed))
+        Ok(changed)
+    }
+}
+
+impl Cells for rusqlite::Row<'_> {
+    fn value(&self, i: usize, kind: Kind) -> Result<Value, DbErr> {
+        let raw = self.get_ref(i).map_err(lite_err)?;
+        value(raw, kind, || {
+            self.as_ref()
+                .column_name(i)
+                .map_or_else(|_| format!("#{i}"), str::to_owned)
+        })
     }
 }
 
@@ -355,7 +354,7 @@ fn decode(row: &rusqlite::Row<'_>, shape: &Shape) -> Result<MockRow, DbErr> {
     let mut values = BTreeMap::new();
     for (i, (name, kind)) in shape.names.iter().zip(&shape.kinds).enumerate() {
         let raw = row.get_ref(i).map_err(lite_err)?;
-        values.insert(name.to_string(), value(raw, *kind, name)?);
+        values.insert(name.to_string(), value(raw, *kind, || name.to_string())?);
     }
     Ok(values.into_mock_row())
 }
@@ -372,10 +371,10 @@ fn results(rows: Vec<MockRow>) -> Result<Vec<QueryResult>, DbErr> {
     )
 }
 
-fn value(raw: ValueRef<'_>, kind: Kind, name: &str) -> Result<Value, DbErr> {
+fn value(raw: ValueRef<'_>, kind: Kind, name: impl Fn() -> String) -> Result<Value, DbErr> {
     let text = |b: &[u8]| {
         String::from_utf8(b.to_vec())
-            .map_err(|_| DbErr::Custom(format!("column {name} holds text that is not UTF-8")))
+            .map_err(|_| DbErr::Custom(format!("column {} holds text that is not UTF-8", name())))
     };
     Ok(match (raw, kind) {
         (ValueRef::Null, Kind::Int) => Value::Int(None),
@@ -385,7 +384,10 @@ fn value(raw: ValueRef<'_>, kind: Kind, name: &str) -> Result<Value, DbErr> {
         (ValueRef::Null, Kind::Double) => Value::Double(None),
         (ValueRef::Null, Kind::Text | Kind::Natural) => Value::String(None),
         (ValueRef::Integer(x), Kind::Int) => Value::Int(Some(i32::try_from(x).map_err(|_| {
-            DbErr::Custom(format!("column {name} holds {x}, past a 32-bit integer"))
+            DbErr::Custom(format!(
+                "column {} holds {x}, past a 32-bit integer",
+                name()
+            ))
         })?)),
         (ValueRef::Integer(x), Kind::Bool) => Value::Bool(Some(x != 0)),
         (ValueRef::Integer(x), Kind::Double) => Value::Double(Some(x as f64)),
@@ -526,6 +528,16 @@ impl Pool {
         conn.run(stmt, rows)
     }
 
+    /// One statement on a connection of the pool, each row handed to `each` by position.
+    pub async fn each(
+        self: &Arc<Self>,
+        stmt: &Statement,
+        each: &mut RowSink<'_>,
+    ) -> Result<(), DbErr> {
+        let mut conn = self.acquire().await?;
+        conn.each(stmt, each)
+    }
+
     pub async fn batch(self: &Arc<Self>, sql: &str) -> Result<u64, DbErr> {
         let mut conn = self.acquire().await?;
         conn.batch(sql)
@@ -575,9 +587,25 @@ pub struct Pooled {
 
 impl Pooled {
     fn run(&mut self, stmt: &Statement, rows: bool) -> Result<(Vec<QueryResult>, u64), DbErr> {
+        self.counted(stmt, |conn| conn.run(stmt, rows))
+    }
+
+    /// Runs `stmt`, handing each row to `each` by position.
+    fn each(&mut self, stmt: &Statement, each: &mut RowSink<'_>) -> Result<(), DbErr> {
+        self.counted(stmt, |conn| {
+            conn.exec(stmt, &mut |row, _| each(row)).map(|_| ())
+        })
+    }
+
+    /// `f` on the connection, counted by the pool's callback as one statement.
+    fn counted<T>(
+        &mut self,
+        stmt: &Statement,
+        f: impl FnOnce(&mut LiteConn) -> Result<T, DbErr>,
+    ) -> Result<T, DbErr> {
         let started = Instant::now();
         let conn = self.conn.as_mut().ok_or_else(gone)?;
-        let outcome = conn.run(stmt, rows);
+        let outcome = f(conn);
         let callback = lock(&self.pool.callback).clone();
         if let Some(callback) = callback {
             callback(&sea_orm::metric::Info {
@@ -635,6 +663,10 @@ impl std::fmt::Debug for LiteTx {
 impl LiteTx {
     pub fn run(&self, stmt: &Statement, rows: bool) -> Result<(Vec<QueryResult>, u64), DbErr> {
         lock(&self.conn).as_mut().ok_or_else(gone)?.run(stmt, rows)
+    }
+
+    pub fn each(&self, stmt: &Statement, each: &mut RowSink<'_>) -> Result<(), DbErr> {
+        lock(&self.conn).as_mut().ok_or_else(gone)?.each(stmt, each)
     }
 
     pub fn batch(&self, sql: &str) -> Result<u64, DbErr> {

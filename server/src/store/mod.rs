@@ -5,6 +5,7 @@
 //! on SQLite). Unique keys are the last guard.
 
 pub mod acceptance;
+pub mod cells;
 pub mod conn;
 pub mod conversations;
 pub mod directory;
@@ -17,6 +18,7 @@ pub mod requests;
 pub mod timeline;
 pub mod writes;
 
+pub use cells::EachRow;
 pub use conn::{Conn, Tx};
 
 use std::time::Duration;
@@ -332,6 +334,14 @@ impl ConnectionTrait for WriteTx {
 
     fn support_returning(&self) -> bool {
         self.tx().support_returning()
+    }
+}
+
+#[async_trait::async_trait]
+impl cells::EachRow for WriteTx {
+    async fn each_row(&self, stmt: Statement, each: &mut cells::RowSink<'_>) -> Result<(), DbErr> {
+        self.open_alone().await?;
+        self.tx().each_row(stmt, each).await
     }
 }
 
@@ -1310,23 +1320,23 @@ pub(crate) fn caller_joins(tenant: &str, id: &str, user: &str) -> String {
 /// directory entry (whose kind and status apply at once, so no replica may cache them), the
 /// conversation of the tenant, and the caller's participant row. `user_id` is `None` for a
 /// service acting as administrator. One statement is one snapshot on both engines.
-pub async fn conversation_with_caller<C: ConnectionTrait>(
+pub async fn conversation_with_caller<C: EachRow>(
     db: &C,
     tenant_id: &str,
     conversation_id: &str,
     user_id: Option<&str>,
 ) -> Result<WithCaller, Error> {
     let backend = db.get_database_backend();
-    let row = db
-        .query_one_raw(with_caller_statement(
-            backend,
-            tenant_id,
-            conversation_id,
-            user_id,
-        ))
-        .await?
-        .ok_or_else(|| Error::Internal("a one-row select returned no row".into()))?;
-    WithCaller::from_row(&row)
+    let mut read = None;
+    db.each_row(
+        with_caller_statement(backend, tenant_id, conversation_id, user_id),
+        &mut |row| {
+            read = Some(WithCaller::from_cells(row, 0)?);
+            Ok(())
+        },
+    )
+    .await?;
+    read.ok_or_else(|| Error::Internal("a one-row select returned no row".into()))?
 }
 
 /// The statement of [`conversation_with_caller`], values bound.
@@ -1348,31 +1358,33 @@ pub fn with_caller_statement(
 }
 
 impl WithCaller {
-    /// The caller's parts of a row that selects them under the prefixes `u_`, `c_` and `p_`.
-    pub(crate) fn from_row(row: &sea_orm::QueryResult) -> Result<Self, Error> {
-        Ok(WithCaller {
-            user: nullable_part::<entities::users::Model>(row, "u_")?
-                .map(user_from)
-                .transpose()?,
-            conversation: nullable_part::<entities::conversations::Model>(row, "c_")?
-                .map(conversation_from)
-                .transpose()?,
-            participant: nullable_part::<entities::participants::Model>(row, "p_")?
-                .map(participant_from)
-                .transpose()?,
-        })
+    /// The caller's parts of a row whose columns from position `at` are [`caller_columns`].
+    /// The outer result is the row's reading, the inner one the models' conversion.
+    pub(crate) fn from_cells(
+        row: &dyn cells::Cells,
+        at: usize,
+    ) -> Result<Result<Self, Error>, DbErr> {
+        use entities::{conversations, participants, users};
+        let user = cells::model_at::<users::Entity>(row, at)?;
+        let at = at + cells::width::<users::Entity>();
+        let conversation = cells::model_at::<conversations::Entity>(row, at)?;
+        let at = at + cells::width::<conversations::Entity>();
+        let participant = cells::model_at::<participants::Entity>(row, at)?;
+        Ok((|| {
+            Ok(WithCaller {
+                user: user.map(user_from).transpose()?,
+                conversation: conversation.map(conversation_from).transpose()?,
+                participant: participant.map(participant_from).transpose()?,
+            })
+        })())
     }
-}
 
-/// The model a joined row holds under `prefix`, or `None` where the join found no row.
-pub(crate) fn nullable_part<M: sea_orm::FromQueryResult>(
-    row: &sea_orm::QueryResult,
-    prefix: &str,
-) -> Result<Option<M>, Error> {
-    match M::from_query_result_nullable(row, prefix) {
-        Ok(m) => Ok(Some(m)),
-        Err(sea_orm::TryGetError::Null(_)) => Ok(None),
-        Err(sea_orm::TryGetError::DbErr(e)) => Err(e.into()),
+    /// How many columns [`caller_columns`] lists.
+    pub(crate) fn width() -> usize {
+        use entities::{conversations, participants, users};
+        cells::width::<users::Entity>()
+            + cells::width::<conversations::Entity>()
+            + cells::width::<participants::Entity>()
     }
 }
 
@@ -1439,9 +1451,6 @@ pub async fn lock_with_caller(
     principal: &Principal,
     conversation_id: &str,
 ) -> Result<Locked, Error> {
-    use entities::{conversations as conv, participants as part, users};
-    use sea_orm::FromQueryResult;
-
     let tenant_id = principal.tenant_id.as_str();
     let actor = principal.actor();
     let Some(user_id) = actor.user_id() else {
@@ -1459,7 +1468,13 @@ pub async fn lock_with_caller(
         lock_with_caller_sql(backend),
         [tenant_id.into(), conversation_id.into(), user_id.into()],
     );
-    let Some(row) = tx.query_one_raw(statement).await? else {
+    let mut read = None;
+    tx.each_row(statement, &mut |row| {
+        read = Some(WithCaller::from_cells(row, 0)?);
+        Ok(())
+    })
+    .await?;
+    let Some(read) = read.transpose()? else {
         // No seat, or no such conversation: the directory still answers first.
         let entry = directory::get_user(tx, tenant_id, user_id).await?;
         let principal = judged(principal, entry)?;
@@ -1472,15 +1487,11 @@ pub async fn lock_with_caller(
             principal,
         });
     };
-    let entry = match row.try_get::<Option<String>>("", "u_id")? {
-        Some(_) => Some(user_from(users::Model::from_query_result(&row, "u_")?)?),
-        None => None,
-    };
-    let principal = judged(principal, entry)?;
-    let conversation = conversation_from(conv::Model::from_query_result(&row, "c_")?)?;
-    let caller = Some(participant_from(part::Model::from_query_result(
-        &row, "p_",
-    )?)?);
+    let principal = judged(principal, read.user)?;
+    let conversation = read
+        .conversation
+        .ok_or_else(|| Error::Internal("a locked seat without its conversation".into()))?;
+    let caller = read.participant;
     Ok(Locked {
         conversation,
         caller,

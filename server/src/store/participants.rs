@@ -2,7 +2,7 @@
 //! conversation locked first, with the caller's row), asks [`crate::domain::roster`] for the
 //! plan, and applies it, in a bounded number of statements whatever the batch size.
 
-use super::WriteTx;
+use super::{EachRow, WriteTx};
 use std::collections::HashMap;
 
 use sea_orm::{
@@ -271,20 +271,23 @@ pub async fn list<C: sea_orm::ConnectionTrait>(
 /// caller is such a viewer is for the rules to judge on the caller's part; a caller who sees
 /// less reads its page with [`list`].
 ///
-/// The statement returns one row: the caller's parts as [`super::conversation_with_caller`]
-/// reads them, and the page as a JSON array in one column (PostgreSQL `json_agg`, SQLite
-/// `json_group_array`), built by the engine from `SELECT * FROM participants WHERE
-/// conversation_id = $2 … ORDER BY user_id LIMIT $n` where the conversation is the tenant's
-/// (a filter on the tenant too would invite a plan on the tenant's index, which also orders by
-/// user id, and scans every participant of the tenant). One row, not one per
-/// participant each repeating the caller's columns: on SQLite every value of every row is
-/// copied out of the engine on its own.
+/// On PostgreSQL the statement returns one row: the caller's parts as
+/// [`super::conversation_with_caller`] reads them, and the page as a JSON array in one column
+/// (`json_agg`), built by the engine from `SELECT * FROM participants WHERE conversation_id =
+/// $2 … ORDER BY user_id LIMIT $n` where the conversation is the tenant's (a filter on the
+/// tenant too would invite a plan on the tenant's index, which also orders by user id, and
+/// scans every participant of the tenant). One row, not one per participant each repeating the
+/// caller's columns over the wire.
 ///
-/// The statement is text made once per engine and per filter (state, kind, a page token), the
-/// caller's parts as [`super::conversation_with_caller`] reads them: built per call with
-/// sea-query, the statement's building and dropping took about an eighth of the server's CPU
-/// per call (SQLite, 16 in flight).
-pub async fn page_with_caller<C: ConnectionTrait>(
+/// On SQLite, which runs the statement in the process and whose rows are read by position
+/// ([`super::cells`]), building and parsing JSON cost more than the rows: the statement is the
+/// caller's row (its first column 0) and, `UNION ALL`, the page's rows (first column 1), each
+/// with the other part's columns `NULL`.
+///
+/// The statement is text made once per engine and per filter (state, kind, a page token): built
+/// per call with sea-query, the statement's building and dropping took about an eighth of the
+/// server's CPU per call (SQLite, 16 in flight).
+pub async fn page_with_caller<C: EachRow>(
     db: &C,
     tenant_id: &str,
     conversation_id: &str,
@@ -293,6 +296,7 @@ pub async fn page_with_caller<C: ConnectionTrait>(
     after: Option<&str>,
     limit: u64,
 ) -> Result<(super::WithCaller, Vec<Participant>), Error> {
+    use super::cells::{Cells, Kind, model_at};
     use sea_orm::Value;
     let backend = db.get_database_backend();
     // The values in the order `page_sql` numbers them.
@@ -311,21 +315,37 @@ pub async fn page_with_caller<C: ConnectionTrait>(
         filter.kind.is_some(),
         after.is_some(),
     );
-    let row = db
-        .query_one_raw(sea_orm::Statement::from_sql_and_values(
-            backend, sql, values,
-        ))
-        .await?
-        .ok_or_else(|| Error::Internal("a one-row select returned no row".into()))?;
-    let caller = super::WithCaller::from_row(&row)?;
-    let json: Option<String> = row.try_get("", "page")?;
-    let rows: Vec<participants::Model> = serde_json::from_str(json.as_deref().unwrap_or("[]"))
-        .map_err(|e| Error::Internal(format!("a page of participants does not decode: {e}")))?;
+    let width = super::WithCaller::width();
+    let postgres = backend == DatabaseBackend::Postgres;
+    let mut caller = None;
+    let mut json = None;
+    let mut rows: Vec<participants::Model> = Vec::new();
+    db.each_row(
+        sea_orm::Statement::from_sql_and_values(backend, sql, values),
+        &mut |row: &dyn Cells| {
+            if postgres {
+                caller = Some(super::WithCaller::from_cells(row, 0)?);
+                json = row.text(width)?;
+            } else if row.value(0, Kind::Int)? == Value::Int(Some(0)) {
+                caller = Some(super::WithCaller::from_cells(row, 1)?);
+            } else if let Some(m) = model_at::<participants::Entity>(row, 1 + width)? {
+                rows.push(m);
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    let caller =
+        caller.ok_or_else(|| Error::Internal("the page's statement read no caller".into()))??;
+    if let Some(json) = json {
+        rows = serde_json::from_str(&json)
+            .map_err(|e| Error::Internal(format!("a page of participants does not decode: {e}")))?;
+    }
     let mut list = rows
         .into_iter()
         .map(participant_from)
         .collect::<Result<Vec<_>, _>>()?;
-    // An aggregate's order is the engine's to choose.
+    // An aggregate's order, and a compound's, are the engine's to choose.
     list.sort_by(|a, b| a.user_id.cmp(&b.user_id));
     Ok((caller, list))
 }
@@ -339,6 +359,11 @@ fn page_sql(backend: DatabaseBackend, state: bool, kind: bool, after: bool) -> &
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
         let mut all = Vec::with_capacity(16);
+        let page_columns = participants::Column::iter()
+            .map(|c| format!("l.{}", c.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let nulls = |n: usize| vec!["NULL"; n].join(", ");
         for postgres in [false, true] {
             for variant in 0..8u8 {
                 let mark = |n: usize| {
@@ -357,20 +382,25 @@ fn page_sql(backend: DatabaseBackend, state: bool, kind: bool, after: bool) -> &
                     }
                 }
                 page.push_str(&format!(" ORDER BY user_id ASC LIMIT {}", mark(n + 1)));
-                let json = if postgres {
-                    "coalesce(json_agg(l), '[]')::text".to_owned()
+                let caller = super::caller_joins(&mark(1), &mark(2), &mark(3));
+                all.push(if postgres {
+                    format!(
+                        "SELECT {}, CASE WHEN c.id IS NOT NULL THEN \
+                         (SELECT coalesce(json_agg(l), '[]')::text FROM ({page}) AS l) END AS page {caller}",
+                        super::caller_columns(),
+                    )
                 } else {
-                    let fields = participants::Column::iter()
-                        .map(|c| format!("'{col}', l.{col}", col = c.as_str()))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    format!("json_group_array(json_object({fields}))")
-                };
-                all.push(format!(
-                    "SELECT {}, CASE WHEN c.id IS NOT NULL THEN (SELECT {json} FROM ({page}) AS l) END AS page {}",
-                    super::caller_columns(),
-                    super::caller_joins(&mark(1), &mark(2), &mark(3)),
-                ));
+                    format!(
+                        "SELECT 0 AS part, {}, {} {caller} \
+                         UNION ALL SELECT 1, {}, {page_columns} FROM conversations c, ({page}) AS l \
+                         WHERE c.tenant_id = {} AND c.id = {}",
+                        super::caller_columns(),
+                        nulls(participants::Column::iter().count()),
+                        nulls(super::WithCaller::width()),
+                        mark(1),
+                        mark(2),
+                    )
+                });
             }
         }
         all

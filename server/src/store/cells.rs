@@ -1,0 +1,192 @@
+//! Rows read by column position, on either engine.
+//!
+//! The store's hottest reads ([`super::conversation_with_caller`], the participants' page, the
+//! mutations' locking read) return many columns of several tables in one row. Read by name,
+//! through sea-orm's rows, each column costs a prefixed name built and looked up; on a SQLite
+//! file each row was first built as a map of names ([`super::lite`]). Read by position, a
+//! SQLite row is decoded where the engine left it, and a PostgreSQL row by index.
+//!
+//! [`EachRow::each_row`] hands each row of a statement to a closure as [`Cells`];
+//! [`model_at`] reads an entity's model from the columns starting at a position, in the order
+//! of the entity's columns (the order in which the caller's read lists them).
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ColumnType, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, Iterable, QueryResult, Statement, TryIntoModel, Value,
+};
+
+/// The variant of [`Value`] a column's values are read as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Int,
+    BigInt,
+    Bool,
+    Text,
+    Bytes,
+    Double,
+    /// A computed column: its value's own type.
+    Natural,
+}
+
+impl Kind {
+    /// The variant an entity's field of column type `t` decodes from.
+    pub fn of(t: &ColumnType) -> Self {
+        match t {
+            ColumnType::Integer | ColumnType::SmallInteger | ColumnType::TinyInteger => Kind::Int,
+            ColumnType::BigInteger => Kind::BigInt,
+            ColumnType::Boolean => Kind::Bool,
+            ColumnType::String(_) | ColumnType::Text | ColumnType::Char(_) => Kind::Text,
+            ColumnType::Binary(_) | ColumnType::VarBinary(_) | ColumnType::Blob => Kind::Bytes,
+            ColumnType::Double | ColumnType::Float => Kind::Double,
+            _ => Kind::Natural,
+        }
+    }
+}
+
+/// One row of a result, read by column position.
+pub trait Cells {
+    /// The value of column `i` as `kind`'s variant (`NULL` as that variant's `None`).
+    fn value(&self, i: usize, kind: Kind) -> Result<Value, DbErr>;
+
+    /// Column `i` as text, or `None` for `NULL`.
+    fn text(&self, i: usize) -> Result<Option<String>, DbErr> {
+        match self.value(i, Kind::Text)? {
+            Value::String(s) => Ok(s),
+            other => Err(DbErr::Type(format!("column {i} is {other:?}, not text"))),
+        }
+    }
+}
+
+impl Cells for QueryResult {
+    fn value(&self, i: usize, kind: Kind) -> Result<Value, DbErr> {
+        Ok(match kind {
+            Kind::Int => Value::Int(self.try_get_by_index(i)?),
+            Kind::BigInt => Value::BigInt(self.try_get_by_index(i)?),
+            Kind::Bool => Value::Bool(self.try_get_by_index(i)?),
+            Kind::Text | Kind::Natural => Value::String(self.try_get_by_index(i)?),
+            Kind::Bytes => Value::Bytes(self.try_get_by_index(i)?),
+            Kind::Double => Value::Double(self.try_get_by_index(i)?),
+        })
+    }
+}
+
+/// The model of entity `E` held by the columns of `row` from position `at`, one per column of
+/// `E` in its order, or `None` where a column `E` does not allow to be `NULL` is (a left join
+/// that found no row).
+pub fn model_at<E>(row: &dyn Cells, at: usize) -> Result<Option<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::ActiveModel: TryIntoModel<E::Model>,
+{
+    let mut model = <E::ActiveModel as ActiveModelTrait>::default();
+    for (i, column) in E::Column::iter().enumerate() {
+        let def = column.def();
+        let value = row.value(at + i, Kind::of(def.get_column_type()))?;
+        if !def.is_null() && is_null(&value) {
+            return Ok(None);
+        }
+        model.try_set(column, value)?;
+    }
+    model.try_into_model().map(Some)
+}
+
+/// How many columns [`model_at`] reads for `E`.
+pub fn width<E: EntityTrait>() -> usize {
+    E::Column::iter().count()
+}
+
+fn is_null(v: &Value) -> bool {
+    matches!(
+        v,
+        Value::Int(None)
+            | Value::BigInt(None)
+            | Value::Bool(None)
+            | Value::String(None)
+            | Value::Bytes(None)
+            | Value::Double(None)
+    )
+}
+
+/// The closure [`EachRow::each_row`] hands each row to.
+pub type RowSink<'a> = dyn FnMut(&dyn Cells) -> Result<(), DbErr> + Send + 'a;
+
+/// A connection that runs a statement and hands its rows, by position, to a closure.
+#[async_trait::async_trait]
+pub trait EachRow: ConnectionTrait {
+    /// Runs `stmt` and calls `each` with each of its rows, in order.
+    async fn each_row(&self, stmt: Statement, each: &mut RowSink<'_>) -> Result<(), DbErr> {
+        for row in self.query_all_raw(stmt).await? {
+            each(&row)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl EachRow for DatabaseConnection {}
+
+#[async_trait::async_trait]
+impl EachRow for DatabaseTransaction {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::entities::participants;
+
+    fn read(sql: &str, at: usize) -> Result<Option<participants::Model>, DbErr> {
+        let conn =
+            rusqlite::Connection::open_in_memory().map_err(|e| DbErr::Custom(e.to_string()))?;
+        conn.query_row(sql, [], |row| Ok(model_at::<participants::Entity>(row, at)))
+            .map_err(|e| DbErr::Custom(e.to_string()))?
+    }
+
+    /// A model is read from its columns in the entity's order, from the position given.
+    #[test]
+    fn a_model_is_read_by_position() {
+        let m = read(
+            "SELECT 'skipped', 'conv', 'bob', 'acme', 1, 2, 3, 'alice', 10, NULL, NULL, 4, NULL, NULL",
+            1,
+        )
+        .expect("decodes")
+        .expect("a row");
+        assert_eq!(width::<participants::Entity>(), 13);
+        assert_eq!(
+            (m.conversation_id.as_str(), m.user_id.as_str()),
+            ("conv", "bob")
+        );
+        assert_eq!(
+            (m.tenant_id.as_str(), m.added_by.as_str()),
+            ("acme", "alice")
+        );
+        assert_eq!((m.kind, m.role, m.state), (1, 2, 3));
+        assert_eq!((m.join_time, m.history_from), (10, 4));
+        assert_eq!(
+            (m.removed_by, m.remove_time, m.removed_seq),
+            (None, None, None)
+        );
+    }
+
+    /// The columns of a left join that found nothing are no model; a nullable column's `NULL`
+    /// is that field's `None`.
+    #[test]
+    fn a_required_column_null_is_no_model() {
+        let none = read(&format!("SELECT {}", vec!["NULL"; 13].join(", ")), 0).expect("decodes");
+        assert_eq!(none, None);
+        let part = read(
+            "SELECT 'conv', NULL, 'acme', 1, 2, 3, 'alice', 10, NULL, NULL, 4, NULL, NULL",
+            0,
+        )
+        .expect("decodes");
+        assert_eq!(part, None);
+    }
+
+    /// A value that does not fit its field is an error, not a wrapped number.
+    #[test]
+    fn a_value_past_its_field_is_an_error() {
+        let err = read(
+            "SELECT 'conv', 'bob', 'acme', 4294967296, 2, 3, 'alice', 10, NULL, NULL, 4, NULL, NULL",
+            0,
+        );
+        assert!(err.is_err(), "{err:?}");
+    }
+}
