@@ -154,9 +154,10 @@ struct ServeArgs {
     #[arg(long, env = "PARLEY_RATE_LIMIT", default_value_t = 1_000)]
     rate_limit: u32,
     /// Calls per second a service may make on this replica in all, whomever it acts for
-    /// (bursts of twice that); 0 = unlimited.
-    #[arg(long, env = "PARLEY_SERVICE_RATE_LIMIT", default_value_t = 10_000)]
-    service_rate_limit: u32,
+    /// (bursts of twice that); 0 = unlimited. Unset: ten times `--rate-limit` (so 10,000 by
+    /// default, and unlimited when `--rate-limit` is 0).
+    #[arg(long, env = "PARLEY_SERVICE_RATE_LIMIT")]
+    service_rate_limit: Option<u32>,
     /// How long a request_id is remembered.
     #[arg(long, env = "PARLEY_REQUEST_ID_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     request_id_retention: Duration,
@@ -218,6 +219,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     parley_server::init_logging(args.log_format)?;
+    let service_rate_limit = args.service_rate_limit();
     let config = Config {
         listen: args.listen,
         db_pool: args.database.pool(),
@@ -240,7 +242,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_group_members: args.max_group_members,
             invitation_ttl: args.invitation_ttl,
             rate_limit_per_second: args.rate_limit,
-            service_rate_limit_per_second: args.service_rate_limit,
+            service_rate_limit_per_second: service_rate_limit,
             request_id_retention: args.request_id_retention,
             acked_notification_retention: args.acked_notification_retention,
             sweep_interval: args.sweep_interval,
@@ -258,6 +260,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app.serve(listener, shutdown_signal()).await?;
     tracing::info!("parley-server stopped");
     Ok(())
+}
+
+impl ServeArgs {
+    /// `--service-rate-limit`, or ten times `--rate-limit` where unset.
+    fn service_rate_limit(&self) -> u32 {
+        self.service_rate_limit
+            .unwrap_or(self.rate_limit.saturating_mul(10))
+    }
 }
 
 async fn shutdown_signal() {
@@ -313,4 +323,30 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let argv = ["parley-server", "serve"].iter().chain(flags);
+        match Cli::try_parse_from(argv).map(|cli| cli.command) {
+            Ok(Some(Command::Serve(args))) => args,
+            _ => panic!("{flags:?} do not parse as serve"),
+        }
+    }
+
+    /// A service's total follows the per-principal limit unless given: off when it is off.
+    #[test]
+    fn the_service_limit_follows_the_rate_limit_unless_given() {
+        assert_eq!(serve_args(&[]).service_rate_limit(), 10_000);
+        assert_eq!(serve_args(&["--rate-limit", "0"]).service_rate_limit(), 0);
+        assert_eq!(
+            serve_args(&["--rate-limit", "50"]).service_rate_limit(),
+            500
+        );
+        let given = ["--rate-limit", "0", "--service-rate-limit", "7"];
+        assert_eq!(serve_args(&given).service_rate_limit(), 7);
+    }
 }

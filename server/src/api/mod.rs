@@ -102,11 +102,16 @@ fn take<K: Clone + Eq + std::hash::Hash>(
     }
     // The limiter's own clock: making one per call would probe the CPU (a `cpuid`, which traps
     // to the hypervisor on a virtual machine) every time.
-    limiter
-        .check_key(key)
-        .map_err(|not_until| Error::RateLimited {
-            retry_after: not_until.wait_time_from(governor::clock::Clock::now(limiter.clock())),
-        })
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+        // Whole milliseconds, rounded up: "retry in 0 ms" would invite a retry too early.
+        let millis = wait.as_nanos().div_ceil(1_000_000).max(1);
+        Error::RateLimited {
+            retry_after: std::time::Duration::from_millis(
+                u64::try_from(millis).unwrap_or(u64::MAX),
+            ),
+        }
+    })
 }
 
 impl State {

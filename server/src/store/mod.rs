@@ -1290,18 +1290,25 @@ fn with_caller_sql(backend: DatabaseBackend) -> &'static str {
 /// The columns of a statement that reads the caller: the caller's directory entry (`u`), the
 /// conversation (`c`) and the caller's seat in it (`p`), each aliased with its table's prefix.
 pub(crate) fn caller_columns() -> &'static str {
-    use sea_orm::{IdenStatic, Iterable};
+    use sea_orm::Iterable;
     static COLUMNS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    fn columns<I: IdenStatic>(out: &mut Vec<String>, table: &str, cols: impl Iterator<Item = I>) {
-        out.extend(cols.map(|c| format!("{table}.{col} AS \"{table}_{col}\"", col = c.as_str())));
-    }
     COLUMNS.get_or_init(|| {
         let mut cols = Vec::new();
-        columns(&mut cols, "u", entities::users::Column::iter());
-        columns(&mut cols, "c", entities::conversations::Column::iter());
-        columns(&mut cols, "p", entities::participants::Column::iter());
+        prefixed_columns(&mut cols, "u", entities::users::Column::iter());
+        prefixed_columns(&mut cols, "c", entities::conversations::Column::iter());
+        prefixed_columns(&mut cols, "p", entities::participants::Column::iter());
         cols.join(", ")
     })
+}
+
+/// Adds to `out` each of `cols` of the table aliased `table`, as `table.col AS "table_col"`,
+/// in the columns' order (the order [`cells::model_at`] reads them in).
+pub(crate) fn prefixed_columns<I: sea_orm::IdenStatic>(
+    out: &mut Vec<String>,
+    table: &str,
+    cols: impl Iterator<Item = I>,
+) {
+    out.extend(cols.map(|c| format!("{table}.{col} AS \"{table}_{col}\"", col = c.as_str())));
 }
 
 /// The `FROM` of a statement that reads the caller ([`caller_columns`]), given the placeholders

@@ -127,21 +127,29 @@ async fn people_with_seats(
     conversation_id: &str,
     user_ids: &[String],
 ) -> Result<(HashMap<String, User>, HashMap<String, Participant>), Error> {
+    use super::cells::{model_at, width};
     use super::entities::users;
-    use sea_orm::FromQueryResult;
 
     let backend = tx.get_database_backend();
-    let (mut people, mut seats) = (HashMap::new(), HashMap::new());
+    let mut rows = Vec::new();
     for batch in super::distinct(user_ids).chunks(super::IDS_PER_LOOKUP) {
         let statement = people_statement(backend, tenant_id, conversation_id, batch)?;
-        for row in tx.query_all_raw(statement).await? {
-            let user = super::user_from(users::Model::from_query_result(&row, "u_")?)?;
-            if row.try_get::<Option<String>>("", "p_user_id")?.is_some() {
-                let seat = participant_from(participants::Model::from_query_result(&row, "p_")?)?;
-                seats.insert(seat.user_id.clone(), seat);
-            }
-            people.insert(user.id.clone(), user);
+        tx.each_row(statement, &mut |row| {
+            let user = model_at::<users::Entity>(row, 0)?;
+            let seat = model_at::<participants::Entity>(row, width::<users::Entity>())?;
+            rows.extend(user.map(|user| (user, seat)));
+            Ok(())
+        })
+        .await?;
+    }
+    let (mut people, mut seats) = (HashMap::new(), HashMap::new());
+    for (user, seat) in rows {
+        if let Some(seat) = seat {
+            let seat = participant_from(seat)?;
+            seats.insert(seat.user_id.clone(), seat);
         }
+        let user = super::user_from(user)?;
+        people.insert(user.id.clone(), user);
     }
     Ok((people, seats))
 }
@@ -186,17 +194,13 @@ pub fn people_statement(
 /// conversation locked). SQLite, left to order the loops itself, may read the tenant's users
 /// once per id (seconds for 1,000 ids): `CROSS JOIN` keeps the ids the outer loop.
 fn people_sql(backend: DatabaseBackend) -> &'static str {
-    use sea_orm::{IdenStatic, Iterable};
+    use sea_orm::Iterable;
     static POSTGRES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static SQLITE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let columns = || {
-        let mut cols: Vec<String> = super::entities::users::Column::iter()
-            .map(|c| format!("u.{col} AS \"u_{col}\"", col = c.as_str()))
-            .collect();
-        cols.extend(
-            participants::Column::iter()
-                .map(|c| format!("p.{col} AS \"p_{col}\"", col = c.as_str())),
-        );
+        let mut cols = Vec::new();
+        super::prefixed_columns(&mut cols, "u", super::entities::users::Column::iter());
+        super::prefixed_columns(&mut cols, "p", participants::Column::iter());
         cols.join(", ")
     };
     match backend {
