@@ -958,29 +958,28 @@ pub(crate) fn distinct(ids: &[String]) -> Vec<&String> {
 /// Inserts participants, a statement per [`ROWS_PER_INSERT`] rows; a removed participant's row
 /// becomes active again.
 pub(crate) fn upsert_participants(w: &mut Writes, tenant_id: &str, rows: &[Participant]) {
-    use entities::participants::Column as P;
     for batch in rows.chunks(ROWS_PER_INSERT) {
-        let insert = entities::participants::Entity::insert_many(
+        w.insert_models(
             batch.iter().map(|p| participant_row(tenant_id, p)),
-        )
-        .on_conflict(
-            sea_orm::sea_query::OnConflict::columns([P::ConversationId, P::UserId])
-                .update_columns([
-                    P::Kind,
-                    P::Role,
-                    P::State,
-                    P::AddedBy,
-                    P::JoinTime,
-                    P::RemovedBy,
-                    P::RemoveTime,
-                    P::HistoryFrom,
-                    P::RemovedSeq,
-                    P::RemovedView,
-                ])
-                .to_owned(),
+            participant_conflict(),
         );
-        w.insert(insert.into_query());
     }
+}
+
+/// What an inserted participant row does to the row of the same person in the conversation:
+/// takes its place, every column but the key and the tenant.
+fn participant_conflict() -> &'static str {
+    use entities::participants::Column as P;
+    use sea_orm::{IdenStatic, Iterable};
+    static TAIL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAIL.get_or_init(|| {
+        let set = P::iter()
+            .filter(|c| !matches!(c, P::ConversationId | P::UserId | P::TenantId))
+            .map(|c| format!("\"{c}\" = \"excluded\".\"{c}\"", c = c.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(" ON CONFLICT (\"conversation_id\", \"user_id\") DO UPDATE SET {set}")
+    })
 }
 
 /// Saves the conversation row's mutable columns as they are in `c` (the caller moved the
@@ -1253,7 +1252,7 @@ pub(crate) fn item_row(item: &TimelineItem) -> entities::timeline::ActiveModel {
 /// Appends items to a conversation's timeline, a statement per [`ROWS_PER_INSERT`] items.
 pub(crate) fn append_items(w: &mut Writes, items: &[TimelineItem]) {
     for batch in items.chunks(ROWS_PER_INSERT) {
-        w.insert(entities::timeline::Entity::insert_many(batch.iter().map(item_row)).into_query());
+        w.insert_models(batch.iter().map(item_row), "");
     }
 }
 

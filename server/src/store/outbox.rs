@@ -2,8 +2,8 @@
 //! them, drained by a sibling notification service (list, then acknowledge).
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    Select, prelude::Expr,
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    prelude::Expr,
 };
 
 use super::entities::notifications as n;
@@ -42,7 +42,7 @@ pub fn enqueue(w: &mut Writes, tenant_id: &str, list: &[Notification]) {
 }
 
 fn enqueue_batch(w: &mut Writes, tenant_id: &str, list: &[Notification]) {
-    let insert = n::Entity::insert_many(list.iter().map(|x| n::ActiveModel {
+    let rows = list.iter().map(|x| n::ActiveModel {
         id: Set(x.id.clone()),
         tenant_id: Set(tenant_id.to_owned()),
         kind: Set(x.kind as i32),
@@ -60,8 +60,8 @@ fn enqueue_batch(w: &mut Writes, tenant_id: &str, list: &[Notification]) {
         invitation_id: Set(x.invitation_id.clone()),
         create_time: Set(x.create_time),
         ack_time: Set(None),
-    }));
-    w.insert(insert.into_query());
+    });
+    w.insert_models(rows, "");
 }
 
 fn from_row(m: n::Model) -> Result<Notification, Error> {
