@@ -78,16 +78,52 @@ where
     E: EntityTrait,
     E::ActiveModel: TryIntoModel<E::Model>,
 {
-    let mut model = <E::ActiveModel as ActiveModelTrait>::default();
-    for (i, column) in E::Column::iter().enumerate() {
-        let def = column.def();
-        let value = row.value(at + i, Kind::of(def.get_column_type()))?;
-        if !def.is_null() && is_null(&value) {
-            return Ok(None);
-        }
-        model.try_set(column, value)?;
+    Layout::<E>::new().read(row, at)
+}
+
+/// How [`model_at`] reads `E`'s columns: each one's kind and whether it may be `NULL`, found
+/// once for the rows of a statement rather than for each of their cells.
+pub struct Layout<E: EntityTrait> {
+    columns: Vec<(E::Column, Kind, bool)>,
+}
+
+impl<E> Layout<E>
+where
+    E: EntityTrait,
+    E::ActiveModel: TryIntoModel<E::Model>,
+{
+    pub fn new() -> Self {
+        let columns = E::Column::iter()
+            .map(|column| {
+                let def = column.def();
+                (column, Kind::of(def.get_column_type()), def.is_null())
+            })
+            .collect();
+        Self { columns }
     }
-    model.try_into_model().map(Some)
+
+    /// [`model_at`] with this layout.
+    pub fn read(&self, row: &dyn Cells, at: usize) -> Result<Option<E::Model>, DbErr> {
+        let mut model = <E::ActiveModel as ActiveModelTrait>::default();
+        for (i, (column, kind, nullable)) in self.columns.iter().enumerate() {
+            let value = row.value(at + i, *kind)?;
+            if !nullable && is_null(&value) {
+                return Ok(None);
+            }
+            model.try_set(*column, value)?;
+        }
+        model.try_into_model().map(Some)
+    }
+}
+
+impl<E> Default for Layout<E>
+where
+    E: EntityTrait,
+    E::ActiveModel: TryIntoModel<E::Model>,
+{
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// How many columns [`model_at`] reads for `E`.

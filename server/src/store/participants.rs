@@ -127,16 +127,18 @@ async fn people_with_seats(
     conversation_id: &str,
     user_ids: &[String],
 ) -> Result<(HashMap<String, User>, HashMap<String, Participant>), Error> {
-    use super::cells::{model_at, width};
+    use super::cells::{Layout, width};
     use super::entities::users;
 
     let backend = tx.get_database_backend();
+    let user_layout = Layout::<users::Entity>::new();
+    let seat_layout = Layout::<participants::Entity>::new();
     let mut rows = Vec::new();
     for batch in super::distinct(user_ids).chunks(super::IDS_PER_LOOKUP) {
         let statement = people_statement(backend, tenant_id, conversation_id, batch)?;
         tx.each_row(statement, &mut |row| {
-            let user = model_at::<users::Entity>(row, 0)?;
-            let seat = model_at::<participants::Entity>(row, width::<users::Entity>())?;
+            let user = user_layout.read(row, 0)?;
+            let seat = seat_layout.read(row, width::<users::Entity>())?;
             rows.extend(user.map(|user| (user, seat)));
             Ok(())
         })
@@ -300,7 +302,7 @@ pub async fn page_with_caller<C: EachRow>(
     after: Option<&str>,
     limit: u64,
 ) -> Result<(super::WithCaller, Vec<Participant>), Error> {
-    use super::cells::{Cells, Kind, model_at};
+    use super::cells::{Cells, Kind, Layout};
     use sea_orm::Value;
     let backend = db.get_database_backend();
     // The values in the order `page_sql` numbers them.
@@ -320,6 +322,7 @@ pub async fn page_with_caller<C: EachRow>(
         after.is_some(),
     );
     let width = super::WithCaller::width();
+    let layout = Layout::<participants::Entity>::new();
     let postgres = backend == DatabaseBackend::Postgres;
     let mut caller = None;
     let mut json = None;
@@ -332,7 +335,7 @@ pub async fn page_with_caller<C: EachRow>(
                 json = row.text(width)?;
             } else if row.value(0, Kind::Int)? == Value::Int(Some(0)) {
                 caller = Some(super::WithCaller::from_cells(row, 1)?);
-            } else if let Some(m) = model_at::<participants::Entity>(row, 1 + width)? {
+            } else if let Some(m) = layout.read(row, 1 + width)? {
                 rows.push(m);
             }
             Ok(())
