@@ -106,7 +106,7 @@ pub mod conversations {
 pub mod participants {
     use sea_orm::entity::prelude::*;
 
-    /// Also read from JSON: a page of participants built by the engine
+    /// Also read from JSON: on PostgreSQL, a page of participants built by the engine
     /// ([`crate::store::participants::page_with_caller`]).
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Deserialize)]
     #[sea_orm(table_name = "participants")]
