@@ -4,7 +4,7 @@
 use super::WriteTx;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, JoinType,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement, sea_query::Condition,
+    QueryFilter, QueryOrder, QuerySelect, Statement, sea_query::Condition,
 };
 
 use super::entities::{conversations, participants};
@@ -91,7 +91,7 @@ async fn insert(tx: &WriteTx, created: &Created) -> Result<(), Error> {
         external_view_count: Set(c.external_view_count),
     };
     let mut w = Writes::new();
-    w.insert(conversations::Entity::insert(row).into_query());
+    w.insert_models([row], "");
     super::upsert_participants(&mut w, &c.tenant_id, &created.participants);
     append_items(&mut w, &created.items);
     enqueue_add_notices(&mut w, c, &created.notices);

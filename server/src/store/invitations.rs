@@ -125,7 +125,7 @@ pub fn insert_many(w: &mut Writes, tenant_id: &str, list: &[(Invitation, String)
 }
 
 fn insert_batch(w: &mut Writes, tenant_id: &str, list: &[(Invitation, String)]) {
-    let insert = inv::Entity::insert_many(list.iter().map(|(i, hash)| inv::ActiveModel {
+    let rows = list.iter().map(|(i, hash)| inv::ActiveModel {
         id: Set(i.id.clone()),
         tenant_id: Set(tenant_id.to_owned()),
         conversation_id: Set(i.conversation_id.clone()),
@@ -137,8 +137,8 @@ fn insert_batch(w: &mut Writes, tenant_id: &str, list: &[(Invitation, String)]) 
         create_time: Set(i.create_time),
         expire_time: Set(i.expire_time),
         update_time: Set(i.create_time),
-    }));
-    w.insert(insert.into_query());
+    });
+    w.insert_models(rows, "");
 }
 
 /// Gives invitations made before links were derived (migration 000006: their hash is of a

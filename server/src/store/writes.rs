@@ -21,7 +21,7 @@
 //! transaction to roll back, so a plan is written whole or not at all.
 
 use super::WriteTx;
-use sea_orm::sea_query::{InsertStatement, UpdateStatement};
+use sea_orm::sea_query::UpdateStatement;
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseBackend, EntityName, EntityTrait, IdenStatic,
     Iterable, Statement, StatementBuilder, Value,
@@ -36,16 +36,14 @@ pub const PG_MAX_PARAMETERS: usize = 65_535;
 /// One write of a plan.
 #[derive(Clone, Debug)]
 enum Write {
-    Insert(InsertStatement),
-    Update(UpdateStatement),
+    Update(Box<UpdateStatement>),
     Rows(Rows),
 }
 
 impl Write {
     fn build(&self, backend: DatabaseBackend) -> Statement {
         match self {
-            Write::Insert(s) => StatementBuilder::build(s, &backend),
-            Write::Update(s) => StatementBuilder::build(s, &backend),
+            Write::Update(s) => StatementBuilder::build(s.as_ref(), &backend),
             Write::Rows(r) => r.build(backend),
         }
     }
@@ -55,6 +53,13 @@ impl Write {
 /// sea-query: for a thousand rows, building the statement with sea-query (a value expression
 /// per cell, then the text and the values taken out again) cost a fifth of AddParticipants'
 /// CPU on SQLite.
+///
+/// On PostgreSQL, two rows or more travel as one JSON parameter (`INSERT INTO "t" ("a", "b")
+/// SELECT "a", "b" FROM json_populate_recordset(NULL::"t", $1::json) …`). A thousand rows of
+/// fifteen columns are fifteen thousand parameters otherwise: measured on
+/// AddParticipants(1000), binding them took PostgreSQL 39 ms and parsing the statement 38 ms
+/// (each connection parses each row count anew), as long as inserting the rows. One row, or a
+/// value JSON does not carry (bytes), is sent with a parameter per value.
 #[derive(Clone, Debug)]
 struct Rows {
     table: &'static str,
@@ -167,12 +172,8 @@ impl Writes {
         Self::default()
     }
 
-    pub fn insert(&mut self, s: InsertStatement) {
-        self.list.push(Write::Insert(s));
-    }
-
     pub fn update(&mut self, s: UpdateStatement) {
-        self.list.push(Write::Update(s));
+        self.list.push(Write::Update(Box::new(s)));
     }
 
     /// Inserts `models`, every column of each set, followed by `tail` (`ON CONFLICT …`, or
@@ -242,7 +243,7 @@ fn joined(list: Vec<Write>, backend: DatabaseBackend) -> Statement {
 }
 
 /// PostgreSQL: each write as a statement of its own numbering (a multi-row insert carried as
-/// one JSON parameter, [`json_rows`]), consecutive writes grouped while their parameters fit
+/// one JSON parameter, [`Rows`]), consecutive writes grouped while their parameters fit
 /// one statement, each group one statement.
 fn postgres_bundles(list: Vec<Write>) -> Vec<Statement> {
     let backend = DatabaseBackend::Postgres;
@@ -250,11 +251,7 @@ fn postgres_bundles(list: Vec<Write>) -> Vec<Statement> {
     let mut group: Vec<Statement> = Vec::new();
     let mut parameters = 0;
     for write in list {
-        let built = write.build(backend);
-        let statement = match write {
-            Write::Insert(_) => json_rows(&built).unwrap_or(built),
-            Write::Update(_) | Write::Rows(_) => built,
-        };
+        let statement = write.build(backend);
         let n = statement.values.as_ref().map_or(0, |v| v.0.len());
         if !group.is_empty() && parameters + n > PG_MAX_PARAMETERS {
             out.push(with_query(std::mem::take(&mut group)));
@@ -332,124 +329,40 @@ fn renumbered(sql: &str, offset: usize) -> String {
     out
 }
 
-/// PostgreSQL: a multi-row `INSERT INTO "t" ("a", "b") VALUES ($1, $2), ($3, $4) …` as
-/// `INSERT INTO "t" ("a", "b") SELECT "a", "b" FROM json_populate_recordset(NULL::"t", $1::json) …`,
-/// its rows one JSON parameter.
-///
-/// A thousand rows of fifteen columns are fifteen thousand parameters otherwise: measured on
-/// AddParticipants(1000), binding them took PostgreSQL 39 ms and parsing the statement 38 ms
-/// (each connection parses each row count anew), as long as inserting the rows. Any shape this
-/// does not recognise (a value that is not a plain parameter, bytes, one row) is left as it
-/// was: `None`.
-fn json_rows(s: &Statement) -> Option<Statement> {
-    let values = s.values.as_ref()?.0.as_slice();
-    let sql = s.sql.as_str();
-    let rest = sql.strip_prefix("INSERT INTO ")?;
-    let (table, rest) = rest.split_once(" (")?;
-    let (columns, rest) = rest.split_once(") VALUES ")?;
-    let names: Vec<&str> = columns
-        .split(", ")
-        .map(|c| c.strip_prefix('"')?.strip_suffix('"'))
-        .collect::<Option<_>>()?;
-    if names.iter().any(|n| n.contains(['"', '\\'])) || !table.starts_with('"') {
-        return None;
-    }
-    let width = names.len();
-    // The rows: `($1, $2), ($3, $4)`, numbered in order.
-    let mut rest = rest;
-    let mut next = 1;
-    loop {
-        let row;
-        (row, rest) = rest.strip_prefix('(')?.split_once(')')?;
-        let mut cells = 0;
-        for cell in row.split(", ") {
-            if cell.strip_prefix('$')?.parse::<usize>().ok()? != next {
-                return None;
-            }
-            next += 1;
-            cells += 1;
-        }
-        if cells != width {
-            return None;
-        }
-        match rest.strip_prefix(", ") {
-            Some(more) => rest = more,
-            None => break,
-        }
-    }
-    let tail = rest;
-    if next - 1 != values.len() || values.len() < 2 * width || tail.contains('$') {
-        return None;
-    }
-    // Each row an object keyed by the column names it borrows.
-    let rows = values
-        .chunks(width)
-        .map(|row| {
-            names
-                .iter()
-                .zip(row)
-                .map(|(name, v)| Some((*name, json_value(v)?)))
-                .collect::<Option<std::collections::BTreeMap<&str, _>>>()
-        })
-        .collect::<Option<Vec<_>>>()?;
-    let json = serde_json::to_string(&rows).ok()?;
-    Some(Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        format!(
-            "INSERT INTO {table} ({columns}) SELECT {columns} FROM json_populate_recordset(NULL::{table}, $1::json){tail}"
-        ),
-        [Value::String(Some(json))],
-    ))
-}
-
-/// A parameter as JSON, for the types Parley's tables hold (`None` for any other).
-fn json_value(v: &Value) -> Option<serde_json::Value> {
-    use serde_json::Value as J;
-    Some(match v {
-        Value::String(s) => s
-            .as_ref()
-            .map_or(J::Null, |s| J::String(s.as_str().to_owned())),
-        Value::Bool(b) => b.map_or(J::Null, J::Bool),
-        Value::TinyInt(n) => n.map_or(J::Null, J::from),
-        Value::SmallInt(n) => n.map_or(J::Null, J::from),
-        Value::Int(n) => n.map_or(J::Null, J::from),
-        Value::BigInt(n) => n.map_or(J::Null, J::from),
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 
-    fn insert(table: &str, rows: usize) -> Write {
-        let mut s = Query::insert();
-        s.into_table(Alias::new(table)).columns([Alias::new("a")]);
-        for i in 0..rows {
-            s.values_panic([Expr::value(i as i64)]);
-        }
-        Write::Insert(s)
+    fn one_column(table: &'static str, values: Vec<Value>) -> Write {
+        Write::Rows(Rows {
+            table,
+            columns: vec!["a"],
+            values,
+            tail: "",
+        })
+    }
+
+    fn insert(table: &'static str, rows: usize) -> Write {
+        one_column(table, (0..rows).map(|i| Value::from(i as i64)).collect())
     }
 
     /// Rows whose values JSON does not carry (bytes): inserted with a parameter per value.
-    fn insert_bytes(table: &str, rows: usize) -> Write {
-        let mut s = Query::insert();
-        s.into_table(Alias::new(table)).columns([Alias::new("a")]);
-        for i in 0..rows {
-            s.values_panic([Expr::value(vec![i as u8])]);
-        }
-        Write::Insert(s)
+    fn insert_bytes(table: &'static str, rows: usize) -> Write {
+        one_column(
+            table,
+            (0..rows).map(|i| Value::from(vec![i as u8])).collect(),
+        )
     }
 
     fn update(table: &str) -> Write {
-        Write::Update(
+        Write::Update(Box::new(
             Query::update()
                 .table(Alias::new(table))
                 .value(Alias::new("a"), 7)
                 .and_where(Expr::col(Alias::new("id")).eq("x"))
                 .to_owned(),
-        )
+        ))
     }
 
     #[test]
@@ -477,24 +390,20 @@ mod tests {
 
     #[test]
     fn postgres_rows_travel_as_one_json_parameter() {
-        let mut s = Query::insert();
-        s.into_table(Alias::new("t"))
-            .columns([Alias::new("a"), Alias::new("b"), Alias::new("c")])
-            .values_panic([
-                Expr::value("x\"y"),
-                Expr::value(9_007_199_254_740_993_i64),
-                Expr::value(Option::<String>::None),
-            ])
-            .values_panic([Expr::value("z"), Expr::value(-1_i64), Expr::value(true)])
-            .on_conflict(
-                sea_orm::sea_query::OnConflict::column(Alias::new("a"))
-                    .update_column(Alias::new("b"))
-                    .to_owned(),
-            );
-        let out = bundle(
-            vec![Write::Insert(s), update("c")],
-            DatabaseBackend::Postgres,
-        );
+        let s = Write::Rows(Rows {
+            table: "t",
+            columns: vec!["a", "b", "c"],
+            values: vec![
+                Value::from("x\"y"),
+                Value::from(9_007_199_254_740_993_i64),
+                Value::String(None),
+                Value::from("z"),
+                Value::from(-1_i64),
+                Value::from(true),
+            ],
+            tail: " ON CONFLICT (\"a\") DO UPDATE SET \"b\" = \"excluded\".\"b\"",
+        });
+        let out = bundle(vec![s, update("c")], DatabaseBackend::Postgres);
         assert_eq!(out.len(), 1);
         let sql = &out[0].sql;
         assert!(
