@@ -195,6 +195,8 @@ pub mod notifications {
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: String,
+        /// Part of the key: every read of the outbox names its tenant.
+        #[sea_orm(primary_key, auto_increment = false)]
         pub tenant_id: String,
         pub kind: i32,
         pub recipient_user_id: Option<String>,

@@ -2,8 +2,8 @@
 //! them, drained by a sibling notification service (list, then acknowledge).
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
-    prelude::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Statement, prelude::Expr,
 };
 
 use super::entities::notifications as n;
@@ -94,7 +94,15 @@ pub async fn list(
     after: Option<&str>,
     limit: u64,
 ) -> Result<Vec<Notification>, Error> {
-    list_query(tenant_id, include_acked, after, limit)
+    let statement = list_query(
+        db.get_database_backend(),
+        tenant_id,
+        include_acked,
+        after,
+        limit,
+    );
+    n::Entity::find()
+        .from_raw_sql(statement)
         .all(db)
         .await?
         .into_iter()
@@ -103,15 +111,18 @@ pub async fn list(
 }
 
 /// The statement behind [`list`] (public so that a test can ask the engine for its plan).
-/// Without acknowledged ones it names `ack_time IS NULL` as the partial index
-/// `notifications_unacked` does, so that the engine reads that index, which holds only the
-/// unacknowledged rows in id order.
+///
+/// Without acknowledged ones it reads the partial index `notifications_unacked`, which holds
+/// only the unacknowledged rows in id order: it names `ack_time IS NULL` as the index does,
+/// and on SQLite names the index itself (`INDEXED BY`). SQLite would otherwise walk the
+/// table's own key, `(tenant_id, id)`, and step over every acknowledged row it keeps.
 pub fn list_query(
+    backend: DatabaseBackend,
     tenant_id: &str,
     include_acked: bool,
     after: Option<&str>,
     limit: u64,
-) -> Select<n::Entity> {
+) -> Statement {
     let mut q = n::Entity::find().filter(n::Column::TenantId.eq(tenant_id));
     if !include_acked {
         q = q.filter(n::Column::AckTime.is_null());
@@ -119,7 +130,15 @@ pub fn list_query(
     if let Some(after) = after {
         q = q.filter(n::Column::Id.gt(after));
     }
-    q.order_by_asc(n::Column::Id).limit(limit)
+    let mut statement = q.order_by_asc(n::Column::Id).limit(limit).build(backend);
+    if !include_acked && backend == DatabaseBackend::Sqlite {
+        statement.sql = statement.sql.replacen(
+            r#"FROM "notifications""#,
+            r#"FROM "notifications" INDEXED BY "notifications_unacked""#,
+            1,
+        );
+    }
+    statement
 }
 
 /// Acknowledges notifications (idempotent). Returns how many were newly acknowledged.
@@ -142,9 +161,11 @@ pub async fn ack<C: sea_orm::ConnectionTrait>(
 }
 
 /// Deletes notifications acknowledged before `cutoff` (the housekeeping sweep); returns how
-/// many. Unacknowledged ones are kept however old: delivery is at least once.
+/// many. Unacknowledged ones are kept however old: delivery is at least once. It names
+/// `ack_time IS NOT NULL` as the partial index `notifications_by_ack_time` does.
 pub async fn prune_acked<C: sea_orm::ConnectionTrait>(db: &C, cutoff: i64) -> Result<u64, Error> {
     Ok(n::Entity::delete_many()
+        .filter(n::Column::AckTime.is_not_null())
         .filter(n::Column::AckTime.lt(cutoff))
         .exec(db)
         .await?

@@ -41,7 +41,7 @@ enum Write {
 }
 
 impl Write {
-    fn build(&self, backend: DatabaseBackend) -> Statement {
+    fn build(self, backend: DatabaseBackend) -> Statement {
         match self {
             Write::Update(s) => StatementBuilder::build(s.as_ref(), &backend),
             Write::Rows(r) => r.build(backend),
@@ -71,7 +71,7 @@ struct Rows {
 }
 
 impl Rows {
-    fn build(&self, backend: DatabaseBackend) -> Statement {
+    fn build(self, backend: DatabaseBackend) -> Statement {
         let width = self.columns.len().max(1);
         let columns = self
             .columns
@@ -111,7 +111,7 @@ impl Rows {
         }
         sql.push(')');
         sql.push_str(self.tail);
-        Statement::from_sql_and_values(backend, sql, self.values.clone())
+        Statement::from_sql_and_values(backend, sql, self.values)
     }
 
     /// The rows as a JSON array of objects keyed by column, for the types JSON carries
@@ -231,7 +231,7 @@ fn bundle(list: Vec<Write>, backend: DatabaseBackend) -> Vec<Statement> {
 fn joined(list: Vec<Write>, backend: DatabaseBackend) -> Statement {
     let mut sql = String::new();
     let mut values: Vec<Value> = Vec::new();
-    for write in &list {
+    for write in list {
         let s = write.build(backend);
         if !sql.is_empty() {
             sql.push_str(";\n");

@@ -119,10 +119,11 @@ async fn the_outbox_drain_reads_only_unacknowledged_rows(db: Db) {
     .await;
     analyze(&tables, "notifications").await;
 
-    let first_page = outbox::list_query(TENANT, false, None, 51);
-    let later_page = outbox::list_query(TENANT, false, Some(&format!("{:036}", 10_000)), 51);
+    let first_page = outbox::list_query(backend, TENANT, false, None, 51);
+    let later_page =
+        outbox::list_query(backend, TENANT, false, Some(&format!("{:036}", 10_000)), 51);
     for (what, query) in [("first page", first_page), ("later page", later_page)] {
-        let plan = plan(&tables, query.build(backend)).await;
+        let plan = plan(&tables, query).await;
         eprintln!("{db:?} ListNotifications {what}:\n{plan}");
         assert!(
             plan.contains("notifications_unacked"),
@@ -131,6 +132,22 @@ async fn the_outbox_drain_reads_only_unacknowledged_rows(db: Db) {
         if backend == DatabaseBackend::Sqlite {
             assert!(!plan.contains("SCAN"), "{db:?}: a scan:\n{plan}");
         }
+    }
+    // With the acknowledged ones: the tenant's rows in the order of the table's key, neither
+    // another tenant's read nor a sort.
+    let everything = plan(&tables, outbox::list_query(backend, TENANT, true, None, 51)).await;
+    eprintln!("{db:?} ListNotifications with acknowledged ones:\n{everything}");
+    match backend {
+        DatabaseBackend::Sqlite => assert!(
+            everything.contains("USING PRIMARY KEY (tenant_id=?)")
+                && !everything.contains("SCAN")
+                && !everything.contains("TEMP B-TREE"),
+            "{db:?}: not a walk of the tenant's key:\n{everything}"
+        ),
+        _ => assert!(
+            everything.contains("notifications_pkey") && !everything.contains("Sort"),
+            "{db:?}: not a walk of the tenant's key:\n{everything}"
+        ),
     }
 
     // The drain itself: every unacknowledged one of the tenant, in order, and nothing else.
