@@ -171,6 +171,12 @@ pub struct Opener {
 /// The writer's page cache (`PRAGMA cache_size`; negative: KiB).
 pub const WRITER_CACHE_SIZE: i64 = -16384;
 
+/// Pages of log past which the writer copies the log itself, inside a commit
+/// (`PRAGMA wal_autocheckpoint`). The checkpointer task (`store::checkpoints`) copies it soon
+/// after commits on a connection of its own; this is the writer's backstop should that fall
+/// behind, set well above what a burst of large writes leaves between two of its rounds.
+pub const WRITER_AUTOCHECKPOINT: i64 = 8000;
+
 /// How long a reader waits for a lock another process holds (WAL readers take none but while
 /// a log is recovered).
 const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -205,7 +211,9 @@ impl Opener {
         );
         match self.role {
             Role::Reader => setup.push_str(" PRAGMA query_only = ON;"),
-            Role::Writer => setup.push_str(&format!(" PRAGMA cache_size = {WRITER_CACHE_SIZE};")),
+            Role::Writer => setup.push_str(&format!(
+                " PRAGMA cache_size = {WRITER_CACHE_SIZE}; PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT};"
+            )),
             Role::Any => {}
         }
         conn.execute_batch(&setup).map_err(lite_err)?;
