@@ -611,6 +611,76 @@ async fn connections_are_as_configured(db: Db) {
     assert!(refused.is_err(), "a minimum above the maximum is refused");
 }
 
+/// In a fresh database the caller's directory entry is read by the key of `users`. PostgreSQL
+/// had no statistics of a new table until autovacuum's first ANALYZE, up to a minute later,
+/// and without them rated every index that starts with `tenant_id` as good as the key: each
+/// read of a user then stepped over every user of the tenant. The server analyzes a table it
+/// writes to as soon as the table has rows. SQLite keeps no statistics and needs none.
+async fn a_fresh_directory_is_read_by_its_key(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("read", &["bob"]).await.expect("create");
+    let tables = tables(&app).await;
+    let backend = tables.get_database_backend();
+    // Written beside the server, as a bulk import would be: nobody analyzes the table here.
+    run(
+        &tables,
+        &numbered(
+            backend,
+            2_000,
+            USERS_INSERT,
+            &format!(
+                "'{TENANT}', 'f' || i, 'F' || i, 'f' || i, 'f' || i || '@x.example', \
+                 'f' || i || '@x.example', 1, 1, 1, 1"
+            ),
+        ),
+    )
+    .await;
+    if backend == DatabaseBackend::Postgres {
+        // The server looks every second; twenty is the margin for the engine's own counters,
+        // which a connection reports within a second or so of its last statement.
+        let analyzed = "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'users' \
+                        AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let n = tables
+                .query_one_raw(Statement::from_string(backend, analyzed))
+                .await
+                .expect("read the statistics' state")
+                .and_then(|row| row.try_get_by_index::<i64>(0).ok())
+                .unwrap_or(0);
+            if n == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{db:?}: the server did not analyze users within 20 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    let statement = store::with_caller_statement(backend, TENANT, &c.id, Some("alice"));
+    let plan = plan(&tables, statement).await;
+    eprintln!("{db:?} the caller's directory entry:\n{plan}");
+    let key = match backend {
+        DatabaseBackend::Postgres => "users_pkey",
+        _ => "sqlite_autoindex_users_1",
+    };
+    assert!(
+        plan.contains(key),
+        "{db:?}: the user is not read by key:\n{plan}"
+    );
+    for other in ["users_email", "users_name"] {
+        assert!(
+            !plan.contains(other),
+            "{db:?}: read through {other}:\n{plan}"
+        );
+    }
+    let read = alice.get(&c.id).await.expect("get");
+    assert_eq!(read.id, c.id);
+}
+
 both_dbs!(
     connections_are_as_configured,
     the_outbox_drain_reads_only_unacknowledged_rows,
@@ -618,4 +688,5 @@ both_dbs!(
     search_users_matches_prefixes_exactly_in_name_order,
     people_are_read_by_their_keys_whatever_the_statistics,
     conversations_are_read_by_their_key_whatever_the_statistics,
+    a_fresh_directory_is_read_by_its_key,
 );
