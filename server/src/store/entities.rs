@@ -106,9 +106,7 @@ pub mod conversations {
 pub mod participants {
     use sea_orm::entity::prelude::*;
 
-    /// Also read from JSON: on PostgreSQL, a page of participants built by the engine
-    /// ([`crate::store::participants::page_with_caller`]).
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "participants")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]

@@ -377,7 +377,7 @@ async fn people_are_read_by_their_keys_whatever_the_statistics(db: Db) {
                 .query_all_raw(Statement::from_string(
                     backend,
                     format!(
-                        "EXPLAIN EXECUTE people('{}', '{TENANT}', ARRAY['{seated}', '{new}'])",
+                        "EXPLAIN EXECUTE people('{}', '{TENANT}', '[\"{seated}\", \"{new}\"]')",
                         c.id
                     ),
                 ))
