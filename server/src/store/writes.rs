@@ -9,7 +9,7 @@
 //! - PostgreSQL: one statement, the writes as data-modifying common table expressions
 //!   (`WITH w0 AS (INSERT …), w1 AS (INSERT …) UPDATE …`). They run on one snapshot and none
 //!   reads another's rows, which a plan's writes never need: each writes rows of its own.
-//!   A multi-row insert carries its rows as one JSON parameter (`json_populate_recordset`), so a plan's
+//!   A multi-row insert carries its rows as one JSON parameter (`jsonb_populate_recordset`), so a plan's
 //!   parameters do not grow with its rows; a statement takes at most [`PG_MAX_PARAMETERS`]
 //!   parameters, and writes past that would be cut into as many statements as they need,
 //!   never one per row.
@@ -55,11 +55,12 @@ impl Write {
 /// CPU on SQLite.
 ///
 /// On PostgreSQL, two rows or more travel as one JSON parameter (`INSERT INTO "t" ("a", "b")
-/// SELECT "a", "b" FROM json_populate_recordset(NULL::"t", $1::json) …`). A thousand rows of
+/// SELECT "a", "b" FROM jsonb_populate_recordset(NULL::"t", $1::jsonb) …`). A thousand rows of
 /// fifteen columns are fifteen thousand parameters otherwise: measured on
 /// AddParticipants(1000), binding them took PostgreSQL 39 ms and parsing the statement 38 ms
 /// (each connection parses each row count anew), as long as inserting the rows. One row, or a
-/// value JSON does not carry (bytes), is sent with a parameter per value.
+/// value JSON does not carry (bytes), is sent with a parameter per value. `jsonb`, not `json`:
+/// a `json` parameter is parsed twice, once checked as it is read and again by the function.
 #[derive(Clone, Debug)]
 struct Rows {
     table: &'static str,
@@ -87,7 +88,7 @@ impl Rows {
             return Statement::from_sql_and_values(
                 backend,
                 format!(
-                    "{head} SELECT {columns} FROM json_populate_recordset(NULL::\"{}\", $1::json){}",
+                    "{head} SELECT {columns} FROM jsonb_populate_recordset(NULL::\"{}\", $1::jsonb){}",
                     self.table, self.tail
                 ),
                 [Value::String(Some(json))],
@@ -409,7 +410,7 @@ mod tests {
         assert!(
             sql.starts_with(
                 "WITH \"w0\" AS (INSERT INTO \"t\" (\"a\", \"b\", \"c\") SELECT \"a\", \"b\", \"c\" \
-                 FROM json_populate_recordset(NULL::\"t\", $1::json) ON CONFLICT (\"a\") DO UPDATE"
+                 FROM jsonb_populate_recordset(NULL::\"t\", $1::jsonb) ON CONFLICT (\"a\") DO UPDATE"
             ),
             "{sql}"
         );
@@ -470,7 +471,7 @@ mod tests {
         assert!(
             sql.starts_with(
                 "WITH \"w0\" AS (INSERT INTO \"t\" (\"a\", \"b\", \"c\") SELECT \"a\", \"b\", \"c\" \
-                 FROM json_populate_recordset(NULL::\"t\", $1::json))"
+                 FROM jsonb_populate_recordset(NULL::\"t\", $1::jsonb))"
             ),
             "{sql}"
         );
