@@ -47,14 +47,6 @@ impl Kind {
 pub trait Cells {
     /// The value of column `i` as `kind`'s variant (`NULL` as that variant's `None`).
     fn value(&self, i: usize, kind: Kind) -> Result<Value, DbErr>;
-
-    /// Column `i` as text, or `None` for `NULL`.
-    fn text(&self, i: usize) -> Result<Option<String>, DbErr> {
-        match self.value(i, Kind::Text)? {
-            Value::String(s) => Ok(s),
-            other => Err(DbErr::Type(format!("column {i} is {other:?}, not text"))),
-        }
-    }
 }
 
 impl Cells for QueryResult {
