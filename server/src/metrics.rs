@@ -64,6 +64,8 @@ enum Pool {
     Postgres(sea_orm::sqlx::PgPool),
     /// SQLite's readers, run on the caller's thread.
     Lite(std::sync::Arc<crate::store::lite::Pool>),
+    /// PostgreSQL's connections, in Parley's own pool.
+    Pg(std::sync::Arc<crate::store::pg::Pool>),
     /// A connection without a sqlx pool: the pool gauges stay at 0.
     None,
 }
@@ -72,6 +74,7 @@ impl Pool {
     fn of(db: &crate::store::Conn) -> Self {
         let db = match db {
             crate::store::Conn::Lite(pool) => return Pool::Lite(pool.clone()),
+            crate::store::Conn::Pg(pool) => return Pool::Pg(pool.clone()),
             crate::store::Conn::Sea(db) => db,
         };
         // The getters panic on another backend, so look at the variant first.
@@ -95,6 +98,11 @@ impl Pool {
                 let (open, idle, max) = p.usage();
                 let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
                 (count(open), idle, count(max))
+            }
+            Pool::Pg(p) => {
+                let sizes = p.sizes();
+                let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                (count(sizes.open), sizes.idle, count(sizes.max))
             }
             Pool::None => (0, 0, 0),
         }

@@ -1,5 +1,6 @@
-//! The connections the store runs statements on: sea-orm's (PostgreSQL, and SQLite in memory)
-//! or a SQLite file's own, run on the caller's thread ([`super::lite`]).
+//! The connections the store runs statements on: sea-orm's (SQLite in memory), a SQLite
+//! file's own, run on the caller's thread ([`super::lite`]), or PostgreSQL's in a pool of
+//! Parley's own ([`super::pg`]).
 
 use std::sync::Arc;
 
@@ -10,13 +11,14 @@ use sea_orm::{
 };
 
 use super::cells::{EachRow, RowSink};
-use super::lite;
+use super::{lite, pg};
 
 /// A pool of connections to the database.
 #[derive(Clone, Debug)]
 pub enum Conn {
     Sea(DatabaseConnection),
     Lite(Arc<lite::Pool>),
+    Pg(Arc<pg::Pool>),
 }
 
 impl Default for Conn {
@@ -47,6 +49,7 @@ impl Conn {
                 _ => db.begin().await?,
             }),
             Conn::Lite(pool) => Tx::Lite(pool.begin(true).await?),
+            Conn::Pg(pool) => Tx::Pg(pool.begin("BEGIN").await?),
         })
     }
 
@@ -66,6 +69,10 @@ impl Conn {
                 _ => db.begin().await?,
             }),
             Conn::Lite(pool) => Tx::Lite(pool.begin(false).await?),
+            Conn::Pg(pool) => Tx::Pg(
+                pool.begin("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await?,
+            ),
         })
     }
 
@@ -74,6 +81,7 @@ impl Conn {
         match self {
             Conn::Sea(db) => db.ping().await,
             Conn::Lite(pool) => pool.batch("SELECT 1").await.map(|_| ()),
+            Conn::Pg(pool) => pool.ping().await,
         }
     }
 
@@ -81,7 +89,7 @@ impl Conn {
     pub fn sea(&self) -> Option<&DatabaseConnection> {
         match self {
             Conn::Sea(db) => Some(db),
-            Conn::Lite(_) => None,
+            Conn::Lite(_) | Conn::Pg(_) => None,
         }
     }
 
@@ -90,6 +98,7 @@ impl Conn {
         match self {
             Conn::Sea(db) => db.set_metric_callback(move |info| callback(info)),
             Conn::Lite(pool) => pool.set_callback(Some(callback)),
+            Conn::Pg(pool) => pool.set_callback(Some(callback)),
         }
     }
 }
@@ -100,6 +109,7 @@ impl ConnectionTrait for Conn {
         match self {
             Conn::Sea(db) => db.get_database_backend(),
             Conn::Lite(_) => DatabaseBackend::Sqlite,
+            Conn::Pg(_) => DatabaseBackend::Postgres,
         }
     }
 
@@ -107,6 +117,7 @@ impl ConnectionTrait for Conn {
         match self {
             Conn::Sea(db) => db.execute_raw(stmt).await,
             Conn::Lite(pool) => Ok(lite::exec_result(pool.run(&stmt, false).await?.1)),
+            Conn::Pg(pool) => pool.execute(&stmt).await,
         }
     }
 
@@ -114,6 +125,7 @@ impl ConnectionTrait for Conn {
         match self {
             Conn::Sea(db) => db.execute_unprepared(sql).await,
             Conn::Lite(pool) => pool.batch(sql).await.map(lite::exec_result),
+            Conn::Pg(pool) => pool.execute_unprepared(sql).await,
         }
     }
 
@@ -121,6 +133,7 @@ impl ConnectionTrait for Conn {
         match self {
             Conn::Sea(db) => db.query_one_raw(stmt).await,
             Conn::Lite(pool) => Ok(pool.run(&stmt, true).await?.0.into_iter().next()),
+            Conn::Pg(pool) => Ok(pool.query_all(&stmt).await?.into_iter().next()),
         }
     }
 
@@ -128,6 +141,7 @@ impl ConnectionTrait for Conn {
         match self {
             Conn::Sea(db) => db.query_all_raw(stmt).await,
             Conn::Lite(pool) => Ok(pool.run(&stmt, true).await?.0),
+            Conn::Pg(pool) => pool.query_all(&stmt).await,
         }
     }
 
@@ -135,6 +149,7 @@ impl ConnectionTrait for Conn {
         match self {
             Conn::Sea(db) => db.support_returning(),
             Conn::Lite(_) => DatabaseBackend::Sqlite.support_returning(),
+            Conn::Pg(_) => DatabaseBackend::Postgres.support_returning(),
         }
     }
 }
@@ -145,6 +160,7 @@ impl EachRow for Conn {
         match self {
             Conn::Sea(db) => db.each_row(stmt, each).await,
             Conn::Lite(pool) => pool.each(&stmt, each).await,
+            Conn::Pg(pool) => pool.each(&stmt, each).await,
         }
     }
 }
@@ -154,6 +170,7 @@ impl EachRow for Conn {
 pub enum Tx {
     Sea(DatabaseTransaction),
     Lite(lite::LiteTx),
+    Pg(pg::PgTx),
 }
 
 impl Tx {
@@ -161,6 +178,7 @@ impl Tx {
         match self {
             Tx::Sea(tx) => tx.commit().await,
             Tx::Lite(tx) => tx.end("COMMIT").await,
+            Tx::Pg(tx) => tx.end("COMMIT").await,
         }
     }
 
@@ -168,6 +186,7 @@ impl Tx {
         match self {
             Tx::Sea(tx) => tx.rollback().await,
             Tx::Lite(tx) => tx.end("ROLLBACK").await,
+            Tx::Pg(tx) => tx.end("ROLLBACK").await,
         }
     }
 }
@@ -178,6 +197,7 @@ impl ConnectionTrait for Tx {
         match self {
             Tx::Sea(tx) => tx.get_database_backend(),
             Tx::Lite(_) => DatabaseBackend::Sqlite,
+            Tx::Pg(_) => DatabaseBackend::Postgres,
         }
     }
 
@@ -185,6 +205,7 @@ impl ConnectionTrait for Tx {
         match self {
             Tx::Sea(tx) => tx.execute_raw(stmt).await,
             Tx::Lite(tx) => Ok(lite::exec_result(tx.run(&stmt, false)?.1)),
+            Tx::Pg(tx) => tx.execute(&stmt).await,
         }
     }
 
@@ -192,6 +213,7 @@ impl ConnectionTrait for Tx {
         match self {
             Tx::Sea(tx) => tx.execute_unprepared(sql).await,
             Tx::Lite(tx) => tx.batch(sql).map(lite::exec_result),
+            Tx::Pg(tx) => tx.execute_unprepared(sql).await,
         }
     }
 
@@ -199,6 +221,7 @@ impl ConnectionTrait for Tx {
         match self {
             Tx::Sea(tx) => tx.query_one_raw(stmt).await,
             Tx::Lite(tx) => Ok(tx.run(&stmt, true)?.0.into_iter().next()),
+            Tx::Pg(tx) => Ok(tx.query_all(&stmt).await?.into_iter().next()),
         }
     }
 
@@ -206,6 +229,7 @@ impl ConnectionTrait for Tx {
         match self {
             Tx::Sea(tx) => tx.query_all_raw(stmt).await,
             Tx::Lite(tx) => Ok(tx.run(&stmt, true)?.0),
+            Tx::Pg(tx) => tx.query_all(&stmt).await,
         }
     }
 
@@ -213,6 +237,7 @@ impl ConnectionTrait for Tx {
         match self {
             Tx::Sea(tx) => tx.support_returning(),
             Tx::Lite(_) => DatabaseBackend::Sqlite.support_returning(),
+            Tx::Pg(_) => DatabaseBackend::Postgres.support_returning(),
         }
     }
 }
@@ -223,6 +248,7 @@ impl EachRow for Tx {
         match self {
             Tx::Sea(tx) => tx.each_row(stmt, each).await,
             Tx::Lite(tx) => tx.each(&stmt, each),
+            Tx::Pg(tx) => tx.each(&stmt, each).await,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod invitations;
 pub mod lite;
 pub mod outbox;
 pub mod participants;
+pub mod pg;
 pub mod requests;
 pub mod timeline;
 pub mod writes;
@@ -162,7 +163,7 @@ async fn checkpoints(conn: Conn, mut commits: tokio::sync::watch::Receiver<()>) 
         // It copies pages and syncs the file: off the threads that serve calls.
         let done = match &conn {
             Conn::Lite(pool) => pool.batch_blocking(CHECKPOINT).await,
-            Conn::Sea(db) => db.execute_unprepared(CHECKPOINT).await.map(|_| ()),
+            other => other.execute_unprepared(CHECKPOINT).await.map(|_| ()),
         };
         if let Err(e) = done {
             tracing::warn!(error = %e, "a checkpoint of SQLite's log failed");
@@ -186,7 +187,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 /// a directory synced into a new database was read that way for up to a minute. Once a table
 /// has any statistics, autovacuum keeps them current as it grows; this task does nothing more
 /// to it.
-async fn first_statistics(db: DatabaseConnection, mut alive: tokio::sync::watch::Receiver<()>) {
+async fn first_statistics(db: Conn, mut alive: tokio::sync::watch::Receiver<()>) {
     const NEVER_ANALYZED: &str = "SELECT quote_ident(relname) FROM pg_stat_user_tables \
          WHERE schemaname = current_schema() AND last_analyze IS NULL \
          AND last_autoanalyze IS NULL AND n_mod_since_analyze > 0 AND relname <> 'seaql_migrations'";
@@ -718,28 +719,39 @@ impl Db {
         // One in-memory SQLite database per connection: a second pool would be another
         // database, so there one pool reads and writes.
         let memory = url.contains(":memory:") || url.contains("mode=memory");
-        if !sqlite || memory {
-            let db = open(url, pool, sync).await?;
-            let statistics = (!sqlite).then(|| {
-                let (alive, until) = tokio::sync::watch::channel(());
-                // A clone made now counts none of its statements (see `set_metric_callback`).
-                tokio::spawn(first_statistics(db.clone(), until));
-                std::sync::Arc::new(alive)
-            });
-            let conn: Conn = db.into();
-            return Ok(Self {
-                read: conn.clone(),
-                writer: Writer {
-                    conn,
-                    waiting: Default::default(),
-                    group: None,
-                    // An in-memory SQLite database serializes its writers in the engine.
-                    keyed: (!sqlite).then(Default::default),
-                    committed: None,
-                    _statistics: statistics,
-                },
-                shared: true,
-            });
+        // One pool that reads and writes: PostgreSQL's, whose writes to one conversation
+        // queue in this replica for its row lock (`keyed`), or an in-memory SQLite
+        // database's, which serializes its writers in the engine.
+        let shared = |conn: Conn, keyed: bool, statistics: Option<Committed>| Self {
+            read: conn.clone(),
+            writer: Writer {
+                conn,
+                waiting: Default::default(),
+                group: None,
+                keyed: keyed.then(Default::default),
+                committed: None,
+                _statistics: statistics,
+            },
+            shared: true,
+        };
+        if !sqlite {
+            let (min, max) = pool.sizes(false)?;
+            let plan_cache = pool.pg_plan_cache.setting();
+            let open = |min: usize, max: usize| async move {
+                pg::Pool::open(url, min, max, plan_cache, PING_IF_IDLE_FOR)
+                    .await
+                    .map(Conn::Pg)
+                    .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))
+            };
+            let conn = open(min as usize, max as usize).await?;
+            // A connection of its own, whose statements nobody counts (see
+            // `set_metric_callback`).
+            let (alive, until) = tokio::sync::watch::channel(());
+            tokio::spawn(first_statistics(open(0, 1).await?, until));
+            return Ok(shared(conn, true, Some(std::sync::Arc::new(alive))));
+        }
+        if memory {
+            return Ok(shared(open(url, pool, sync).await?.into(), false, None));
         }
         // SQLite's connections run statements on the caller's thread (see `lite`). The writer
         // first: it creates the file and puts it in WAL mode.

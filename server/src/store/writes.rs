@@ -534,7 +534,11 @@ mod tests {
             )
         );
         assert_eq!(bools(&values[3]), vec![false, true], "c is absent in row 1");
-        assert_eq!(bools(&values[2])[1], true);
+        assert_eq!(
+            bools(&values[2]),
+            vec![false, true],
+            "c's values, the absent one a placeholder"
+        );
     }
 
     /// A `NULL` in a column the schema declares `NOT NULL` still travels as a `NULL`, so the

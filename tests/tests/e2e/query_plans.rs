@@ -505,38 +505,39 @@ async fn run_in(tx: &sea_orm::DatabaseTransaction, sql: &str) {
 }
 
 /// The pool is as large as configured, and on PostgreSQL every connection of it, not only the
-/// first, plans each statement with its actual values.
+/// first, plans as configured. PostgreSQL's pool is the server's own (`store::pg`), opened
+/// with the server's `Db`; SQLite's readers are sqlx's where sea-orm opens them
+/// (`store::connect`, the migrations' and the command line's connection).
 async fn connections_are_as_configured(db: Db) {
+    use parley_server::store::{Conn, SqliteSync, pg::Sizes};
     let app = spawn_app(db).await;
     let pool = parley_server::DbPool {
         max_connections: Some(3),
         min_connections: Some(3),
         ..Default::default()
     };
-    let conn = parley_server::store::connect(app.database_url(), &pool)
-        .await
-        .expect("connect");
-    let (min, max) = match conn.get_database_backend() {
-        DatabaseBackend::Postgres => {
-            let options = conn.get_postgres_connection_pool().options();
-            (options.get_min_connections(), options.get_max_connections())
-        }
-        _ => {
-            let options = conn.get_sqlite_connection_pool().options();
-            (options.get_min_connections(), options.get_max_connections())
-        }
-    };
-    assert_eq!((min, max), (3, 3));
-    if conn.get_database_backend() == DatabaseBackend::Postgres {
+    if db == Db::Postgres {
+        let opened = parley_server::store::Db::open(app.database_url(), &pool, SqliteSync::Normal)
+            .await
+            .expect("open");
+        let Conn::Pg(pg) = &opened.read else {
+            panic!("PostgreSQL's connections are the server's own pool");
+        };
+        assert_eq!(
+            pg.sizes(),
+            Sizes {
+                open: 3,
+                idle: 3,
+                max: 3
+            },
+            "the minimum is opened at once"
+        );
         // Three transactions at once hold three distinct connections.
         let mut open = Vec::new();
         for _ in 0..3 {
-            open.push(
-                sea_orm::TransactionTrait::begin(&conn)
-                    .await
-                    .expect("begin"),
-            );
+            open.push(opened.read.begin_read().await.expect("begin"));
         }
+        assert_eq!(pg.sizes().idle, 0, "all three are taken");
         let mut backends = std::collections::HashSet::new();
         for tx in &open {
             let row = tx
@@ -562,16 +563,13 @@ async fn connections_are_as_configured(db: Db) {
             min_connections: Some(2),
             pg_plan_cache: parley_server::store::PgPlanCache::ForceCustomPlan,
         };
-        let conn = parley_server::store::connect(app.database_url(), &forced)
-            .await
-            .expect("connect");
+        let opened =
+            parley_server::store::Db::open(app.database_url(), &forced, SqliteSync::Normal)
+                .await
+                .expect("open");
         let (a, b) = (
-            sea_orm::TransactionTrait::begin(&conn)
-                .await
-                .expect("begin"),
-            sea_orm::TransactionTrait::begin(&conn)
-                .await
-                .expect("begin"),
+            opened.read.begin_read().await.expect("begin"),
+            opened.read.begin_read().await.expect("begin"),
         );
         for tx in [&a, &b] {
             let row = tx
@@ -587,21 +585,38 @@ async fn connections_are_as_configured(db: Db) {
                 "force_custom_plan"
             );
         }
-    }
-    let unset = parley_server::store::connect(app.database_url(), &Default::default())
+        drop((a, b));
+        let unset = parley_server::store::Db::open(
+            app.database_url(),
+            &Default::default(),
+            SqliteSync::Normal,
+        )
         .await
-        .expect("connect with the defaults");
-    let max = match unset.get_database_backend() {
-        DatabaseBackend::Postgres => unset
-            .get_postgres_connection_pool()
-            .options()
-            .get_max_connections(),
-        _ => unset
-            .get_sqlite_connection_pool()
-            .options()
-            .get_max_connections(),
-    };
-    assert_eq!(max, if db == Db::Sqlite { 8 } else { 16 });
+        .expect("open with the defaults");
+        let Conn::Pg(pg) = &unset.read else {
+            panic!("PostgreSQL's connections are the server's own pool");
+        };
+        assert_eq!(pg.sizes().max, 16);
+    } else {
+        let conn = parley_server::store::connect(app.database_url(), &pool)
+            .await
+            .expect("connect");
+        let options = conn.get_sqlite_connection_pool().options();
+        assert_eq!(
+            (options.get_min_connections(), options.get_max_connections()),
+            (3, 3)
+        );
+        let unset = parley_server::store::connect(app.database_url(), &Default::default())
+            .await
+            .expect("connect with the defaults");
+        assert_eq!(
+            unset
+                .get_sqlite_connection_pool()
+                .options()
+                .get_max_connections(),
+            8
+        );
+    }
     let inverted = parley_server::DbPool {
         max_connections: Some(2),
         min_connections: Some(3),
@@ -609,6 +624,9 @@ async fn connections_are_as_configured(db: Db) {
     };
     let refused = parley_server::store::connect(app.database_url(), &inverted).await;
     assert!(refused.is_err(), "a minimum above the maximum is refused");
+    let refused =
+        parley_server::store::Db::open(app.database_url(), &inverted, SqliteSync::Normal).await;
+    assert!(refused.is_err(), "the server's pool refuses it too");
 }
 
 /// In a fresh database the caller's directory entry is read by the key of `users`. PostgreSQL
@@ -681,8 +699,60 @@ async fn a_fresh_directory_is_read_by_its_key(db: Db) {
     assert_eq!(read.id, c.id);
 }
 
+/// A PostgreSQL transaction dropped before its end (a call whose client went away) lets go of
+/// its locks at once, not when its connection is next taken from the pool: the conversation a
+/// write had locked must not stay locked while that connection waits unused. (On SQLite a
+/// dropped transaction is rolled back where it is dropped.)
+async fn a_dropped_transaction_lets_go_of_its_locks_at_once(db: Db) {
+    use parley_server::store::SqliteSync;
+    if db != Db::Postgres {
+        return;
+    }
+    let app = spawn_app(db).await;
+    let pool = parley_server::DbPool {
+        max_connections: Some(4),
+        min_connections: Some(4),
+        ..Default::default()
+    };
+    let opened = parley_server::store::Db::open(app.database_url(), &pool, SqliteSync::Normal)
+        .await
+        .expect("open");
+    let lock = |sql: &str| Statement::from_string(DatabaseBackend::Postgres, sql.to_owned());
+    let dropped = opened.read.begin_write().await.expect("begin");
+    dropped
+        .execute_raw(lock("SELECT pg_advisory_xact_lock(4242)"))
+        .await
+        .expect("lock");
+    drop(dropped);
+    // The other three connections, held together: the pool hands out the longest idle first,
+    // so none of them is the dropped one.
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(opened.read.begin_write().await.expect("begin"));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    'wait: loop {
+        for tx in &others {
+            let row = tx
+                .query_one_raw(lock("SELECT pg_try_advisory_xact_lock(4242)"))
+                .await
+                .expect("try")
+                .expect("a row");
+            if row.try_get_by_index::<bool>(0).expect("a boolean") {
+                break 'wait;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped transaction still holds its lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 both_dbs!(
     connections_are_as_configured,
+    a_dropped_transaction_lets_go_of_its_locks_at_once,
     the_outbox_drain_reads_only_unacknowledged_rows,
     search_users_reads_a_range_of_an_index,
     search_users_matches_prefixes_exactly_in_name_order,

@@ -1,0 +1,387 @@
+//! PostgreSQL connections in a pool of Parley's own (deadpool), each a sqlx connection.
+//!
+//! sqlx's pool tests every connection as it comes back (`return_to_pool` sends a `Sync` and
+//! waits for PostgreSQL's answer), whatever its options say: one more round trip for every
+//! statement run outside a transaction and every transaction, taken on the server's and the
+//! engine's CPU. GetConversation and ListParticipants are one statement each, so that was half
+//! their exchanges with PostgreSQL; measured with the test taken out, ListParticipants(50) at
+//! 16 in flight went from 4.4-4.5k to 5.2-5.4k calls/s. Here a connection goes back to the pool
+//! as it is, and is checked only when it is taken again: one idle for a second or more is
+//! pinged first, as before.
+//!
+//! A call dropped half-way (its client gone) leaves its connection as sqlx left it: sqlx reads
+//! whatever answers are still due before its next statement. A transaction dropped before its
+//! end is rolled back at once ([`PgTx`]), and one whose end failed before the connection
+//! serves again ([`Manager`]'s `recycle`).
+//!
+//! Rows and results are sea-orm's own ([`QueryResult`], [`ExecResult`] from sqlx's), and errors
+//! sea-orm's ([`DbErr`] around the sqlx error), so the rest of the store reads them as it read
+//! them from sea-orm's connections.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use futures::TryStreamExt;
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgRow};
+use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _, PgConnection};
+use sea_orm::{DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
+use sea_query_sqlx::SqlxValues;
+
+use super::cells::RowSink;
+use super::lite::Callback;
+
+/// A pooled connection and whether a transaction of it may still be open.
+#[derive(Debug)]
+pub struct PgConn {
+    raw: PgConnection,
+    in_transaction: bool,
+}
+
+/// Opens and recycles [`PgConn`]s.
+#[derive(Debug)]
+pub struct Manager {
+    options: PgConnectOptions,
+    ping_if_idle_for: Duration,
+}
+
+impl managed::Manager for Manager {
+    type Type = PgConn;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<PgConn, sqlx::Error> {
+        Ok(PgConn {
+            raw: PgConnection::connect_with(&self.options).await?,
+            in_transaction: false,
+        })
+    }
+
+    async fn recycle(&self, conn: &mut PgConn, metrics: &Metrics) -> RecycleResult<sqlx::Error> {
+        if conn.in_transaction {
+            sqlx::Executor::execute(&mut conn.raw, "ROLLBACK")
+                .await
+                .map_err(RecycleError::Backend)?;
+            conn.in_transaction = false;
+        } else if metrics.last_used() >= self.ping_if_idle_for {
+            conn.raw.ping().await.map_err(RecycleError::Backend)?;
+        }
+        Ok(())
+    }
+}
+
+/// A pool of PostgreSQL connections.
+pub struct Pool {
+    pool: managed::Pool<Manager>,
+    callback: RwLock<Option<Callback>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("status", &self.pool.status())
+            .finish()
+    }
+}
+
+/// The open connections of a pool, those waiting in it, and the most it opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    pub open: usize,
+    pub idle: usize,
+    pub max: usize,
+}
+
+impl Pool {
+    /// A pool of at most `max` connections to `url`, `min` of them opened now; `plan_cache`
+    /// is the `plan_cache_mode` of every connection.
+    pub async fn open(
+        url: &str,
+        min: usize,
+        max: usize,
+        plan_cache: &str,
+        ping_if_idle_for: Duration,
+    ) -> Result<Arc<Self>, DbErr> {
+        let options: PgConnectOptions = url.parse().map_err(conn_err)?;
+        let options = options
+            .options([("plan_cache_mode", plan_cache)])
+            .disable_statement_logging();
+        let pool = managed::Pool::builder(Manager {
+            options,
+            ping_if_idle_for,
+        })
+        .max_size(max.max(1))
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(30)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .recycle_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .map_err(|e| DbErr::Custom(format!("cannot build PostgreSQL's pool: {e}")))?;
+        let pool = Arc::new(Self {
+            pool,
+            callback: RwLock::new(None),
+        });
+        // The first `min` connections, opened together now rather than by the first calls.
+        let first = futures::future::try_join_all((0..min.min(max)).map(|_| pool.get())).await?;
+        drop(first);
+        tokio::spawn(close_idle(Arc::downgrade(&pool), min));
+        Ok(pool)
+    }
+
+    /// A connection, waiting for one to be free if all are taken.
+    async fn get(&self) -> Result<managed::Object<Manager>, DbErr> {
+        self.pool.get().await.map_err(|e| match e {
+            managed::PoolError::Backend(e) => conn_err(e),
+            managed::PoolError::Closed => {
+                DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::ConnectionClosed)
+            }
+            _ => DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout),
+        })
+    }
+
+    /// Counts every statement with `callback` (the tests' statement counts).
+    pub fn set_callback(&self, callback: Option<Callback>) {
+        if let Ok(mut slot) = self.callback.write() {
+            *slot = callback;
+        }
+    }
+
+    fn callback(&self) -> Option<Callback> {
+        self.callback.read().ok().and_then(|c| c.clone())
+    }
+
+    /// The pool's connections now.
+    pub fn sizes(&self) -> Sizes {
+        let status = self.pool.status();
+        Sizes {
+            open: status.size,
+            idle: status.available,
+            max: status.max_size,
+        }
+    }
+
+    /// Runs `stmt` on a connection of the pool.
+    pub async fn execute(&self, stmt: &Statement) -> Result<ExecResult, DbErr> {
+        let mut conn = self.get().await?;
+        timed(self.callback(), stmt, execute(&mut conn.raw, stmt)).await
+    }
+
+    /// Runs `sql`, without parameters, on a connection of the pool.
+    pub async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        let mut conn = self.get().await?;
+        unprepared(&mut conn.raw, sql).await
+    }
+
+    /// Runs `stmt` on a connection of the pool and returns its rows.
+    pub async fn query_all(&self, stmt: &Statement) -> Result<Vec<QueryResult>, DbErr> {
+        let mut conn = self.get().await?;
+        timed(self.callback(), stmt, query_all(&mut conn.raw, stmt)).await
+    }
+
+    /// Runs `stmt` on a connection of the pool and hands each row to `each`.
+    pub async fn each(&self, stmt: &Statement, each: &mut RowSink<'_>) -> Result<(), DbErr> {
+        let mut conn = self.get().await?;
+        timed(self.callback(), stmt, each_row(&mut conn.raw, stmt, each)).await
+    }
+
+    /// Whether PostgreSQL answers, on a connection of the pool.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        let mut conn = self.get().await?;
+        conn.raw.ping().await.map_err(conn_err)
+    }
+
+    /// Starts a transaction with `begin` (`BEGIN …`) on a connection of its own.
+    pub async fn begin(&self, begin: &str) -> Result<PgTx, DbErr> {
+        let mut conn = self.get().await?;
+        conn.in_transaction = true;
+        unprepared(&mut conn.raw, begin).await?;
+        Ok(PgTx {
+            conn: Some(tokio::sync::Mutex::new(conn)),
+            callback: self.callback(),
+        })
+    }
+}
+
+/// Closes, every [`IDLE_CHECK_EVERY`], the connections unused for [`IDLE_FOR`] beyond the first
+/// `min` idle ones, for as long as the pool lives.
+async fn close_idle(pool: std::sync::Weak<Pool>, min: usize) {
+    loop {
+        tokio::time::sleep(IDLE_CHECK_EVERY).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let mut kept = 0;
+        let closed = pool.pool.retain(|_, metrics| {
+            let keep = kept < min || metrics.last_used() < IDLE_FOR;
+            kept += usize::from(keep);
+            keep
+        });
+        drop(pool);
+        for conn in closed.removed {
+            // Said goodbye to, so that PostgreSQL does not log a connection lost.
+            let _ = conn.raw.close().await;
+        }
+    }
+}
+
+/// How long a connection beyond the pool's minimum may stay unused before it is closed.
+pub const IDLE_FOR: Duration = Duration::from_secs(600);
+
+/// How often the pool looks for connections unused for [`IDLE_FOR`].
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// A transaction on a connection of a [`Pool`]. Dropped before its end, it is rolled back at
+/// once, by a task of its own, before its connection goes back to the pool: left to the next
+/// user of the connection, its locks (a conversation's row) would be held for as long as the
+/// connection waited unused.
+pub struct PgTx {
+    /// `None` once ended.
+    conn: Option<tokio::sync::Mutex<managed::Object<Manager>>>,
+    callback: Option<Callback>,
+}
+
+impl std::fmt::Debug for PgTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTx").finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgTx {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let mut conn = conn.into_inner();
+        if !conn.in_transaction {
+            return;
+        }
+        // Without a runtime (at exit) the connection rolls back when it is next taken.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if unprepared(&mut conn.raw, "ROLLBACK").await.is_ok() {
+                    conn.in_transaction = false;
+                }
+            });
+        }
+    }
+}
+
+impl PgTx {
+    fn conn(&self) -> Result<&tokio::sync::Mutex<managed::Object<Manager>>, DbErr> {
+        self.conn
+            .as_ref()
+            .ok_or_else(|| DbErr::Custom("the transaction has ended".into()))
+    }
+
+    /// Ends the transaction with `end` (`COMMIT` or `ROLLBACK`).
+    pub async fn end(mut self, end: &str) -> Result<(), DbErr> {
+        let Some(conn) = self.conn.take() else {
+            return Ok(());
+        };
+        let mut conn = conn.into_inner();
+        // Should this fail or be cancelled, the connection rolls back before it serves again.
+        unprepared(&mut conn.raw, end).await?;
+        conn.in_transaction = false;
+        Ok(())
+    }
+
+    pub async fn execute(&self, stmt: &Statement) -> Result<ExecResult, DbErr> {
+        let mut conn = self.conn()?.lock().await;
+        timed(self.callback.clone(), stmt, execute(&mut conn.raw, stmt)).await
+    }
+
+    pub async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        let mut conn = self.conn()?.lock().await;
+        unprepared(&mut conn.raw, sql).await
+    }
+
+    pub async fn query_all(&self, stmt: &Statement) -> Result<Vec<QueryResult>, DbErr> {
+        let mut conn = self.conn()?.lock().await;
+        timed(self.callback.clone(), stmt, query_all(&mut conn.raw, stmt)).await
+    }
+
+    pub async fn each(&self, stmt: &Statement, each: &mut RowSink<'_>) -> Result<(), DbErr> {
+        let mut conn = self.conn()?.lock().await;
+        timed(
+            self.callback.clone(),
+            stmt,
+            each_row(&mut conn.raw, stmt, each),
+        )
+        .await
+    }
+}
+
+/// Reports `stmt` to `callback`, if any, once `run` ends.
+async fn timed<T>(
+    callback: Option<Callback>,
+    stmt: &Statement,
+    run: impl Future<Output = Result<T, DbErr>>,
+) -> Result<T, DbErr> {
+    let start = Instant::now();
+    let out = run.await;
+    if let Some(callback) = callback {
+        callback(&sea_orm::metric::Info {
+            elapsed: start.elapsed(),
+            statement: stmt,
+            failed: out.is_err(),
+        });
+    }
+    out
+}
+
+/// sqlx's query for `stmt`, its values bound.
+fn query(stmt: &Statement) -> sqlx::query::Query<'_, sqlx::Postgres, SqlxValues> {
+    let values = stmt
+        .values
+        .as_ref()
+        .map_or(sea_orm::Values(Vec::new()), |values| values.clone());
+    sqlx::query_with(sqlx::AssertSqlSafe(stmt.sql.as_str()), SqlxValues(values))
+}
+
+async fn execute(conn: &mut PgConnection, stmt: &Statement) -> Result<ExecResult, DbErr> {
+    query(stmt)
+        .execute(conn)
+        .await
+        .map(ExecResult::from)
+        .map_err(exec_err)
+}
+
+async fn unprepared(conn: &mut PgConnection, sql: &str) -> Result<ExecResult, DbErr> {
+    sqlx::Executor::execute(conn, sqlx::AssertSqlSafe(sql))
+        .await
+        .map(ExecResult::from)
+        .map_err(exec_err)
+}
+
+async fn query_all(conn: &mut PgConnection, stmt: &Statement) -> Result<Vec<QueryResult>, DbErr> {
+    query(stmt)
+        .fetch_all(conn)
+        .await
+        .map(|rows| rows.into_iter().map(QueryResult::from).collect())
+        .map_err(query_err)
+}
+
+async fn each_row(
+    conn: &mut PgConnection,
+    stmt: &Statement,
+    each: &mut RowSink<'_>,
+) -> Result<(), DbErr> {
+    let mut rows = query(stmt).fetch(conn);
+    while let Some(row) = rows.try_next().await.map_err(query_err)? {
+        let row: PgRow = row;
+        each(&QueryResult::from(row))?;
+    }
+    Ok(())
+}
+
+// sqlx's errors as sea-orm wraps them, so that the store classifies them alike.
+fn conn_err(e: sqlx::Error) -> DbErr {
+    DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e)))
+}
+
+fn exec_err(e: sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)))
+}
+
+fn query_err(e: sqlx::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)))
+}
