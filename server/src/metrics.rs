@@ -61,7 +61,6 @@ fn latency_histogram() -> Histogram {
 #[derive(Debug)]
 enum Pool {
     Sqlite(sea_orm::sqlx::SqlitePool),
-    Postgres(sea_orm::sqlx::PgPool),
     /// SQLite's readers, run on the caller's thread.
     Lite(std::sync::Arc<crate::store::lite::Pool>),
     /// PostgreSQL's connections, in Parley's own pool.
@@ -82,9 +81,6 @@ impl Pool {
             DatabaseConnectionType::SqlxSqlitePoolConnection(_) => {
                 Pool::Sqlite(db.get_sqlite_connection_pool().clone())
             }
-            DatabaseConnectionType::SqlxPostgresPoolConnection(_) => {
-                Pool::Postgres(db.get_postgres_connection_pool().clone())
-            }
             _ => Pool::None,
         }
     }
@@ -93,7 +89,6 @@ impl Pool {
     fn usage(&self) -> (u32, usize, u32) {
         match self {
             Pool::Sqlite(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
-            Pool::Postgres(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
             Pool::Lite(p) => {
                 let (open, idle, max) = p.usage();
                 let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);

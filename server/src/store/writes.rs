@@ -130,14 +130,7 @@ impl Rows {
         let width = self.columns.len().max(1);
         let mut kinds: Vec<ArrayColumn> = Vec::with_capacity(width);
         for (i, v) in self.values.iter().enumerate() {
-            let (element, pg_type, present) = match v {
-                Value::String(s) => (ArrayType::String, "text", s.is_some()),
-                Value::BigInt(n) => (ArrayType::BigInt, "int8", n.is_some()),
-                Value::Int(n) => (ArrayType::Int, "int4", n.is_some()),
-                Value::SmallInt(n) => (ArrayType::SmallInt, "int2", n.is_some()),
-                Value::Bool(b) => (ArrayType::Bool, "bool", b.is_some()),
-                _ => return None,
-            };
+            let (element, pg_type, present) = array_element(v)?;
             let column = i % width;
             if i < width {
                 kinds.push(ArrayColumn {
@@ -169,14 +162,7 @@ impl Rows {
             .collect();
         for (i, v) in self.values.into_iter().enumerate() {
             let column = i % width;
-            let present = match &v {
-                Value::String(s) => s.is_some(),
-                Value::BigInt(n) => n.is_some(),
-                Value::Int(n) => n.is_some(),
-                Value::SmallInt(n) => n.is_some(),
-                Value::Bool(b) => b.is_some(),
-                _ => true,
-            };
+            let present = array_element(&v).is_none_or(|(_, _, present)| present);
             // An absent element holds a value of its type that nothing reads.
             let v = if present {
                 v
@@ -226,6 +212,19 @@ impl Rows {
             values,
         )
     }
+}
+
+/// How `v` travels in an array: the elements' type, PostgreSQL's name for it, and whether `v`
+/// is present (not `NULL`); `None` for a type no array here carries.
+fn array_element(v: &Value) -> Option<(ArrayType, &'static str, bool)> {
+    Some(match v {
+        Value::String(s) => (ArrayType::String, "text", s.is_some()),
+        Value::BigInt(n) => (ArrayType::BigInt, "int8", n.is_some()),
+        Value::Int(n) => (ArrayType::Int, "int4", n.is_some()),
+        Value::SmallInt(n) => (ArrayType::SmallInt, "int2", n.is_some()),
+        Value::Bool(b) => (ArrayType::Bool, "bool", b.is_some()),
+        _ => return None,
+    })
 }
 
 /// The writes of one plan, in the order they were added.
