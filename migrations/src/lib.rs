@@ -12,6 +12,7 @@ mod m20261202_000006_invitation_links;
 mod m20261202_000007_unacked_and_prefix_indexes;
 mod m20261203_000008_partial_direct_pair;
 mod m20261204_000009_outbox_keys;
+mod m20261204_000010_participants_keyed_rows;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_unacked_and_prefix_indexes::Migration),
             Box::new(m20261203_000008_partial_direct_pair::Migration),
             Box::new(m20261204_000009_outbox_keys::Migration),
+            Box::new(m20261204_000010_participants_keyed_rows::Migration),
         ]
     }
 }
