@@ -13,6 +13,7 @@ mod m20261202_000007_unacked_and_prefix_indexes;
 mod m20261203_000008_partial_direct_pair;
 mod m20261204_000009_outbox_keys;
 mod m20261204_000010_participants_keyed_rows;
+pub mod m20261204_000011_identifier_collation;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000008_partial_direct_pair::Migration),
             Box::new(m20261204_000009_outbox_keys::Migration),
             Box::new(m20261204_000010_participants_keyed_rows::Migration),
+            Box::new(m20261204_000011_identifier_collation::Migration),
         ]
     }
 }

@@ -599,11 +599,83 @@ async fn a_users_first_call_upserts_its_directory_entry(db: Db) {
     assert_eq!(participant.kind(), pb::participant::Kind::External);
 }
 
+/// The collation of `table.column` on PostgreSQL (`default` for the database's).
+async fn collation(tables: &sea_orm::DatabaseConnection, table: &str, column: &str) -> String {
+    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+    let sql = format!(
+        "SELECT coalesce(collation_name, 'default') FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = '{table}' \
+         AND column_name = '{column}'"
+    );
+    tables
+        .query_one_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
+        .await
+        .expect("read the column")
+        .unwrap_or_else(|| panic!("no column {table}.{column}"))
+        .try_get_by_index::<String>(0)
+        .expect("a collation")
+}
+
+/// Ids are ordered by their bytes in the database as on the server, whatever the database's
+/// locale: pages of ids that a linguistic collation orders otherwise (capitals after small
+/// letters, accented letters beside their base) come in the bytes' order, each once. On
+/// PostgreSQL every identifier column compares by bytes (`COLLATE "C"`, migration 11), and a
+/// display name keeps the database's collation.
+async fn ids_page_in_the_order_of_their_bytes(db: Db) {
+    use sea_orm::DatabaseBackend;
+    let app = spawn_app(db).await;
+    let service = app.service(TENANT);
+    let ids = ["zoe", "Émile", "a", "ßa", "Zed", "B"];
+    seed_users(&app, TENANT, &ids.map(|id| (id, Kind::Internal))).await;
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10 {
+        let page = list_users_page(&service, 2, &token)
+            .await
+            .expect("ListUsers");
+        seen.extend(page.users.into_iter().map(|u| u.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut by_bytes = ids.map(str::to_owned).to_vec();
+    by_bytes.sort();
+    assert_eq!(
+        seen, by_bytes,
+        "ListUsers pages in the bytes' order, each id once"
+    );
+    assert_eq!(seen, ["B", "Zed", "a", "zoe", "Émile", "ßa"]);
+
+    let tables = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("connect to the server's database");
+    if tables.get_database_backend() != DatabaseBackend::Postgres {
+        return;
+    }
+    use parley_migration::m20261204_000011_identifier_collation::IDENTIFIERS;
+    for (table, columns) in IDENTIFIERS {
+        for (column, _) in *columns {
+            assert_eq!(
+                collation(&tables, table, column).await,
+                "C",
+                "{table}.{column}"
+            );
+        }
+    }
+    assert_eq!(collation(&tables, "users", "display_name").await, "default");
+    assert_eq!(
+        collation(&tables, "conversations", "title").await,
+        "default"
+    );
+}
+
 both_dbs!(
     upsert_and_get_user,
     unknown_and_foreign_users_are_not_found,
     upsert_user_rejects_bad_input,
     list_users_pages_by_id,
+    ids_page_in_the_order_of_their_bytes,
     page_size_zero_means_fifty,
     search_users_by_name_or_email_prefix,
     deactivate_user,
