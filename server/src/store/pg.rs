@@ -14,9 +14,10 @@
 //! end is rolled back at once ([`PgTx`]), and one whose end failed before the connection
 //! serves again ([`Manager`]'s `recycle`).
 //!
-//! Rows and results are sea-orm's own ([`QueryResult`], [`ExecResult`] from sqlx's), and errors
-//! sea-orm's ([`DbErr`] around the sqlx error), so the rest of the store reads them as it read
-//! them from sea-orm's connections.
+//! Results are sea-orm's own ([`QueryResult`], [`ExecResult`] from sqlx's), and errors sea-orm's
+//! ([`DbErr`] around the sqlx error), so the rest of the store reads them as it read them from
+//! sea-orm's connections; rows read by position ([`super::cells::EachRow`]) are sqlx's own,
+//! decoded in place (`Cells for PgRow`).
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -416,7 +417,7 @@ impl Cells for PgRow {
     }
 }
 
-// The numbers of PostgreSQL's built-in types ([`Cells for PgRow`]), fixed in its catalog.
+// The numbers of PostgreSQL's built-in types (`Cells for PgRow`), fixed in its catalog.
 const BOOL: u32 = 16;
 const BYTEA: u32 = 17;
 const INT8: u32 = 20;
