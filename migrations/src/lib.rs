@@ -15,6 +15,19 @@ mod m20261204_000009_outbox_keys;
 mod m20261204_000010_participants_keyed_rows;
 pub mod m20261204_000011_identifier_collation;
 
+/// Runs `sql` (several statements) if the database is `backend`'s, and nothing otherwise: for a
+/// migration that changes one engine's storage only.
+async fn on_engine(
+    manager: &SchemaManager<'_>,
+    backend: sea_orm_migration::sea_orm::DatabaseBackend,
+    sql: &str,
+) -> Result<(), DbErr> {
+    if manager.get_database_backend() == backend {
+        manager.get_connection().execute_unprepared(sql).await?;
+    }
+    Ok(())
+}
+
 /// Every migration, oldest first.
 pub struct Migrator;
 

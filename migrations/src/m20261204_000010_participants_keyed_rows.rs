@@ -54,14 +54,7 @@ fn sqlite_statements(keyed: bool) -> String {
 }
 
 async fn apply(manager: &SchemaManager<'_>, keyed: bool) -> Result<(), DbErr> {
-    if manager.get_database_backend() != DatabaseBackend::Sqlite {
-        return Ok(());
-    }
-    manager
-        .get_connection()
-        .execute_unprepared(&sqlite_statements(keyed))
-        .await?;
-    Ok(())
+    super::on_engine(manager, DatabaseBackend::Sqlite, &sqlite_statements(keyed)).await
 }
 
 #[async_trait::async_trait]

@@ -132,18 +132,12 @@ fn statements(collation: &str) -> String {
 }
 
 async fn apply(manager: &SchemaManager<'_>, collation: &str) -> Result<(), DbErr> {
-    if manager.get_database_backend() != DatabaseBackend::Postgres {
-        return Ok(());
-    }
-    manager
-        .get_connection()
-        .execute_unprepared(&statements(collation))
-        .await?;
-    Ok(())
+    super::on_engine(manager, DatabaseBackend::Postgres, &statements(collation)).await
 }
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
+    /// All of it or none.
     fn use_transaction(&self) -> Option<bool> {
         Some(true)
     }
