@@ -6,9 +6,12 @@ use clap::{Args, Parser, Subcommand};
 use parley_server::{App, Config, DbPool, Limits, LogFormat, auth};
 
 /// mimalloc rather than the system's allocator: under AddParticipants(1000) glibc's malloc,
-/// free and consolidation were a sixth of the server's CPU. mimalloc keeps freed pages for
-/// reuse, so the peak resident memory is higher (the growth benchmark's `rss` figure, 64
-/// callers: 59.5 MiB on SQLite, 37.2 MiB on PostgreSQL, of a 64 MiB budget).
+/// free and consolidation were a sixth of the server's CPU. Built as its version 2 and without
+/// transparent huge pages (`v2`, `no_thp`): mimalloc 3 asks the kernel for huge pages on its
+/// arenas, and a huge page is resident whole once touched. Peak resident memory under
+/// `parley.sh`'s SQLite AddParticipants(1000), the largest of its figures: system allocator
+/// 48 MiB, mimalloc 3 with huge pages 111 MiB, without 56-70 MiB, mimalloc 2 without 59 MiB,
+/// where the speed issue allows 64 MiB.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
