@@ -301,6 +301,38 @@ impl LiteConn {
     }
 }
 
+impl LiteConn {
+    /// Runs `sql`, a statement of `width` parameters, once per row of `values` (row after
+    /// row, `width` values each) and returns the rows it changed in all. A parameter is bound
+    /// again only where its value differs from the row before: a value stays bound across
+    /// runs, and binding text copies it.
+    fn rows(&mut self, sql: &str, width: usize, values: &[Value]) -> Result<u64, DbErr> {
+        let mut prepared = self.conn.prepare_cached(sql).map_err(lite_err)?;
+        if width == 0 || prepared.parameter_count() != width || !values.len().is_multiple_of(width)
+        {
+            return Err(DbErr::Custom(format!(
+                "a statement of {} parameters run on rows of {width} of {} values",
+                prepared.parameter_count(),
+                values.len()
+            )));
+        }
+        let mut changed = 0;
+        let mut before: Option<&[Value]> = None;
+        for row in values.chunks(width) {
+            for (i, v) in row.iter().enumerate() {
+                if before.is_none_or(|b| b[i] != *v) {
+                    prepared
+                        .raw_bind_parameter(i + 1, Bind(v))
+                        .map_err(lite_err)?;
+                }
+            }
+            changed += prepared.raw_execute().map_err(lite_err)? as u64;
+            before = Some(row);
+        }
+        Ok(changed)
+    }
+}
+
 impl Cells for rusqlite::Row<'_> {
     fn value(&self, i: usize, kind: Kind) -> Result<Value, DbErr> {
         let raw = self.get_ref(i).map_err(lite_err)?;
@@ -605,6 +637,12 @@ impl Pooled {
         })
     }
 
+    /// Runs `sql` once per row of `values` ([`LiteConn::rows`]), counted as one statement.
+    fn rows(&mut self, sql: &str, width: usize, values: &[Value]) -> Result<u64, DbErr> {
+        let stmt = Statement::from_string(sea_orm::DatabaseBackend::Sqlite, sql);
+        self.counted(&stmt, |conn| conn.rows(sql, width, values))
+    }
+
     /// `f` on the connection, counted by the pool's callback as one statement.
     fn counted<T>(
         &mut self,
@@ -681,6 +719,14 @@ impl LiteTx {
         lock(&self.conn).as_mut().ok_or_else(gone)?.batch(sql)
     }
 
+    /// Runs `sql` once per row of `values`, each row `width` values ([`LiteConn::rows`]).
+    pub fn rows(&self, sql: &str, width: usize, values: &[Value]) -> Result<u64, DbErr> {
+        lock(&self.conn)
+            .as_mut()
+            .ok_or_else(gone)?
+            .rows(sql, width, values)
+    }
+
     /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`). After a failed commit the
     /// transaction is rolled back, as sqlx's is when dropped.
     pub async fn end(&self, sql: &'static str) -> Result<(), DbErr> {
@@ -752,6 +798,83 @@ mod tests {
     fn statements_split_outside_quotes() {
         let parts: Vec<_> = split("SAVEPOINT a; SELECT ';' AS \"x;y\" ;  ").collect();
         assert_eq!(parts, vec!["SAVEPOINT a", " SELECT ';' AS \"x;y\" "]);
+    }
+
+    fn memory() -> LiteConn {
+        let conn = rusqlite::Connection::open_in_memory().expect("an in-memory database");
+        conn.execute_batch("CREATE TABLE t (a TEXT NOT NULL, b INTEGER NOT NULL, c TEXT)")
+            .expect("a table");
+        LiteConn {
+            conn,
+            shapes: HashMap::new(),
+        }
+    }
+
+    fn all(conn: &LiteConn) -> Vec<(String, i64, Option<String>)> {
+        let mut st = conn
+            .conn
+            .prepare("SELECT a, b, c FROM t ORDER BY rowid")
+            .expect("a read");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("decoded rows")
+    }
+
+    #[test]
+    fn rows_rebind_each_value_that_changed_and_keep_the_others() {
+        let mut conn = memory();
+        let text = |s: &str| Value::String(Some(s.to_owned()));
+        let none = Value::String(None);
+        let int = |n: i64| Value::BigInt(Some(n));
+        // Each column changes, changes back, and goes to and from NULL.
+        let values = vec![
+            text("x"),
+            int(1),
+            none.clone(),
+            text("x"),
+            int(2),
+            none.clone(),
+            text("y"),
+            int(2),
+            text("z"),
+            text("x"),
+            int(2),
+            none.clone(),
+            text("x"),
+            int(1),
+            text("z"),
+        ];
+        let sql = "INSERT INTO t (a, b, c) VALUES (?, ?, ?)";
+        assert_eq!(conn.rows(sql, 3, &values).expect("inserted"), 5);
+        let z = || Some("z".to_owned());
+        assert_eq!(
+            all(&conn),
+            vec![
+                ("x".into(), 1, None),
+                ("x".into(), 2, None),
+                ("y".into(), 2, z()),
+                ("x".into(), 2, None),
+                ("x".into(), 1, z()),
+            ]
+        );
+        // A run after another starts from its first row's values, whatever stays bound.
+        assert_eq!(conn.rows(sql, 3, &values[6..9]).expect("inserted"), 1);
+        assert_eq!(all(&conn).last(), Some(&("y".into(), 2, z())));
+    }
+
+    #[test]
+    fn rows_that_do_not_fit_the_statement_are_refused_before_any_is_written() {
+        let mut conn = memory();
+        let sql = "INSERT INTO t (a, b, c) VALUES (?, ?, ?)";
+        let four = vec![Value::BigInt(Some(1)); 4];
+        assert!(
+            conn.rows(sql, 3, &four).is_err(),
+            "4 values are no rows of 3"
+        );
+        assert!(conn.rows(sql, 2, &four).is_err(), "the statement takes 3");
+        assert!(conn.rows(sql, 0, &[]).is_err());
+        assert!(all(&conn).is_empty());
     }
 
     #[test]

@@ -399,6 +399,21 @@ impl cells::EachRow for WriteTx {
 }
 
 impl WriteTx {
+    /// On an in-process SQLite transaction, runs `sql` once per row of `values`, each row
+    /// `width` values, and returns the rows changed; `None` on any other engine.
+    async fn lite_rows(
+        &self,
+        sql: &str,
+        width: usize,
+        values: &[sea_orm::Value],
+    ) -> Result<Option<u64>, DbErr> {
+        let Tx::Lite(lite) = self.tx() else {
+            return Ok(None);
+        };
+        self.open_alone().await?;
+        lite.rows(sql, width, values).map(Some)
+    }
+
     fn tx(&self) -> &Tx {
         // Both are taken only by `commit` and `rollback`, which consume `self`; a member's
         // turn holds its group until then.

@@ -395,24 +395,35 @@ impl Cells for PgRow {
                 Kind::Bytes => oid == Some(BYTEA),
                 Kind::Double => oid == Some(FLOAT8),
             };
-        fn cell<'r, T>(row: &'r PgRow, i: usize, known: bool) -> Result<Option<T>, DbErr>
+        // A cell of a known type is decoded from the value already found (sqlx's own
+        // `try_get_unchecked` would find it again); any other takes sqlx's checked path.
+        fn cell<'r, T>(
+            row: &'r PgRow,
+            raw: sqlx::postgres::PgValueRef<'r>,
+            i: usize,
+            known: bool,
+        ) -> Result<Option<T>, DbErr>
         where
             T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
         {
             if known {
-                row.try_get_unchecked(i)
+                <Option<T> as sqlx::Decode<'r, sqlx::Postgres>>::decode(raw).map_err(|source| {
+                    query_err(sqlx::Error::ColumnDecode {
+                        index: i.to_string(),
+                        source,
+                    })
+                })
             } else {
-                row.try_get(i)
+                row.try_get(i).map_err(query_err)
             }
-            .map_err(query_err)
         }
         Ok(match kind {
-            Kind::Int => Value::Int(cell(self, i, known)?),
-            Kind::BigInt => Value::BigInt(cell(self, i, known)?),
-            Kind::Bool => Value::Bool(cell(self, i, known)?),
-            Kind::Text | Kind::Natural => Value::String(cell(self, i, known)?),
-            Kind::Bytes => Value::Bytes(cell(self, i, known)?),
-            Kind::Double => Value::Double(cell(self, i, known)?),
+            Kind::Int => Value::Int(cell(self, raw, i, known)?),
+            Kind::BigInt => Value::BigInt(cell(self, raw, i, known)?),
+            Kind::Bool => Value::Bool(cell(self, raw, i, known)?),
+            Kind::Text | Kind::Natural => Value::String(cell(self, raw, i, known)?),
+            Kind::Bytes => Value::Bytes(cell(self, raw, i, known)?),
+            Kind::Double => Value::Double(cell(self, raw, i, known)?),
         })
     }
 }

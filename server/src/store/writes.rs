@@ -13,9 +13,11 @@
 //!   plan's parameters do not grow with its rows; a statement takes at most [`PG_MAX_PARAMETERS`]
 //!   parameters, and writes past that would be cut into as many statements as they need,
 //!   never one per row.
-//! - SQLite: one call of several statements (`INSERT …; INSERT …; UPDATE …`), each prepared and
-//!   run in turn on the writer with its own parameters (SQLite runs in the server's process,
-//!   [`super::lite`], so there a statement costs no round trip; one call keeps the plan whole).
+//! - SQLite: the writes in turn on the writer (SQLite runs in the server's process,
+//!   [`super::lite`], so there a statement costs no round trip): a multi-row insert as its
+//!   one-row statement, prepared once and run per row, binding only the values that differ
+//!   from the row before, and the writes between as one call of several statements
+//!   ([`run_each`]).
 //!
 //! Either way the writes are all in the caller's transaction: an error in any leaves the
 //! transaction to roll back, so a plan is written whole or not at all.
@@ -122,6 +124,21 @@ impl Rows {
         sql.push(')');
         sql.push_str(self.tail);
         Statement::from_sql_and_values(backend, sql, self.values)
+    }
+
+    /// The insert of one row of these columns, with SQLite's unnumbered parameters.
+    fn one_row_sql(&self) -> String {
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let marks = vec!["?"; self.columns.len()].join(", ");
+        format!(
+            "INSERT INTO \"{}\" ({columns}) VALUES ({marks}){}",
+            self.table, self.tail
+        )
     }
 
     /// How each column travels as an array, or `None` if one holds a type no array here
@@ -282,23 +299,51 @@ impl Writes {
             return Ok(());
         }
         let backend = tx.get_database_backend();
-        for statement in bundle(self.list, backend) {
+        if backend != DatabaseBackend::Postgres {
+            return run_each(self.list, backend, tx).await;
+        }
+        for statement in postgres_bundles(self.list) {
             tx.execute_raw(statement).await?;
         }
         Ok(())
     }
 }
 
-/// The statements that carry `list` on `backend`.
-fn bundle(list: Vec<Write>, backend: DatabaseBackend) -> Vec<Statement> {
-    match backend {
-        DatabaseBackend::Postgres => postgres_bundles(list),
-        _ => vec![joined(list, backend)],
+/// SQLite: the writes in order, a multi-row insert as its one-row statement run once per row
+/// (`WriteTx::lite_rows`), which binds only the values that differ from the row before, and
+/// the writes between such inserts as one call of several statements ([`joined`]). Sent as one
+/// statement of a thousand rows, each of a row's values was bound (text copied) and the
+/// statement's text built, parsed and kept per row count; the rows of a plan mostly share
+/// their values (the conversation, the tenant, the actor, the time).
+async fn run_each(list: Vec<Write>, backend: DatabaseBackend, tx: &WriteTx) -> Result<(), Error> {
+    let mut pending: Vec<Write> = Vec::new();
+    for write in list {
+        match write {
+            Write::Rows(rows) if rows.values.len() > rows.columns.len() => {
+                if !pending.is_empty() {
+                    tx.execute_raw(joined(std::mem::take(&mut pending), backend))
+                        .await?;
+                }
+                let sql = rows.one_row_sql();
+                if tx
+                    .lite_rows(&sql, rows.columns.len(), &rows.values)
+                    .await?
+                    .is_none()
+                {
+                    tx.execute_raw(Write::Rows(rows).build(backend)).await?;
+                }
+            }
+            other => pending.push(other),
+        }
     }
+    if !pending.is_empty() {
+        tx.execute_raw(joined(pending, backend)).await?;
+    }
+    Ok(())
 }
 
-/// SQLite: the statements one after another, their parameters in the same order (each
-/// statement binds the next unnumbered parameters).
+/// The statements of `list` one after another as one call, their parameters in the same
+/// order (each statement binds the next unnumbered parameters).
 fn joined(list: Vec<Write>, backend: DatabaseBackend) -> Statement {
     let mut sql = String::new();
     let mut values: Vec<Value> = Vec::new();
@@ -439,10 +484,7 @@ mod tests {
 
     #[test]
     fn postgres_writes_become_one_statement_with_their_parameters_numbered_in_turn() {
-        let out = bundle(
-            vec![insert_bytes("t", 2), insert("u", 1), update("c")],
-            DatabaseBackend::Postgres,
-        );
+        let out = postgres_bundles(vec![insert_bytes("t", 2), insert("u", 1), update("c")]);
         assert_eq!(out.len(), 1);
         let sql = &out[0].sql;
         assert!(
@@ -500,7 +542,7 @@ mod tests {
             ],
             tail: " ON CONFLICT (\"a\") DO UPDATE SET \"b\" = \"excluded\".\"b\"",
         });
-        let out = bundle(vec![s, update("c")], DatabaseBackend::Postgres);
+        let out = postgres_bundles(vec![s, update("c")]);
         assert_eq!(out.len(), 1);
         let sql = &out[0].sql;
         assert!(
@@ -556,7 +598,7 @@ mod tests {
             ],
             tail: "",
         });
-        let out = bundle(vec![s], DatabaseBackend::Postgres);
+        let out = postgres_bundles(vec![s]);
         assert_eq!(
             out[0].sql,
             "INSERT INTO \"t\" (\"a\", \"b\") SELECT CASE WHEN \"a present\" THEN \"a\" END, \"b\" \
@@ -581,7 +623,7 @@ mod tests {
             values: vec![Value::from("x"), Value::from(1_i64)],
             tail: "",
         });
-        let out = bundle(vec![s], DatabaseBackend::Postgres);
+        let out = postgres_bundles(vec![s]);
         assert_eq!(out[0].sql, "INSERT INTO \"t\" (\"a\") VALUES ($1), ($2)");
     }
 
@@ -603,10 +645,8 @@ mod tests {
 
     #[test]
     fn sqlite_rows_are_one_insert_binding_each_value_in_turn() {
-        let out = bundle(
-            vec![rows(2, " ON CONFLICT DO NOTHING")],
-            DatabaseBackend::Sqlite,
-        );
+        // A SQLite transaction sea-orm runs takes the rows as one statement.
+        let out = [rows(2, " ON CONFLICT DO NOTHING").build(DatabaseBackend::Sqlite)];
         assert_eq!(
             out[0].sql,
             "INSERT INTO \"t\" (\"a\", \"b\", \"c\") VALUES (?, ?, ?), (?, ?, ?) ON CONFLICT DO NOTHING"
@@ -618,7 +658,7 @@ mod tests {
 
     #[test]
     fn postgres_rows_are_arrays_and_one_row_is_plain() {
-        let out = bundle(vec![rows(2, ""), update("c")], DatabaseBackend::Postgres);
+        let out = postgres_bundles(vec![rows(2, ""), update("c")]);
         assert_eq!(out.len(), 1);
         let sql = &out[0].sql;
         assert!(
@@ -636,10 +676,7 @@ mod tests {
             vec![Some("r\"0".to_owned()), Some("r\"1".to_owned())]
         );
         assert_eq!(bools(&values[3]), vec![false, false]);
-        let one = bundle(
-            vec![rows(1, " ON CONFLICT DO NOTHING")],
-            DatabaseBackend::Postgres,
-        );
+        let one = postgres_bundles(vec![rows(1, " ON CONFLICT DO NOTHING")]);
         assert_eq!(
             one[0].sql,
             "INSERT INTO \"t\" (\"a\", \"b\", \"c\") VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
@@ -656,7 +693,7 @@ mod tests {
             values: vec![Value::from(vec![1u8]), Value::from(vec![2u8])],
             tail: "",
         });
-        let out = bundle(vec![write], DatabaseBackend::Postgres);
+        let out = postgres_bundles(vec![write]);
         assert_eq!(out[0].sql, "INSERT INTO \"t\" (\"a\") VALUES ($1), ($2)");
         assert_eq!(out[0].values.as_ref().map(|v| v.0.len()), Some(2));
     }
@@ -671,7 +708,7 @@ mod tests {
 
     #[test]
     fn one_postgres_write_is_sent_as_it_is() {
-        let out = bundle(vec![update("c")], DatabaseBackend::Postgres);
+        let out = postgres_bundles(vec![update("c")]);
         assert_eq!(out.len(), 1);
         assert!(out[0].sql.starts_with("UPDATE \"c\""), "{}", out[0].sql);
     }
@@ -679,14 +716,11 @@ mod tests {
     #[test]
     fn postgres_writes_past_the_parameter_limit_are_cut_between_writes() {
         let rows = PG_MAX_PARAMETERS / 2 + 1;
-        let out = bundle(
-            vec![
-                insert_bytes("t", rows),
-                insert_bytes("u", rows),
-                update("c"),
-            ],
-            DatabaseBackend::Postgres,
-        );
+        let out = postgres_bundles(vec![
+            insert_bytes("t", rows),
+            insert_bytes("u", rows),
+            update("c"),
+        ]);
         assert_eq!(
             out.len(),
             2,
@@ -699,22 +733,37 @@ mod tests {
         assert_eq!(counts, vec![rows, rows + 2]);
         assert!(counts.iter().all(|&n| n <= PG_MAX_PARAMETERS));
         // Rows that travel as arrays are a parameter per column: any number share a statement.
-        let out = bundle(
-            vec![insert("t", rows), insert("u", rows), update("c")],
-            DatabaseBackend::Postgres,
-        );
+        let out = postgres_bundles(vec![insert("t", rows), insert("u", rows), update("c")]);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].values.as_ref().map(|v| v.0.len()), Some(4));
     }
 
     #[test]
-    fn sqlite_writes_are_one_call_of_several_statements() {
-        let out = bundle(
-            vec![insert("t", 2), insert("u", 1), update("c")],
+    fn a_row_of_sqlite_is_inserted_by_a_statement_of_one_row() {
+        let Write::Rows(rows) = insert("t", 3) else {
+            unreachable!("insert makes rows")
+        };
+        assert_eq!(rows.one_row_sql(), "INSERT INTO \"t\" (\"a\") VALUES (?)");
+        let two = Rows {
+            table: "u",
+            columns: vec!["a", "b"],
+            nullable: vec![false, true],
+            values: vec![Value::from(1i64), Value::String(None)],
+            tail: " ON CONFLICT DO NOTHING",
+        };
+        assert_eq!(
+            two.one_row_sql(),
+            "INSERT INTO \"u\" (\"a\", \"b\") VALUES (?, ?) ON CONFLICT DO NOTHING"
+        );
+    }
+
+    #[test]
+    fn sqlite_writes_of_a_row_each_are_one_call_of_several_statements() {
+        let out = joined(
+            vec![insert("t", 1), insert("u", 1), update("c")],
             DatabaseBackend::Sqlite,
         );
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].sql.matches(";\n").count(), 2, "{}", out[0].sql);
-        assert_eq!(out[0].values.as_ref().map(|v| v.0.len()), Some(5));
+        assert_eq!(out.sql.matches(";\n").count(), 2, "{}", out.sql);
+        assert_eq!(out.values.as_ref().map(|v| v.0.len()), Some(4));
     }
 }
