@@ -719,7 +719,7 @@ impl LiteTx {
         lock(&self.conn).as_mut().ok_or_else(gone)?.batch(sql)
     }
 
-    /// Runs `sql` once per row of `values`, each row `width` values ([`LiteConn::rows`]).
+    /// Runs `sql` once per row of `values`, each row `width` values (`LiteConn::rows`).
     pub fn rows(&self, sql: &str, width: usize, values: &[Value]) -> Result<u64, DbErr> {
         lock(&self.conn)
             .as_mut()

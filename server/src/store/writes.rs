@@ -17,7 +17,7 @@
 //!   [`super::lite`], so there a statement costs no round trip): a multi-row insert as its
 //!   one-row statement, prepared once and run per row, binding only the values that differ
 //!   from the row before, and the writes between as one call of several statements
-//!   ([`run_each`]).
+//!   (`run_each`).
 //!
 //! Either way the writes are all in the caller's transaction: an error in any leaves the
 //! transaction to roll back, so a plan is written whole or not at all.
