@@ -49,7 +49,8 @@ impl Conn {
                 _ => db.begin().await?,
             }),
             Conn::Lite(pool) => Tx::Lite(pool.begin(true).await?),
-            Conn::Pg(pool) => Tx::Pg(pool.begin("BEGIN").await?),
+            // Sent with the write's first statement, its savepoint.
+            Conn::Pg(pool) => Tx::Pg(pool.begin_deferred("BEGIN").await?),
         })
     }
 

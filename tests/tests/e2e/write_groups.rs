@@ -175,6 +175,71 @@ async fn a_dropped_write_is_rolled_back(db: Db) {
     assert_eq!(ids(&store.read, "t").await, vec![2], "{db:?}");
 }
 
+/// An insert of `id` into `t` with its value as a parameter, on `db`'s engine.
+fn insert_bound(backend: sea_orm::DatabaseBackend, id: i64) -> Statement {
+    let sql = match backend {
+        sea_orm::DatabaseBackend::Postgres => "INSERT INTO t VALUES ($1)",
+        _ => "INSERT INTO t VALUES (?)",
+    };
+    Statement::from_sql_and_values(backend, sql, [id.into()])
+}
+
+/// A write transaction holds its statements from the first, whether that one carries values or
+/// not (on PostgreSQL its `BEGIN` goes with its first statement), and one that ran nothing ends,
+/// committed, rolled back or dropped, leaving its connection ready for the next.
+async fn a_write_transaction_holds_its_first_statement(db: Db) {
+    let app = spawn_app(db).await;
+    let store = store_with(&app, "CREATE TABLE t (id BIGINT PRIMARY KEY)").await;
+    let conn = store.writer.conn();
+    let backend = conn.get_database_backend();
+
+    let tx = conn.begin_write().await.expect("begin");
+    tx.execute_unprepared("INSERT INTO t VALUES (1)")
+        .await
+        .expect("insert");
+    tx.execute_raw(insert_bound(backend, 2))
+        .await
+        .expect("insert");
+    tx.rollback().await.expect("rollback");
+    assert!(
+        ids(&store.read, "t").await.is_empty(),
+        "{db:?}: unprepared first"
+    );
+
+    let tx = conn.begin_write().await.expect("begin");
+    tx.execute_raw(insert_bound(backend, 3))
+        .await
+        .expect("insert");
+    tx.execute_unprepared("INSERT INTO t VALUES (4)")
+        .await
+        .expect("insert");
+    tx.rollback().await.expect("rollback");
+    assert!(
+        ids(&store.read, "t").await.is_empty(),
+        "{db:?}: bound first"
+    );
+
+    conn.begin_write()
+        .await
+        .expect("begin")
+        .commit()
+        .await
+        .expect("a commit of nothing");
+    conn.begin_write()
+        .await
+        .expect("begin")
+        .rollback()
+        .await
+        .expect("a rollback of nothing");
+    drop(conn.begin_write().await.expect("begin"));
+    let tx = conn.begin_write().await.expect("begin");
+    tx.execute_unprepared("INSERT INTO t VALUES (5)")
+        .await
+        .expect("insert");
+    tx.commit().await.expect("commit");
+    assert_eq!(ids(&store.read, "t").await, vec![5], "{db:?}");
+}
+
 /// PostgreSQL: a write to another conversation neither waits for an open group nor joins it:
 /// it commits on its own while the first conversation's write is still open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -226,6 +291,7 @@ async fn conversation_slots_are_dropped_when_unused_on_postgres() {
 }
 
 both_dbs!(
+    a_write_transaction_holds_its_first_statement,
     writes_to_one_conversation_commit_together,
     a_group_that_cannot_commit_fails_each_of_its_writes,
     a_dropped_write_is_rolled_back,
