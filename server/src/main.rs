@@ -10,8 +10,9 @@ use parley_server::{App, Config, DbPool, Limits, LogFormat, auth};
 /// transparent huge pages (`v2`, `no_thp`): mimalloc 3 asks the kernel for huge pages on its
 /// arenas, and a huge page is resident whole once touched. Peak resident memory under
 /// `parley.sh`'s SQLite AddParticipants(1000), the largest of its figures: system allocator
-/// 48 MiB, mimalloc 3 with huge pages 111 MiB, without 56-70 MiB, mimalloc 2 without 59 MiB,
-/// where the speed issue allows 64 MiB.
+/// 48 MiB, mimalloc 3 with huge pages 111 MiB, without 56-70 MiB, mimalloc 2 without 59 MiB
+/// (52 MiB since SQLite inserts a plan's rows with a one-row statement, `store::writes`), where
+/// the speed issue allows 64 MiB.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
