@@ -92,13 +92,7 @@ struct ArrayColumn {
 impl Rows {
     fn build(self, backend: DatabaseBackend) -> Statement {
         let width = self.columns.len().max(1);
-        let columns = self
-            .columns
-            .iter()
-            .map(|c| format!("\"{c}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let head = format!("INSERT INTO \"{}\" ({columns})", self.table);
+        let head = self.head();
         if backend == DatabaseBackend::Postgres
             && self.values.len() >= 2 * width
             && let Some(kinds) = self.array_columns()
@@ -126,19 +120,21 @@ impl Rows {
         Statement::from_sql_and_values(backend, sql, self.values)
     }
 
-    /// The insert of one row of these columns, with SQLite's unnumbered parameters.
-    fn one_row_sql(&self) -> String {
+    /// `INSERT INTO "table" ("a", "b", …)`, what every form of these rows' insert begins with.
+    fn head(&self) -> String {
         let columns = self
             .columns
             .iter()
             .map(|c| format!("\"{c}\""))
             .collect::<Vec<_>>()
             .join(", ");
+        format!("INSERT INTO \"{}\" ({columns})", self.table)
+    }
+
+    /// The insert of one row of these columns, with SQLite's unnumbered parameters.
+    fn one_row_sql(&self) -> String {
         let marks = vec!["?"; self.columns.len()].join(", ");
-        format!(
-            "INSERT INTO \"{}\" ({columns}) VALUES ({marks}){}",
-            self.table, self.tail
-        )
+        format!("{} VALUES ({marks}){}", self.head(), self.tail)
     }
 
     /// How each column travels as an array, or `None` if one holds a type no array here
