@@ -164,17 +164,46 @@ impl Rows {
     }
 
     /// The statement with the rows as arrays, one per column (and one per column that may be
-    /// `NULL` saying which of its elements are present), moved out of `self`.
+    /// `NULL` saying which of its elements are present), moved out of `self`. A column holding
+    /// the same value in every row (a plan's rows share their conversation, tenant, actor and
+    /// time) goes as that one value instead: PostgreSQL then neither decodes nor unnests an
+    /// array of copies. One column stays an array whatever it holds, to carry the rows' count.
     fn arrays(self, head: &str, kinds: &[ArrayColumn]) -> Statement {
         let width = kinds.len().max(1);
         let rows = self.values.len() / width;
-        let mut elements: Vec<Vec<Value>> = (0..width).map(|_| Vec::with_capacity(rows)).collect();
+        let mut constant: Vec<bool> = (0..width)
+            .map(|c| {
+                let first = self.values.get(c);
+                self.values
+                    .iter()
+                    .skip(c)
+                    .step_by(width)
+                    .all(|v| Some(v) == first)
+            })
+            .collect();
+        if constant.iter().skip(1).all(|c| *c)
+            && let Some(first) = constant.first_mut()
+        {
+            *first = false;
+        }
+        let mut single: Vec<Option<Value>> = vec![None; width];
+        let mut elements: Vec<Vec<Value>> = constant
+            .iter()
+            .map(|&c| Vec::with_capacity(if c { 0 } else { rows }))
+            .collect();
         let mut presence: Vec<Vec<Value>> = kinds
             .iter()
-            .map(|k| Vec::with_capacity(if k.with_presence { rows } else { 0 }))
+            .zip(&constant)
+            .map(|(k, &c)| Vec::with_capacity(if k.with_presence && !c { rows } else { 0 }))
             .collect();
         for (i, v) in self.values.into_iter().enumerate() {
             let column = i % width;
+            if constant[column] {
+                if i < width {
+                    single[column] = Some(v);
+                }
+                continue;
+            }
             let present = array_element(&v).is_none_or(|(_, _, present)| present);
             // An absent element holds a value of its type that nothing reads.
             let v = if present {
@@ -195,12 +224,18 @@ impl Rows {
         }
         let (mut params, mut names, mut exprs) = (Vec::new(), Vec::new(), Vec::new());
         let mut values = Vec::with_capacity(2 * width);
-        for ((name, kind), (column, present)) in self
+        for (((name, kind), (column, present)), single) in self
             .columns
             .iter()
             .zip(kinds)
             .zip(elements.into_iter().zip(presence))
+            .zip(single)
         {
+            if let Some(value) = single {
+                values.push(value);
+                exprs.push(format!("${}::{}", values.len(), kind.pg_type));
+                continue;
+            }
             values.push(Value::Array(kind.element.clone(), Some(Box::new(column))));
             params.push(format!("${}::{}[]", values.len(), kind.pg_type));
             names.push(format!("\"{name}\""));
@@ -660,9 +695,7 @@ mod tests {
         assert!(
             sql.starts_with(
                 "WITH \"w0\" AS (INSERT INTO \"t\" (\"a\", \"b\", \"c\") SELECT \"a\", \"b\", \
-                 CASE WHEN \"c present\" THEN \"c\" END \
-                 FROM unnest($1::text[], $2::int8[], $3::int4[], $4::bool[]) \
-                 AS \"r\" (\"a\", \"b\", \"c\", \"c present\"))"
+                 $3::int4 FROM unnest($1::text[], $2::int8[]) AS \"r\" (\"a\", \"b\"))"
             ),
             "{sql}"
         );
@@ -671,11 +704,75 @@ mod tests {
             strings(&values[0]),
             vec![Some("r\"0".to_owned()), Some("r\"1".to_owned())]
         );
-        assert_eq!(bools(&values[3]), vec![false, false]);
+        assert_eq!(values[2], Value::Int(None), "c is NULL in every row");
         let one = postgres_bundles(vec![rows(1, " ON CONFLICT DO NOTHING")]);
         assert_eq!(
             one[0].sql,
             "INSERT INTO \"t\" (\"a\", \"b\", \"c\") VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        );
+    }
+
+    /// A column holding one value in every row travels as that value, once, and the rows'
+    /// count in the arrays of the others; rows alike in every column keep their first column
+    /// an array.
+    #[test]
+    fn postgres_columns_alike_in_every_row_travel_once() {
+        let s = Write::Rows(Rows {
+            table: "t",
+            columns: vec!["a", "b", "c", "d"],
+            nullable: vec![false, true, true, false],
+            values: vec![
+                Value::from("k"),
+                Value::from("x"),
+                Value::String(None),
+                Value::from(1_i64),
+                Value::from("k"),
+                Value::from("y"),
+                Value::String(None),
+                Value::from(1_i64),
+                Value::from("k"),
+                Value::String(None),
+                Value::String(None),
+                Value::from(1_i64),
+            ],
+            tail: " ON CONFLICT DO NOTHING",
+        });
+        let out = postgres_bundles(vec![s]);
+        assert_eq!(
+            out[0].sql,
+            "INSERT INTO \"t\" (\"a\", \"b\", \"c\", \"d\") SELECT $1::text, \
+             CASE WHEN \"b present\" THEN \"b\" END, $4::text, $5::int8 \
+             FROM unnest($2::text[], $3::bool[]) AS \"r\" (\"b\", \"b present\") ON CONFLICT DO NOTHING"
+        );
+        let values = &out[0].values.as_ref().expect("values").0;
+        assert_eq!(values.len(), 5);
+        assert_eq!(values[0], Value::from("k"));
+        assert_eq!(
+            strings(&values[1]),
+            vec![
+                Some("x".to_owned()),
+                Some("y".to_owned()),
+                Some(String::new())
+            ]
+        );
+        assert_eq!(bools(&values[2]), vec![true, true, false]);
+        assert_eq!(values[3], Value::String(None));
+        assert_eq!(values[4], Value::from(1_i64));
+
+        let alike = one_column("t", vec![Value::from(3_i64); 3]);
+        let out = postgres_bundles(vec![alike]);
+        assert_eq!(
+            out[0].sql,
+            "INSERT INTO \"t\" (\"a\") SELECT \"a\" FROM unnest($1::int8[]) AS \"r\" (\"a\")"
+        );
+        let values = &out[0].values.as_ref().expect("values").0;
+        assert_eq!(
+            values[0],
+            Value::Array(
+                ArrayType::BigInt,
+                Some(Box::new(vec![Value::from(3_i64); 3]))
+            ),
+            "three rows go in as three"
         );
     }
 
