@@ -14,6 +14,7 @@ mod m20261203_000008_partial_direct_pair;
 mod m20261204_000009_outbox_keys;
 mod m20261204_000010_participants_keyed_rows;
 pub mod m20261204_000011_identifier_collation;
+mod m20261204_000012_participants_unchecked_parent;
 
 /// Runs `sql` (several statements) if the database is `backend`'s, and nothing otherwise: for a
 /// migration that changes one engine's storage only.
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000009_outbox_keys::Migration),
             Box::new(m20261204_000010_participants_keyed_rows::Migration),
             Box::new(m20261204_000011_identifier_collation::Migration),
+            Box::new(m20261204_000012_participants_unchecked_parent::Migration),
         ]
     }
 }

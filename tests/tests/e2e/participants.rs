@@ -643,6 +643,69 @@ async fn email_invitees_matching_a_user(db: Db) {
     );
 }
 
+/// A participant's row is written only for a conversation found and locked: adding to one that
+/// does not exist is NOT_FOUND and writes no row. SQLite's schema refuses such a row as well; on
+/// PostgreSQL no key checks it row by row (migration 12, a quarter of AddParticipants(1000)'s
+/// work there), and migrating down puts the key back, up takes it away again.
+async fn a_participant_row_needs_its_conversation(db: Db) {
+    use parley_migration::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let missing = "01a24282-647b-70f1-99b9-65c7b7e81c6b";
+    let status = alice
+        .add_users(missing, &["bob"])
+        .await
+        .expect_err("no such conversation");
+    assert_error(&status, Code::NotFound, ErrorReason::ConversationNotFound);
+
+    let tables = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("connect to the server's database");
+    let backend = tables.get_database_backend();
+    let count = |sql: &'static str| {
+        let tables = &tables;
+        async move {
+            tables
+                .query_one_raw(Statement::from_string(backend, sql))
+                .await
+                .expect("count")
+                .expect("a row")
+                .try_get_by_index::<i64>(0)
+                .expect("a number")
+        }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM participants WHERE conversation_id = '01a24282-647b-70f1-99b9-65c7b7e81c6b'").await,
+        0,
+        "{db:?}: nothing written"
+    );
+    let orphan = r#"INSERT INTO participants (conversation_id, user_id, tenant_id, kind, role,
+        state, added_by, join_time, history_from) VALUES ('no-such-conversation', 'bob', 't',
+        1, 0, 0, 'ann', 5, 0)"#;
+    if backend != DatabaseBackend::Postgres {
+        let refused = tables.execute_unprepared(orphan).await;
+        assert!(
+            refused.is_err_and(|e| e.to_string().contains("FOREIGN KEY")),
+            "{db:?}: SQLite checks the key"
+        );
+        return;
+    }
+    let keys = "SELECT count(*) FROM pg_constraint \
+                WHERE conrelid = 'participants'::regclass AND contype = 'f'";
+    assert_eq!(count(keys).await, 0, "no key on participants");
+    Migrator::down(&tables, Some(1)).await.expect("down");
+    assert_eq!(count(keys).await, 1, "down puts the key back");
+    let refused = tables.execute_unprepared(orphan).await;
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("foreign key")),
+        "the key checks the row"
+    );
+    Migrator::up(&tables, None).await.expect("up");
+    assert_eq!(count(keys).await, 0, "up takes it away");
+}
+
 both_dbs!(
     groups_past_the_reach_limit_are_refused,
     admins_policy_admits_admins,
@@ -655,4 +718,5 @@ both_dbs!(
     adding_a_participant_again_changes_nothing,
     groups_expand_to_their_active_members,
     email_invitees_matching_a_user,
+    a_participant_row_needs_its_conversation,
 );
