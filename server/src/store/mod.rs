@@ -1376,6 +1376,8 @@ fn with_caller_sql(backend: DatabaseBackend) -> &'static str {
 
 /// The columns of a statement that reads the caller: the caller's directory entry (`u`), the
 /// conversation (`c`) and the caller's seat in it (`p`), each aliased with its table's prefix.
+/// The seat comes last: a page of participants read with its caller carries each of its rows
+/// in those columns (`participants::page_with_caller`).
 pub(crate) fn caller_columns() -> &'static str {
     use sea_orm::Iterable;
     static COLUMNS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
