@@ -92,7 +92,7 @@ async fn insert(tx: &WriteTx, created: &Created) -> Result<(), Error> {
     };
     let mut w = Writes::new();
     w.insert_models([row], "");
-    super::upsert_participants(&mut w, &c.tenant_id, &created.participants);
+    super::insert_participants(&mut w, &c.tenant_id, &created.participants);
     append_items(&mut w, &created.items);
     enqueue_add_notices(&mut w, c, &created.notices);
     w.run(tx).await

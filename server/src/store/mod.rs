@@ -1045,11 +1045,33 @@ pub(crate) fn distinct(ids: &[String]) -> Vec<&String> {
 
 /// Inserts participants, a statement per [`ROWS_PER_INSERT`] rows; a removed participant's row
 /// becomes active again.
-pub(crate) fn upsert_participants(w: &mut Writes, tenant_id: &str, rows: &[Participant]) {
+pub(crate) fn upsert_participants<P: std::borrow::Borrow<Participant>>(
+    w: &mut Writes,
+    tenant_id: &str,
+    rows: &[P],
+) {
     for batch in rows.chunks(ROWS_PER_INSERT) {
         w.insert_models(
-            batch.iter().map(|p| participant_row(tenant_id, p)),
+            batch.iter().map(|p| participant_row(tenant_id, p.borrow())),
             participant_conflict(),
+        );
+    }
+}
+
+/// Inserts the rows of people who hold none in their conversation (as read with the
+/// conversation locked, or in a conversation made by the same transaction), a statement per
+/// [`ROWS_PER_INSERT`] rows. Without [`upsert_participants`]' `ON CONFLICT`, PostgreSQL
+/// inserts each row once instead of probing its key before a speculative insert; a row that
+/// is there after all is a unique violation, and the call fails whole.
+pub(crate) fn insert_participants<P: std::borrow::Borrow<Participant>>(
+    w: &mut Writes,
+    tenant_id: &str,
+    rows: &[P],
+) {
+    for batch in rows.chunks(ROWS_PER_INSERT) {
+        w.insert_models(
+            batch.iter().map(|p| participant_row(tenant_id, p.borrow())),
+            "",
         );
     }
 }

@@ -74,6 +74,10 @@ pub async fn add(
         people_with_seats(tx, tenant_id, conversation_id, &lookups.user_ids).await?;
     let pending = invitations::pending_for(tx, conversation_id, &lookups.emails, now).await?;
 
+    // Who holds a row in the conversation already, active or removed: their rows change in
+    // place, everyone else's are new.
+    let seated: std::collections::HashSet<String> = existing.keys().cloned().collect();
+
     // Decide.
     let state = AddState {
         conversation,
@@ -89,11 +93,16 @@ pub async fn add(
     };
     let plan = roster::decide_add(state, request, || uuid::Uuid::now_v7().to_string())?;
 
-    // Apply: one upsert of participants, one insert each of invitations, events and
-    // notifications, one update of resent invitations' links and one of the conversation
-    // (a statement per `ROWS_PER_INSERT` rows), sent together.
+    // Apply: one insert of new participants and one upsert of returning ones, one insert
+    // each of invitations, events and notifications, one update of resent invitations' links
+    // and one of the conversation (a statement per `ROWS_PER_INSERT` rows), sent together.
     let mut w = Writes::new();
-    super::upsert_participants(&mut w, tenant_id, &plan.participants);
+    let (again, new): (Vec<&Participant>, Vec<&Participant>) = plan
+        .participants
+        .iter()
+        .partition(|p| seated.contains(&p.user_id));
+    super::insert_participants(&mut w, tenant_id, &new);
+    super::upsert_participants(&mut w, tenant_id, &again);
     let new_invitations = plan
         .invitations
         .into_iter()

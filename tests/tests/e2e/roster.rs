@@ -251,8 +251,13 @@ async fn a_removed_participant_can_be_added_again(db: Db) {
         .expect("events")
         .len();
 
-    let response = alice.add_users(&c.id, &["bob"]).await.expect("add again");
+    // Bob's row comes back in place, dave's is new: one call writes both kinds.
+    let response = alice
+        .add_users(&c.id, &["bob", "dave"])
+        .await
+        .expect("add again");
     assert_eq!(response.results[0].outcome(), Outcome::Added);
+    assert_eq!(response.results[1].outcome(), Outcome::Added);
     let bob = alice
         .participant(&c.id, "bob")
         .await
@@ -267,7 +272,11 @@ async fn a_removed_participant_can_be_added_again(db: Db) {
         .filter(|p| p.user_id == "bob")
         .collect();
     assert_eq!(rows.len(), 1, "one row per user");
-    assert_eq!(alice.get(&c.id).await.expect("get").participant_count, 2);
+    assert_eq!(alice.get(&c.id).await.expect("get").participant_count, 3);
+    assert_eq!(
+        alice.active_ids(&c.id).await.expect("roster"),
+        vec!["alice", "bob", "dave"]
+    );
     let added = alice
         .events_of(&c.id, EventType::ParticipantAdded)
         .await
@@ -275,7 +284,7 @@ async fn a_removed_participant_can_be_added_again(db: Db) {
     assert_eq!(added.len(), added_before + 1);
     assert_eq!(
         added.last().expect("event").subject_ids,
-        vec!["bob".to_owned()]
+        vec!["bob".to_owned(), "dave".to_owned()]
     );
     app.user(TENANT, "bob")
         .send(&c.id, "I'm back")
