@@ -290,8 +290,9 @@ pub async fn list<C: sea_orm::ConnectionTrait>(
 /// (first column 1), read by position ([`super::cells`]). A page row carries its participant
 /// in the columns of the caller's own participant row, the last of the caller's, and `NULL`
 /// in the caller's others: rows of 45 columns rather than 58 (the caller's and the page's side
-/// by side), which PostgreSQL runs 10-20 % faster (pgbench, this statement prepared, 16
-/// clients: 13.6-13.7k -> 15.0-16.7k per second). The page is `SELECT * FROM participants WHERE conversation_id = $2 …
+/// by side). PostgreSQL runs the narrower statement alone 10-20 % faster (pgbench, prepared,
+/// 16 clients: 13.6-13.7k -> 15.0-16.7k per second); through the service the difference was
+/// within the noise. The page is `SELECT * FROM participants WHERE conversation_id = $2 …
 /// ORDER BY user_id LIMIT $n` joined to the conversation where it is the tenant's (a filter
 /// on the tenant too would invite a plan on the tenant's index, which also orders by user id,
 /// and scans every participant of the tenant). A `NULL` costs a row four bytes on
