@@ -168,6 +168,8 @@ impl Rows {
     /// the same value in every row (a plan's rows share their conversation, tenant, actor and
     /// time) goes as that one value instead: PostgreSQL then neither decodes nor unnests an
     /// array of copies. One column stays an array whatever it holds, to carry the rows' count.
+    /// Which columns are alike is in the statement's text, so a table's inserts take a few
+    /// texts (in practice two or three), each prepared once per connection.
     fn arrays(self, head: &str, kinds: &[ArrayColumn]) -> Statement {
         let width = kinds.len().max(1);
         let rows = self.values.len() / width;
