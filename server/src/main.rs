@@ -48,8 +48,7 @@ struct DatabaseArgs {
         default_value = "sqlite://parley.db"
     )]
     database_url: String,
-    /// The most database connections this process opens (default: 8 on SQLite, 16 on
-    /// PostgreSQL).
+    /// The most database connections this process opens (default: 8).
     #[arg(long, env = "PARLEY_DB_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     db_max_connections: Option<u32>,
     /// Database connections kept open when idle (default: 1).

@@ -596,7 +596,7 @@ async fn connections_are_as_configured(db: Db) {
         let Conn::Pg(pg) = &unset.read else {
             panic!("PostgreSQL's connections are the server's own pool");
         };
-        assert_eq!(pg.sizes().max, 16);
+        assert_eq!(pg.sizes().max, 8, "the default maximum");
     } else {
         let conn = parley_server::store::connect(app.database_url(), &pool)
             .await
