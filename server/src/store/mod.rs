@@ -1050,12 +1050,7 @@ pub(crate) fn upsert_participants<P: std::borrow::Borrow<Participant>>(
     tenant_id: &str,
     rows: &[P],
 ) {
-    for batch in rows.chunks(ROWS_PER_INSERT) {
-        w.insert_models(
-            batch.iter().map(|p| participant_row(tenant_id, p.borrow())),
-            participant_conflict(),
-        );
-    }
+    participant_inserts(w, tenant_id, rows, participant_conflict());
 }
 
 /// Inserts the rows of people who hold none in their conversation (as read with the
@@ -1068,10 +1063,20 @@ pub(crate) fn insert_participants<P: std::borrow::Borrow<Participant>>(
     tenant_id: &str,
     rows: &[P],
 ) {
+    participant_inserts(w, tenant_id, rows, "");
+}
+
+/// Inserts participants' rows followed by `tail`, a statement per [`ROWS_PER_INSERT`] rows.
+fn participant_inserts<P: std::borrow::Borrow<Participant>>(
+    w: &mut Writes,
+    tenant_id: &str,
+    rows: &[P],
+    tail: &'static str,
+) {
     for batch in rows.chunks(ROWS_PER_INSERT) {
         w.insert_models(
             batch.iter().map(|p| participant_row(tenant_id, p.borrow())),
-            "",
+            tail,
         );
     }
 }
