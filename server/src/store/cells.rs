@@ -118,6 +118,34 @@ where
     }
 }
 
+/// Column `i` of `row` as text (`None` for `NULL`).
+pub fn text(row: &dyn Cells, i: usize) -> Result<Option<String>, DbErr> {
+    match row.value(i, Kind::Text)? {
+        Value::String(s) => Ok(s),
+        other => Err(mismatch(i, "text", &other)),
+    }
+}
+
+/// Column `i` of `row` as a 32-bit integer (`None` for `NULL`).
+pub fn int(row: &dyn Cells, i: usize) -> Result<Option<i32>, DbErr> {
+    match row.value(i, Kind::Int)? {
+        Value::Int(x) => Ok(x),
+        other => Err(mismatch(i, "a 32-bit integer", &other)),
+    }
+}
+
+/// Column `i` of `row` as a 64-bit integer (`None` for `NULL`).
+pub fn big_int(row: &dyn Cells, i: usize) -> Result<Option<i64>, DbErr> {
+    match row.value(i, Kind::BigInt)? {
+        Value::BigInt(x) => Ok(x),
+        other => Err(mismatch(i, "a 64-bit integer", &other)),
+    }
+}
+
+fn mismatch(i: usize, wanted: &str, got: &Value) -> DbErr {
+    DbErr::Custom(format!("column {i} holds {got:?}, not {wanted}"))
+}
+
 /// How many columns [`model_at`] reads for `E`.
 pub fn width<E: EntityTrait>() -> usize {
     E::Column::iter().count()
@@ -206,6 +234,25 @@ mod tests {
         )
         .expect("decodes");
         assert_eq!(part, None);
+    }
+
+    /// The typed readers give a column's value, `None` for `NULL`, and refuse a value of
+    /// another type instead of converting it.
+    #[test]
+    fn typed_cells_read_their_type_or_refuse() {
+        let conn = rusqlite::Connection::open_in_memory().expect("memory");
+        conn.query_row("SELECT 'ann', NULL, 7, 4294967296, 'x'", [], |row| {
+            assert_eq!(text(row, 0).expect("text").as_deref(), Some("ann"));
+            assert_eq!(text(row, 1).expect("null text"), None);
+            assert_eq!(int(row, 1).expect("null int"), None);
+            assert_eq!(int(row, 2).expect("int"), Some(7));
+            assert_eq!(big_int(row, 3).expect("big"), Some(4_294_967_296));
+            assert!(int(row, 3).is_err(), "past 32 bits");
+            assert!(text(row, 2).is_err(), "a number is no text");
+            assert!(big_int(row, 4).is_err(), "text is no number");
+            Ok(())
+        })
+        .expect("one row");
     }
 
     /// A value that does not fit its field is an error, not a wrapped number.

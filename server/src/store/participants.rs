@@ -136,18 +136,16 @@ async fn people_with_seats(
     conversation_id: &str,
     user_ids: &[String],
 ) -> Result<(HashMap<String, User>, HashMap<String, Participant>), Error> {
-    use super::cells::{Layout, width};
-    use super::entities::users;
+    use super::cells::Layout;
 
     let backend = tx.get_database_backend();
-    let user_layout = Layout::<users::Entity>::new();
     let seat_layout = Layout::<participants::Entity>::new();
     let mut rows = Vec::new();
     for batch in super::distinct(user_ids).chunks(super::IDS_PER_LOOKUP) {
         let statement = people_statement(backend, tenant_id, conversation_id, batch)?;
         tx.each_row(statement, &mut |row| {
-            let user = user_layout.read(row, 0)?;
-            let seat = seat_layout.read(row, width::<users::Entity>())?;
+            let user = person_at(row)?;
+            let seat = seat_layout.read(row, PERSON_COLUMNS.len())?;
             rows.extend(user.map(|user| (user, seat)));
             Ok(())
         })
@@ -159,10 +157,52 @@ async fn people_with_seats(
             let seat = participant_from(seat)?;
             seats.insert(seat.user_id.clone(), seat);
         }
-        let user = super::user_from(user)?;
         people.insert(user.id.clone(), user);
     }
     Ok((people, seats))
+}
+
+/// The columns of `users` that the people read takes, in the order [`person_at`] reads them:
+/// what the rules judge a person by, not the lower-cased copies the directory's searches use.
+const PERSON_COLUMNS: [super::entities::users::Column; 8] = {
+    use super::entities::users::Column as U;
+    [
+        U::TenantId,
+        U::Id,
+        U::DisplayName,
+        U::Email,
+        U::Kind,
+        U::Status,
+        U::CreateTime,
+        U::UpdateTime,
+    ]
+};
+
+/// The person at the head of a row of the people read ([`PERSON_COLUMNS`]), read cell by
+/// cell: `None` if the row has none.
+fn person_at(row: &dyn super::cells::Cells) -> Result<Option<User>, sea_orm::DbErr> {
+    use super::cells::{big_int, int, text};
+    use crate::domain::model::{UserKind, UserStatus};
+    let Some(tenant_id) = text(row, 0)? else {
+        return Ok(None);
+    };
+    let missing = |i: usize| {
+        move || sea_orm::DbErr::Custom(format!("a directory entry's column {i} is NULL"))
+    };
+    let kind = int(row, 4)?.ok_or_else(missing(4))?;
+    let status = int(row, 5)?.ok_or_else(missing(5))?;
+    let unknown =
+        |what: &str, raw: i32| sea_orm::DbErr::Custom(format!("stored {what} {raw} is unknown"));
+    Ok(Some(User {
+        tenant_id,
+        id: text(row, 1)?.ok_or_else(missing(1))?,
+        display_name: text(row, 2)?.ok_or_else(missing(2))?,
+        email: text(row, 3)?.ok_or_else(missing(3))?,
+        kind: UserKind::try_from(kind).map_err(|_| unknown("user kind", kind))?,
+        status: UserStatus::try_from(status).map_err(|_| unknown("user status", status))?,
+        create_time: big_int(row, 6)?.ok_or_else(missing(6))?,
+        update_time: big_int(row, 7)?.ok_or_else(missing(7))?,
+    }))
 }
 
 /// AddParticipants' read of the people it names, for `ids` (at most 10,000): the directory
@@ -210,7 +250,7 @@ fn people_sql(backend: DatabaseBackend) -> &'static str {
     static SQLITE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let columns = || {
         let mut cols = Vec::new();
-        super::prefixed_columns(&mut cols, "u", super::entities::users::Column::iter());
+        super::prefixed_columns(&mut cols, "u", PERSON_COLUMNS.into_iter());
         super::prefixed_columns(&mut cols, "p", participants::Column::iter());
         cols.join(", ")
     };
