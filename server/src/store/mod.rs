@@ -45,8 +45,9 @@ use writes::Writes;
 pub enum SqliteSync {
     /// Every commit waits for the log to reach the disk: a power cut loses nothing committed.
     Full,
-    /// The log is synced at checkpoints, not at each commit: a power cut (not a crash of the
-    /// process) can lose the last commits before it, never the database's consistency.
+    /// The log is synced at checkpoints (200 ms apart at most while writes go on), not at
+    /// each commit: a power cut (not a crash of the process) can lose the commits of the last
+    /// 200 ms or so before it, never the database's consistency.
     #[default]
     Normal,
 }
@@ -152,11 +153,17 @@ type Committed = std::sync::Arc<tokio::sync::watch::Sender<()>>;
 /// files synced. Measured, a group's commit took 1.5-1.8 ms on average with AddParticipants(1)
 /// at 16 in flight, against 0.65-0.9 ms with this task checkpointing every 5 ms. A passive
 /// checkpoint never blocks the writer or readers; the writer's own checkpoint still runs at
-/// 1,000 pages, and finding the log already copied, it only syncs, then the log starts over.
+/// [`lite::WRITER_AUTOCHECKPOINT`] pages, and finding the log already copied, it only syncs,
+/// then the log starts over.
 ///
-/// Each checkpoint syncs both files, so more often than needed costs the machine's CPU (the
-/// kernel's syncs were 8 % of the server's CPU under AddParticipants(1) at every 5 ms). Every
-/// 20 ms the log still holds a few hundred pages at most at Parley's write rates.
+/// A checkpoint is not free for the writes that run beside it, though: each copies pages and
+/// syncs both files, and on this two-core machine the calls served while one ran took half as
+/// long again, in every part of their work (measured under AddParticipants(1000): the rows'
+/// statements 5.4-6.2 ms instead of 3.2-3.4). Every 20 ms, one call in four ran beside a
+/// checkpoint; every [`CHECKPOINT_EVERY`], few do, and each copies a page written twice in the
+/// meantime once. The log then holds a few thousand pages at most (AddParticipants(1000)
+/// writes about a hundred), and `synchronous = NORMAL` risks the last 200 ms of commits to a
+/// power cut instead of the last 20 ms.
 async fn checkpoints(conn: Conn, mut commits: tokio::sync::watch::Receiver<()>) {
     const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
     while commits.changed().await.is_ok() {
@@ -173,7 +180,7 @@ async fn checkpoints(conn: Conn, mut commits: tokio::sync::watch::Receiver<()>) 
 }
 
 /// How often, at most, the checkpointer copies SQLite's log while writes go on.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Gives PostgreSQL's planner its first statistics of a table as soon as the table has rows:
 /// every [`FIRST_STATISTICS_EVERY`], `ANALYZE` of each of Parley's tables written to but
