@@ -1081,10 +1081,11 @@ fn participant_inserts<P: std::borrow::Borrow<Participant>>(
     tail: &'static str,
 ) {
     for batch in rows.chunks(ROWS_PER_INSERT) {
-        w.insert_models(
-            batch.iter().map(|p| participant_row(tenant_id, p.borrow())),
-            tail,
-        );
+        let mut values = Vec::with_capacity(batch.len() * PARTICIPANT_COLUMNS);
+        for p in batch {
+            participant_values(tenant_id, p.borrow(), &mut values);
+        }
+        w.insert_values::<entities::participants::Entity>(values, tail);
     }
 }
 
@@ -1284,6 +1285,29 @@ pub(crate) fn participant_row(
         removed_seq: Set(p.removed_seq),
         removed_view: Set(p.removed_view.as_ref().map(frozen_row)),
     }
+}
+
+/// How many columns a participant's row has.
+const PARTICIPANT_COLUMNS: usize = 13;
+
+/// A participant's row as [`participant_row`] has it, as the values of the columns of
+/// `participants` in their order, appended to `out`.
+fn participant_values(tenant_id: &str, p: &Participant, out: &mut Vec<sea_orm::Value>) {
+    out.extend([
+        p.conversation_id.clone().into(),
+        p.user_id.clone().into(),
+        tenant_id.to_owned().into(),
+        (p.kind as i32).into(),
+        (p.role as i32).into(),
+        (p.state as i32).into(),
+        p.added_by.clone().into(),
+        p.join_time.into(),
+        p.removed_by.clone().into(),
+        p.remove_time.into(),
+        p.history_from.into(),
+        p.removed_seq.into(),
+        p.removed_view.as_ref().map(frozen_row).into(),
+    ]);
 }
 
 pub(crate) fn user_from(m: entities::users::Model) -> Result<User, Error> {
@@ -1643,4 +1667,51 @@ fn judged(principal: &Principal, entry: Option<User>) -> Result<Principal, Error
     };
     p.directory_read = true;
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{ActiveModelTrait, Iterable};
+
+    /// A participant's row as values stands in the order of the table's columns: the value at
+    /// each position is the one the row's model holds for the column there.
+    #[test]
+    fn participant_values_follow_the_columns() {
+        let active = Participant {
+            conversation_id: "c1".into(),
+            user_id: "bob".into(),
+            kind: ParticipantKind::External,
+            role: Role::Member,
+            state: ParticipantState::Active,
+            added_by: "ann".into(),
+            join_time: 10,
+            removed_by: None,
+            remove_time: None,
+            history_from: 4,
+            removed_seq: None,
+            removed_view: None,
+        };
+        let removed = Participant {
+            kind: ParticipantKind::Internal,
+            state: ParticipantState::Removed,
+            removed_by: Some("dan".into()),
+            remove_time: Some(9),
+            removed_seq: Some(3),
+            ..active.clone()
+        };
+        assert_eq!(
+            entities::participants::Column::iter().count(),
+            PARTICIPANT_COLUMNS
+        );
+        for p in [active, removed] {
+            let mut values = Vec::new();
+            participant_values("acme", &p, &mut values);
+            let mut row = participant_row("acme", &p);
+            let expected: Vec<sea_orm::Value> = entities::participants::Column::iter()
+                .map(|c| row.take(c).into_value().expect("every column set"))
+                .collect();
+            assert_eq!(values, expected);
+        }
+    }
 }

@@ -2,8 +2,8 @@
 //! them, drained by a sibling notification service (list, then acknowledge).
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, Statement, prelude::Expr,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Statement, prelude::Expr,
 };
 
 use super::entities::notifications as n;
@@ -42,26 +42,38 @@ pub fn enqueue(w: &mut Writes, tenant_id: &str, list: &[Notification]) {
 }
 
 fn enqueue_batch(w: &mut Writes, tenant_id: &str, list: &[Notification]) {
-    let rows = list.iter().map(|x| n::ActiveModel {
-        id: Set(x.id.clone()),
-        tenant_id: Set(tenant_id.to_owned()),
-        kind: Set(x.kind as i32),
-        recipient_user_id: Set(match &x.recipient {
-            Recipient::User(u) => Some(u.clone()),
-            Recipient::Email(_) => None,
-        }),
-        recipient_email: Set(match &x.recipient {
-            Recipient::Email(e) => Some(e.clone()),
-            Recipient::User(_) => None,
-        }),
-        conversation_id: Set(x.conversation_id.clone()),
-        actor_id: Set(x.actor_id.clone()),
-        subject_ids: Set(serde_json::to_string(&x.subject_ids).unwrap_or_else(|_| "[]".into())),
-        invitation_id: Set(x.invitation_id.clone()),
-        create_time: Set(x.create_time),
-        ack_time: Set(None),
-    });
-    w.insert_models(rows, "");
+    let mut values = Vec::with_capacity(list.len() * NOTIFICATION_COLUMNS);
+    for x in list {
+        notification_values(tenant_id, x, &mut values);
+    }
+    w.insert_values::<n::Entity>(values, "");
+}
+
+/// How many columns a notification's row has.
+const NOTIFICATION_COLUMNS: usize = 11;
+
+/// A new notification's row, as the values of the columns of `notifications` in their order,
+/// appended to `out`.
+fn notification_values(tenant_id: &str, x: &Notification, out: &mut Vec<sea_orm::Value>) {
+    let (user, email) = match &x.recipient {
+        Recipient::User(u) => (Some(u.clone()), None),
+        Recipient::Email(e) => (None, Some(e.clone())),
+    };
+    out.extend([
+        x.id.clone().into(),
+        tenant_id.to_owned().into(),
+        (x.kind as i32).into(),
+        user.into(),
+        email.into(),
+        x.conversation_id.clone().into(),
+        x.actor_id.clone().into(),
+        serde_json::to_string(&x.subject_ids)
+            .unwrap_or_else(|_| "[]".into())
+            .into(),
+        x.invitation_id.clone().into(),
+        x.create_time.into(),
+        None::<i64>.into(),
+    ]);
 }
 
 fn from_row(m: n::Model) -> Result<Notification, Error> {
@@ -170,4 +182,60 @@ pub async fn prune_acked<C: sea_orm::ConnectionTrait>(db: &C, cutoff: i64) -> Re
         .exec(db)
         .await?
         .rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, Iterable};
+
+    /// A notification's row as values stands in the order of the table's columns: the value
+    /// at each position is the one its model, filled field by field, holds for the column
+    /// there.
+    #[test]
+    fn notification_values_follow_the_columns() {
+        let to_user = Notification {
+            id: "n1".into(),
+            kind: Kind::AddedToConversation,
+            recipient: Recipient::User("bob".into()),
+            conversation_id: "c1".into(),
+            actor_id: "ann".into(),
+            subject_ids: vec!["bob".into()],
+            invitation_id: None,
+            create_time: 7,
+            ack_time: None,
+        };
+        let to_email = Notification {
+            kind: Kind::Invitation,
+            recipient: Recipient::Email("eve@x.example".into()),
+            invitation_id: Some("i1".into()),
+            ..to_user.clone()
+        };
+        assert_eq!(n::Column::iter().count(), NOTIFICATION_COLUMNS);
+        for x in [to_user, to_email] {
+            let mut values = Vec::new();
+            notification_values("acme", &x, &mut values);
+            let (user, email) = match &x.recipient {
+                Recipient::User(u) => (Some(u.clone()), None),
+                Recipient::Email(e) => (None, Some(e.clone())),
+            };
+            let mut model = n::ActiveModel {
+                id: Set(x.id.clone()),
+                tenant_id: Set("acme".into()),
+                kind: Set(x.kind as i32),
+                recipient_user_id: Set(user),
+                recipient_email: Set(email),
+                conversation_id: Set(x.conversation_id.clone()),
+                actor_id: Set(x.actor_id.clone()),
+                subject_ids: Set(serde_json::to_string(&x.subject_ids).expect("json")),
+                invitation_id: Set(x.invitation_id.clone()),
+                create_time: Set(x.create_time),
+                ack_time: Set(None),
+            };
+            let expected: Vec<sea_orm::Value> = n::Column::iter()
+                .map(|c| model.take(c).into_value().expect("every column set"))
+                .collect();
+            assert_eq!(values, expected);
+        }
+    }
 }

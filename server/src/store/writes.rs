@@ -325,6 +325,29 @@ impl Writes {
         }));
     }
 
+    /// Inserts rows of `E` given as their values (each row's values in the order of `E`'s
+    /// columns, row after row), followed by `tail`: [`Self::insert_models`] without a model
+    /// built, filled and taken apart per row, for the plans that write a thousand rows.
+    pub fn insert_values<E: EntityTrait>(&mut self, values: Vec<Value>, tail: &'static str) {
+        let columns: Vec<&'static str> = E::Column::iter().map(|c| c.as_str()).collect();
+        debug_assert!(
+            values.len().is_multiple_of(columns.len().max(1)),
+            "whole rows of {} values",
+            columns.len()
+        );
+        if values.is_empty() {
+            return;
+        }
+        let nullable = E::Column::iter().map(|c| c.def().is_null()).collect();
+        self.list.push(Write::Rows(Rows {
+            table: E::default().table_name(),
+            columns,
+            nullable,
+            values,
+            tail,
+        }));
+    }
+
     /// Runs every write in `tx`, in as few round trips as the engine allows (see the module
     /// documentation).
     pub async fn run(self, tx: &WriteTx) -> Result<(), Error> {
