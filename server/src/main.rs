@@ -54,9 +54,9 @@ struct DatabaseArgs {
     /// Database connections kept open when idle (default: 1).
     #[arg(long, env = "PARLEY_DB_MIN_CONNECTIONS")]
     db_min_connections: Option<u32>,
-    /// SQLite only: `normal` syncs the write-ahead log at checkpoints (at most 200 ms apart
+    /// SQLite only: `normal` syncs the write-ahead log at checkpoints (at most 50 ms apart
     /// while writes go on), so a power cut or an OS crash (not a crash of the server) can lose
-    /// the commits of the last 200 ms or so before it, never the database's consistency;
+    /// the commits of the last 50 ms or so before it, never the database's consistency;
     /// `full` syncs it at every commit, so nothing committed is lost, at the cost of a disk
     /// flush per write.
     #[arg(

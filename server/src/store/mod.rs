@@ -45,9 +45,9 @@ use writes::Writes;
 pub enum SqliteSync {
     /// Every commit waits for the log to reach the disk: a power cut loses nothing committed.
     Full,
-    /// The log is synced at checkpoints (200 ms apart at most while writes go on), not at
+    /// The log is synced at checkpoints (50 ms apart at most while writes go on), not at
     /// each commit: a power cut (not a crash of the process) can lose the commits of the last
-    /// 200 ms or so before it, never the database's consistency.
+    /// 50 ms or so before it, never the database's consistency.
     #[default]
     Normal,
 }
@@ -160,10 +160,11 @@ type Committed = std::sync::Arc<tokio::sync::watch::Sender<()>>;
 /// syncs both files, and on this two-core machine the calls served while one ran took half as
 /// long again, in every part of their work (measured under AddParticipants(1000): the rows'
 /// statements 5.4-6.2 ms instead of 3.2-3.4). Every 20 ms, one call in four ran beside a
-/// checkpoint; every [`CHECKPOINT_EVERY`], few do, and each copies a page written twice in the
-/// meantime once. The log then holds a few thousand pages at most (AddParticipants(1000)
-/// writes about a hundred), and `synchronous = NORMAL` risks the last 200 ms of commits to a
-/// power cut instead of the last 20 ms.
+/// checkpoint. Far apart, the log grows long between them and each commit got slower instead
+/// (every 200 ms: 1.06-1.17 ms a commit of AddParticipants(1000), against 0.56-0.60 every
+/// 50 ms, 2 runs each, where the calls ran at 114k against 122-123k rows/s). Every
+/// [`CHECKPOINT_EVERY`] the log holds a few hundred pages (AddParticipants(1000) writes about
+/// a hundred), and `synchronous = NORMAL` risks the last 50 ms or so of commits to a power cut.
 async fn checkpoints(conn: Conn, mut commits: tokio::sync::watch::Receiver<()>) {
     const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
     while commits.changed().await.is_ok() {
@@ -180,7 +181,7 @@ async fn checkpoints(conn: Conn, mut commits: tokio::sync::watch::Receiver<()>) 
 }
 
 /// How often, at most, the checkpointer copies SQLite's log while writes go on.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
 /// Gives PostgreSQL's planner its first statistics of a table as soon as the table has rows:
 /// every [`FIRST_STATISTICS_EVERY`], `ANALYZE` of each of Parley's tables written to but
