@@ -54,7 +54,7 @@ pub async fn create(
             state.existing_direct = Some((existing, caller));
         }
     }
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = super::new_id();
     match conversation_ops::decide_create(principal, request, state, id, now_micros())? {
         CreatePlan::Existing(view) => Ok(view),
         CreatePlan::New { created, reply } => {
@@ -249,7 +249,7 @@ pub async fn send_message(
         caller,
         ..
     } = super::lock_with_caller(tx, principal, id).await?;
-    let message_id = uuid::Uuid::now_v7().to_string();
+    let message_id = super::new_id();
     let decision =
         conversation_ops::decide_send(c, actor, caller.as_ref(), body, message_id, now_micros())?;
     if let Some(change) = &decision.change {

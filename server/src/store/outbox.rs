@@ -22,7 +22,7 @@ impl Notification {
         subject_ids: Vec<String>,
     ) -> Self {
         Self::at(
-            uuid::Uuid::now_v7().to_string(),
+            super::new_id(),
             now_micros(),
             kind,
             recipient,

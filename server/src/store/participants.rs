@@ -91,7 +91,7 @@ pub async fn add(
         pending,
         now,
     };
-    let plan = roster::decide_add(state, request, || uuid::Uuid::now_v7().to_string())?;
+    let plan = roster::decide_add(state, request, super::new_id)?;
 
     // Apply: one insert of new participants and one upsert of returning ones, one insert
     // each of invitations, events and notifications, one update of resent invitations' links

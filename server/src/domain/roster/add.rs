@@ -238,10 +238,11 @@ pub fn decide_add(
     check_group_reach(group_reach, request.max_group_reach)?;
 
     // Judge each person once; a person named again is already in (or already failed).
-    let mut first: HashMap<String, Verdict> = HashMap::new();
+    let named = expand(&request.invitees, &groups, &users_by_email);
+    let mut first: HashMap<String, Verdict> = HashMap::with_capacity(named.len());
     let mut first_email: HashMap<String, EmailVerdict> = HashMap::new();
-    let mut judged: Vec<(Named, Judged)> = Vec::new();
-    for named in expand(&request.invitees, &groups, &users_by_email) {
+    let mut judged: Vec<(Named, Judged)> = Vec::with_capacity(named.len());
+    for named in named {
         let judgement = match &named.person {
             // Rule 5: an unknown group fails as one result.
             Person::UnknownGroup => Judged::User(Verdict::Fail(ErrorReason::GroupNotFound)),
@@ -295,7 +296,15 @@ pub fn decide_add(
     }
     // Rule 5: a group that reached nobody active (no members, or only deactivated ones) still
     // has its one result, GROUP_EMPTY (never a silent cap), in request order.
-    let reached: HashSet<usize> = judged.iter().map(|(n, _)| n.index).collect();
+    let names_a_group = request
+        .invitees
+        .iter()
+        .any(|i| matches!(i, Invitee::Group(_)));
+    let reached: HashSet<usize> = if names_a_group {
+        judged.iter().map(|(n, _)| n.index).collect()
+    } else {
+        HashSet::new()
+    };
     let mut empty_groups = request
         .invitees
         .iter()
@@ -336,13 +345,14 @@ pub fn decide_add(
         });
     }
 
-    let added_ids: Vec<String> = first
+    // In id order (the keys are distinct): the rows, events and notifications come out the
+    // same whatever the map's order.
+    let mut added_ids: Vec<String> = first
         .iter()
         .filter(|(_, v)| **v == Verdict::Add)
         .map(|(id, _)| id.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
         .collect();
+    added_ids.sort_unstable();
     let new_emails: Vec<String> = first_email
         .iter()
         .filter(|(_, v)| **v == EmailVerdict::Invite)
