@@ -113,7 +113,6 @@ impl Participants {
         req: pb::AddParticipantsRequest,
     ) -> Result<pb::AddParticipantsResponse, Error> {
         let now = crate::domain::model::now_micros();
-        let req_for_key = req.clone();
         let mut v = Violations::default();
         let id = v.check(validate::conversation_id(
             "conversation_id",
@@ -122,25 +121,32 @@ impl Participants {
         if req.invitees.is_empty() {
             v.check::<()>(Err(Error::field("invitees", "name at least one invitee")));
         }
+        // A field's name is written out only for an invitee that fails its check.
+        let at = |i: usize, what: &str| format!("invitees[{i}]{what}");
         let mut invitees = Vec::with_capacity(req.invitees.len());
-        for (i, invitee) in req.invitees.iter().cloned().enumerate() {
-            let field = format!("invitees[{i}]");
-            match invitee.invitee {
+        for (i, invitee) in req.invitees.iter().enumerate() {
+            match &invitee.invitee {
                 Some(PbInvitee::UserId(u)) => {
-                    v.check(validate::id_field(&format!("{field}.user_id"), &u));
-                    invitees.push(Invitee::User(u));
+                    v.check(
+                        validate::external_id(u).map_err(|d| Error::field(at(i, ".user_id"), d)),
+                    );
+                    invitees.push(Invitee::User(u.clone()));
                 }
                 Some(PbInvitee::GroupId(g)) => {
-                    v.check(validate::id_field(&format!("{field}.group_id"), &g));
-                    invitees.push(Invitee::Group(g));
+                    v.check(
+                        validate::external_id(g).map_err(|d| Error::field(at(i, ".group_id"), d)),
+                    );
+                    invitees.push(Invitee::Group(g.clone()));
                 }
                 Some(PbInvitee::Email(e)) => {
-                    v.check(validate::email(&format!("{field}.email"), &e));
+                    v.check(
+                        validate::email_address(e).map_err(|d| Error::field(at(i, ".email"), d)),
+                    );
                     invitees.push(Invitee::Email(e.to_lowercase()));
                 }
                 None => {
                     v.check::<()>(Err(Error::field(
-                        field,
+                        at(i, ""),
                         "set one of user_id, group_id or email",
                     )));
                 }
@@ -148,7 +154,7 @@ impl Participants {
         }
         v.finish()?;
         let id = id.unwrap_or_default();
-        let m = begin_mutation!(self.0, &p, "AddParticipants", req_for_key, on = &id);
+        let m = begin_mutation!(self.0, &p, "AddParticipants", req, on = &id);
         let request = AddRequest {
             invitees,
             partial_success: req.partial_success,

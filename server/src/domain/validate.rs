@@ -119,10 +119,14 @@ pub fn max_items<T>(field: &str, items: &[T], max: usize) -> Result<(), Error> {
 
 /// An email address: one `@` with text on both sides, no whitespace, at most 320 characters.
 pub fn email(field: &str, value: &str) -> Result<(), Error> {
+    email_address(value).map_err(|d| Error::field(field, d))
+}
+
+/// [`email`]'s check, saying what is wrong with `value`.
+pub fn email_address(value: &str) -> Result<(), String> {
     if longer_than(value, MAX_EMAIL_LEN) {
-        return Err(Error::field(
-            field,
-            format!("must be an email address of at most {MAX_EMAIL_LEN} characters"),
+        return Err(format!(
+            "must be an email address of at most {MAX_EMAIL_LEN} characters"
         ));
     }
     let ok = !value.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -130,7 +134,7 @@ pub fn email(field: &str, value: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::field(field, "must be an email address"))
+        Err("must be an email address".into())
     }
 }
 
