@@ -1523,6 +1523,48 @@ pub fn with_caller_statement(
     )
 }
 
+/// The participant row held by the columns of `row` from position `at`, in the order of the
+/// columns of `participants`: [`cells::model_at`] for that table, read cell by cell into the
+/// model rather than through a model filled column by column. `None` where a column the
+/// table does not allow to be `NULL` is (a left join that found no row).
+pub(crate) fn participant_at(
+    row: &dyn cells::Cells,
+    at: usize,
+) -> Result<Option<entities::participants::Model>, DbErr> {
+    use cells::{big_int, int, text};
+    let (Some(conversation_id), Some(user_id), Some(tenant_id)) =
+        (text(row, at)?, text(row, at + 1)?, text(row, at + 2)?)
+    else {
+        return Ok(None);
+    };
+    let (Some(kind), Some(role), Some(state)) =
+        (int(row, at + 3)?, int(row, at + 4)?, int(row, at + 5)?)
+    else {
+        return Ok(None);
+    };
+    let (Some(added_by), Some(join_time)) = (text(row, at + 6)?, big_int(row, at + 7)?) else {
+        return Ok(None);
+    };
+    let Some(history_from) = big_int(row, at + 10)? else {
+        return Ok(None);
+    };
+    Ok(Some(entities::participants::Model {
+        conversation_id,
+        user_id,
+        tenant_id,
+        kind,
+        role,
+        state,
+        added_by,
+        join_time,
+        removed_by: text(row, at + 8)?,
+        remove_time: big_int(row, at + 9)?,
+        history_from,
+        removed_seq: big_int(row, at + 11)?,
+        removed_view: text(row, at + 12)?,
+    }))
+}
+
 impl WithCaller {
     /// The caller's parts of a row whose columns from position `at` are [`caller_columns`].
     /// The outer result is the row's reading, the inner one the models' conversion.
@@ -1530,12 +1572,12 @@ impl WithCaller {
         row: &dyn cells::Cells,
         at: usize,
     ) -> Result<Result<Self, Error>, DbErr> {
-        use entities::{conversations, participants, users};
+        use entities::{conversations, users};
         let user = cells::model_at::<users::Entity>(row, at)?;
         let at = at + cells::width::<users::Entity>();
         let conversation = cells::model_at::<conversations::Entity>(row, at)?;
         let at = at + cells::width::<conversations::Entity>();
-        let participant = cells::model_at::<participants::Entity>(row, at)?;
+        let participant = participant_at(row, at)?;
         Ok((|| {
             Ok(WithCaller {
                 user: user.map(user_from).transpose()?,
@@ -1698,6 +1740,30 @@ mod tests {
             assert_eq!(*id, parsed.to_string());
         }
         assert!(a < b, "{a} then {b}");
+    }
+
+    /// A participant's row read cell by cell is the model read column by column, for a row
+    /// with every column set, one with the nullable ones `NULL`, one without a row (every
+    /// column `NULL`) and one missing a column the table requires.
+    #[test]
+    fn a_participant_is_read_as_its_model() {
+        let conn = rusqlite::Connection::open_in_memory().expect("memory");
+        for sql in [
+            "SELECT 'x', 'c1', 'bob', 'acme', 1, 2, 3, 'ann', 10, 'dan', 9, 4, 3, '{}'",
+            "SELECT 'x', 'c1', 'bob', 'acme', 1, 2, 3, 'ann', 10, NULL, NULL, 4, NULL, NULL",
+            "SELECT 'x', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+            "SELECT 'x', 'c1', 'bob', 'acme', 1, 2, 3, 'ann', 10, NULL, NULL, NULL, NULL, NULL",
+        ] {
+            let (direct, by_model) = conn
+                .query_row(sql, [], |row| {
+                    Ok((
+                        participant_at(row, 1).expect("direct"),
+                        cells::model_at::<entities::participants::Entity>(row, 1).expect("model"),
+                    ))
+                })
+                .expect("one row");
+            assert_eq!(direct, by_model, "{sql}");
+        }
     }
 
     #[test]

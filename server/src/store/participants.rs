@@ -136,16 +136,13 @@ async fn people_with_seats(
     conversation_id: &str,
     user_ids: &[String],
 ) -> Result<(HashMap<String, User>, HashMap<String, Participant>), Error> {
-    use super::cells::Layout;
-
     let backend = tx.get_database_backend();
-    let seat_layout = Layout::<participants::Entity>::new();
     let mut rows = Vec::new();
     for batch in super::distinct(user_ids).chunks(super::IDS_PER_LOOKUP) {
         let statement = people_statement(backend, tenant_id, conversation_id, batch)?;
         tx.each_row(statement, &mut |row| {
             let user = person_at(row)?;
-            let seat = seat_layout.read(row, PERSON_COLUMNS.len())?;
+            let seat = super::participant_at(row, PERSON_COLUMNS.len())?;
             rows.extend(user.map(|user| (user, seat)));
             Ok(())
         })
@@ -353,7 +350,7 @@ pub async fn page_with_caller<C: EachRow>(
     after: Option<&str>,
     limit: u64,
 ) -> Result<(super::WithCaller, Vec<Participant>), Error> {
-    use super::cells::{Cells, Kind, Layout};
+    use super::cells::{Cells, Kind};
     use sea_orm::Value;
     let backend = db.get_database_backend();
     // The values in the order `page_sql` numbers them.
@@ -374,7 +371,6 @@ pub async fn page_with_caller<C: EachRow>(
     );
     let width = super::WithCaller::width();
     let seat_width = super::cells::width::<participants::Entity>();
-    let layout = Layout::<participants::Entity>::new();
     let mut caller = None;
     let mut rows: Vec<participants::Model> = Vec::new();
     db.each_row(
@@ -382,7 +378,7 @@ pub async fn page_with_caller<C: EachRow>(
         &mut |row: &dyn Cells| {
             if row.value(0, Kind::Int)? == Value::Int(Some(0)) {
                 caller = Some(super::WithCaller::from_cells(row, 1)?);
-            } else if let Some(m) = layout.read(row, 1 + width - seat_width)? {
+            } else if let Some(m) = super::participant_at(row, 1 + width - seat_width)? {
                 rows.push(m);
             }
             Ok(())
@@ -533,6 +529,50 @@ async fn apply_target(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The people read's person is each column of `users` it names, read into the field of
+    /// that name: a table whose columns stand in another order, each holding a value of its
+    /// own, gives every field its column's value.
+    #[test]
+    fn a_person_is_read_from_the_columns_the_read_names() {
+        use crate::domain::model::{UserKind, UserStatus};
+        use sea_orm::IdenStatic;
+        let conn = rusqlite::Connection::open_in_memory().expect("memory");
+        conn.execute_batch(
+            "CREATE TABLE users (update_time, status, email_lower, email, name_lower, \
+               display_name, kind, create_time, id, tenant_id); \
+             INSERT INTO users VALUES (6, 2, 'x', 'bob@x.example', 'y', 'Bob', 2, 5, 'bob', \
+               'acme')",
+        )
+        .expect("a table");
+        let columns: Vec<&str> = PERSON_COLUMNS.iter().map(|c| c.as_str()).collect();
+        let sql = format!("SELECT {} FROM users", columns.join(", "));
+        let person = conn
+            .query_row(&sql, [], |row| Ok(person_at(row)))
+            .expect("one row")
+            .expect("decodes")
+            .expect("a person");
+        assert_eq!(
+            person,
+            User {
+                tenant_id: "acme".into(),
+                id: "bob".into(),
+                display_name: "Bob".into(),
+                email: "bob@x.example".into(),
+                kind: UserKind::External,
+                status: UserStatus::Deactivated,
+                create_time: 5,
+                update_time: 6,
+            }
+        );
+        // A row without a person (its columns NULL) is none.
+        let nulls = vec!["NULL"; PERSON_COLUMNS.len()].join(", ");
+        let none = conn
+            .query_row(&format!("SELECT {nulls}"), [], |row| Ok(person_at(row)))
+            .expect("one row")
+            .expect("decodes");
+        assert_eq!(none, None);
+    }
 
     /// The numbers of the placeholders `sql` uses, in order of first use, each once.
     fn placeholders(sql: &str, mark: char) -> Vec<usize> {
