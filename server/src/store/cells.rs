@@ -8,7 +8,12 @@
 //!
 //! [`EachRow::each_row`] hands each row of a statement to a closure as [`Cells`];
 //! [`model_at`] reads an entity's model from the columns starting at a position, in the order
-//! of the entity's columns (the order in which the caller's read lists them).
+//! of the entity's columns (the order in which the caller's read lists them), through a model
+//! filled column by column. The reads every call makes (the caller's directory entry,
+//! conversation and seat; a page of participants; AddParticipants' people) read their rows cell
+//! by cell with [`text`], [`int`], [`big_int`] and [`boolean`] instead (`store::user_at`,
+//! `store::conversation_at`, `store::participant_at`), each tested to read what [`model_at`]
+//! reads.
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ColumnType, ConnectionTrait, DatabaseConnection,
@@ -139,6 +144,14 @@ pub fn big_int(row: &dyn Cells, i: usize) -> Result<Option<i64>, DbErr> {
     match row.value(i, Kind::BigInt)? {
         Value::BigInt(x) => Ok(x),
         other => Err(mismatch(i, "a 64-bit integer", &other)),
+    }
+}
+
+/// Column `i` of `row` as a boolean (`None` for `NULL`).
+pub fn boolean(row: &dyn Cells, i: usize) -> Result<Option<bool>, DbErr> {
+    match row.value(i, Kind::Bool)? {
+        Value::Bool(x) => Ok(x),
+        other => Err(mismatch(i, "a boolean", &other)),
     }
 }
 

@@ -1565,6 +1565,122 @@ pub(crate) fn participant_at(
     }))
 }
 
+/// The directory entry held by the columns of `row` from position `at`, in the order of the
+/// columns of `users`, read as [`participant_at`] reads a participant. `None` where a column is
+/// `NULL` (each is required: a left join that found no row).
+pub(crate) fn user_at(
+    row: &dyn cells::Cells,
+    at: usize,
+) -> Result<Option<entities::users::Model>, DbErr> {
+    use cells::{big_int, int, text};
+    let (Some(tenant_id), Some(id), Some(display_name), Some(name_lower)) = (
+        text(row, at)?,
+        text(row, at + 1)?,
+        text(row, at + 2)?,
+        text(row, at + 3)?,
+    ) else {
+        return Ok(None);
+    };
+    let (Some(email), Some(email_lower), Some(kind), Some(status)) = (
+        text(row, at + 4)?,
+        text(row, at + 5)?,
+        int(row, at + 6)?,
+        int(row, at + 7)?,
+    ) else {
+        return Ok(None);
+    };
+    let (Some(create_time), Some(update_time)) = (big_int(row, at + 8)?, big_int(row, at + 9)?)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(entities::users::Model {
+        tenant_id,
+        id,
+        display_name,
+        name_lower,
+        email,
+        email_lower,
+        kind,
+        status,
+        create_time,
+        update_time,
+    }))
+}
+
+/// The conversation row held by the columns of `row` from position `at`, in the order of the
+/// columns of `conversations`, read as [`participant_at`] reads a participant. `None` where a
+/// column the table requires is `NULL` (a left join that found no row).
+pub(crate) fn conversation_at(
+    row: &dyn cells::Cells,
+    at: usize,
+) -> Result<Option<entities::conversations::Model>, DbErr> {
+    use cells::{big_int, boolean, int, text};
+    let (Some(id), Some(tenant_id), Some(kind), Some(title), Some(owner_id), Some(state)) = (
+        text(row, at)?,
+        text(row, at + 1)?,
+        int(row, at + 2)?,
+        text(row, at + 3)?,
+        text(row, at + 4)?,
+        int(row, at + 5)?,
+    ) else {
+        return Ok(None);
+    };
+    let (Some(add_internal), Some(add_external), Some(remove_policy), Some(lock_external)) = (
+        int(row, at + 6)?,
+        int(row, at + 7)?,
+        int(row, at + 8)?,
+        boolean(row, at + 9)?,
+    ) else {
+        return Ok(None);
+    };
+    let (Some(history), Some(max_participants), Some(participant_count), Some(last_seq)) = (
+        int(row, at + 10)?,
+        int(row, at + 11)?,
+        int(row, at + 12)?,
+        big_int(row, at + 13)?,
+    ) else {
+        return Ok(None);
+    };
+    let (Some(version), Some(create_time), Some(update_time)) = (
+        big_int(row, at + 16)?,
+        big_int(row, at + 17)?,
+        big_int(row, at + 18)?,
+    ) else {
+        return Ok(None);
+    };
+    let (Some(shared_version), Some(shared_update_time), Some(external_view_count)) = (
+        big_int(row, at + 19)?,
+        big_int(row, at + 20)?,
+        int(row, at + 21)?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(entities::conversations::Model {
+        id,
+        tenant_id,
+        kind,
+        title,
+        owner_id,
+        state,
+        add_internal,
+        add_external,
+        remove_policy,
+        lock_external,
+        history,
+        max_participants,
+        participant_count,
+        last_seq,
+        first_message_time: big_int(row, at + 14)?,
+        direct_key: text(row, at + 15)?,
+        version,
+        create_time,
+        update_time,
+        shared_version,
+        shared_update_time,
+        external_view_count,
+    }))
+}
+
 impl WithCaller {
     /// The caller's parts of a row whose columns from position `at` are [`caller_columns`].
     /// The outer result is the row's reading, the inner one the models' conversion.
@@ -1573,9 +1689,9 @@ impl WithCaller {
         at: usize,
     ) -> Result<Result<Self, Error>, DbErr> {
         use entities::{conversations, users};
-        let user = cells::model_at::<users::Entity>(row, at)?;
+        let user = user_at(row, at)?;
         let at = at + cells::width::<users::Entity>();
-        let conversation = cells::model_at::<conversations::Entity>(row, at)?;
+        let conversation = conversation_at(row, at)?;
         let at = at + cells::width::<conversations::Entity>();
         let participant = participant_at(row, at)?;
         Ok((|| {
@@ -1759,6 +1875,56 @@ mod tests {
                     Ok((
                         participant_at(row, 1).expect("direct"),
                         cells::model_at::<entities::participants::Entity>(row, 1).expect("model"),
+                    ))
+                })
+                .expect("one row");
+            assert_eq!(direct, by_model, "{sql}");
+        }
+    }
+
+    /// A directory entry and a conversation read cell by cell are their models read column
+    /// by column: full rows, rows with the nullable columns `NULL`, rows of `NULL`s (no row)
+    /// and rows missing a required column.
+    #[test]
+    fn users_and_conversations_are_read_as_their_models() {
+        use entities::{conversations, users};
+        let conn = rusqlite::Connection::open_in_memory().expect("memory");
+        let user = "'acme', 'bob', 'Bob', 'bob', 'B@x', 'b@x', 1, 2, 5, 6";
+        let conversation = "'c1', 'acme', 1, 'T', 'ann', 2, 3, 4, 5, 1, 6, 100, 7, 8, \
+                            90, 'k', 9, 10, 11, 12, 13, 14";
+        let bare_conversation = "'c1', 'acme', 1, 'T', 'ann', 2, 3, 4, 5, 0, 6, 100, 7, 8, \
+                                 NULL, NULL, 9, 10, 11, 12, 13, 14";
+        let nulls = |n: usize| vec!["NULL"; n].join(", ");
+        let users = [
+            user.to_owned(),
+            nulls(10),
+            "'acme', 'bob', 'Bob', 'bob', 'B@x', 'b@x', 1, 2, 5, NULL".to_owned(),
+        ];
+        for cells in users {
+            let sql = format!("SELECT 'x', {cells}");
+            let (direct, by_model) = conn
+                .query_row(&sql, [], |row| {
+                    Ok((
+                        user_at(row, 1).expect("direct"),
+                        cells::model_at::<users::Entity>(row, 1).expect("model"),
+                    ))
+                })
+                .expect("one row");
+            assert_eq!(direct, by_model, "{sql}");
+        }
+        let conversations = [
+            conversation.to_owned(),
+            bare_conversation.to_owned(),
+            nulls(22),
+            conversation.replace("'ann'", "NULL"),
+        ];
+        for cells in conversations {
+            let sql = format!("SELECT 'x', {cells}");
+            let (direct, by_model) = conn
+                .query_row(&sql, [], |row| {
+                    Ok((
+                        conversation_at(row, 1).expect("direct"),
+                        cells::model_at::<conversations::Entity>(row, 1).expect("model"),
                     ))
                 })
                 .expect("one row");
