@@ -123,36 +123,28 @@ where
     }
 }
 
-/// Column `i` of `row` as text (`None` for `NULL`).
-pub fn text(row: &dyn Cells, i: usize) -> Result<Option<String>, DbErr> {
-    match row.value(i, Kind::Text)? {
-        Value::String(s) => Ok(s),
-        other => Err(mismatch(i, "text", &other)),
-    }
+/// Readers of one column as one type, `None` for `NULL`, a value of another type refused.
+macro_rules! typed_cells {
+    ($($(#[$doc:meta])* $name:ident: $t:ty = $kind:ident / $variant:ident, $wanted:literal;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(row: &dyn Cells, i: usize) -> Result<Option<$t>, DbErr> {
+            match row.value(i, Kind::$kind)? {
+                Value::$variant(x) => Ok(x),
+                other => Err(mismatch(i, $wanted, &other)),
+            }
+        }
+    )*};
 }
 
-/// Column `i` of `row` as a 32-bit integer (`None` for `NULL`).
-pub fn int(row: &dyn Cells, i: usize) -> Result<Option<i32>, DbErr> {
-    match row.value(i, Kind::Int)? {
-        Value::Int(x) => Ok(x),
-        other => Err(mismatch(i, "a 32-bit integer", &other)),
-    }
-}
-
-/// Column `i` of `row` as a 64-bit integer (`None` for `NULL`).
-pub fn big_int(row: &dyn Cells, i: usize) -> Result<Option<i64>, DbErr> {
-    match row.value(i, Kind::BigInt)? {
-        Value::BigInt(x) => Ok(x),
-        other => Err(mismatch(i, "a 64-bit integer", &other)),
-    }
-}
-
-/// Column `i` of `row` as a boolean (`None` for `NULL`).
-pub fn boolean(row: &dyn Cells, i: usize) -> Result<Option<bool>, DbErr> {
-    match row.value(i, Kind::Bool)? {
-        Value::Bool(x) => Ok(x),
-        other => Err(mismatch(i, "a boolean", &other)),
-    }
+typed_cells! {
+    /// Column `i` of `row` as text (`None` for `NULL`).
+    text: String = Text / String, "text";
+    /// Column `i` of `row` as a 32-bit integer (`None` for `NULL`).
+    int: i32 = Int / Int, "a 32-bit integer";
+    /// Column `i` of `row` as a 64-bit integer (`None` for `NULL`).
+    big_int: i64 = BigInt / BigInt, "a 64-bit integer";
+    /// Column `i` of `row` as a boolean (`None` for `NULL`).
+    boolean: bool = Bool / Bool, "a boolean";
 }
 
 fn mismatch(i: usize, wanted: &str, got: &Value) -> DbErr {

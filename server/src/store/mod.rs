@@ -1523,6 +1523,18 @@ pub fn with_caller_statement(
     )
 }
 
+/// The value of a column its table requires, read by one of the row readers below: `NULL`
+/// there means the row is not there (a left join that found none), and the reader returns
+/// `Ok(None)`.
+macro_rules! required {
+    ($cell:expr) => {
+        match $cell? {
+            Some(value) => value,
+            None => return Ok(None),
+        }
+    };
+}
+
 /// The participant row held by the columns of `row` from position `at`, in the order of the
 /// columns of `participants`: [`cells::model_at`] for that table, read cell by cell into the
 /// model rather than through a model filled column by column. `None` where a column the
@@ -1532,34 +1544,18 @@ pub(crate) fn participant_at(
     at: usize,
 ) -> Result<Option<entities::participants::Model>, DbErr> {
     use cells::{big_int, int, text};
-    let (Some(conversation_id), Some(user_id), Some(tenant_id)) =
-        (text(row, at)?, text(row, at + 1)?, text(row, at + 2)?)
-    else {
-        return Ok(None);
-    };
-    let (Some(kind), Some(role), Some(state)) =
-        (int(row, at + 3)?, int(row, at + 4)?, int(row, at + 5)?)
-    else {
-        return Ok(None);
-    };
-    let (Some(added_by), Some(join_time)) = (text(row, at + 6)?, big_int(row, at + 7)?) else {
-        return Ok(None);
-    };
-    let Some(history_from) = big_int(row, at + 10)? else {
-        return Ok(None);
-    };
     Ok(Some(entities::participants::Model {
-        conversation_id,
-        user_id,
-        tenant_id,
-        kind,
-        role,
-        state,
-        added_by,
-        join_time,
+        conversation_id: required!(text(row, at)),
+        user_id: required!(text(row, at + 1)),
+        tenant_id: required!(text(row, at + 2)),
+        kind: required!(int(row, at + 3)),
+        role: required!(int(row, at + 4)),
+        state: required!(int(row, at + 5)),
+        added_by: required!(text(row, at + 6)),
+        join_time: required!(big_int(row, at + 7)),
         removed_by: text(row, at + 8)?,
         remove_time: big_int(row, at + 9)?,
-        history_from,
+        history_from: required!(big_int(row, at + 10)),
         removed_seq: big_int(row, at + 11)?,
         removed_view: text(row, at + 12)?,
     }))
@@ -1573,37 +1569,17 @@ pub(crate) fn user_at(
     at: usize,
 ) -> Result<Option<entities::users::Model>, DbErr> {
     use cells::{big_int, int, text};
-    let (Some(tenant_id), Some(id), Some(display_name), Some(name_lower)) = (
-        text(row, at)?,
-        text(row, at + 1)?,
-        text(row, at + 2)?,
-        text(row, at + 3)?,
-    ) else {
-        return Ok(None);
-    };
-    let (Some(email), Some(email_lower), Some(kind), Some(status)) = (
-        text(row, at + 4)?,
-        text(row, at + 5)?,
-        int(row, at + 6)?,
-        int(row, at + 7)?,
-    ) else {
-        return Ok(None);
-    };
-    let (Some(create_time), Some(update_time)) = (big_int(row, at + 8)?, big_int(row, at + 9)?)
-    else {
-        return Ok(None);
-    };
     Ok(Some(entities::users::Model {
-        tenant_id,
-        id,
-        display_name,
-        name_lower,
-        email,
-        email_lower,
-        kind,
-        status,
-        create_time,
-        update_time,
+        tenant_id: required!(text(row, at)),
+        id: required!(text(row, at + 1)),
+        display_name: required!(text(row, at + 2)),
+        name_lower: required!(text(row, at + 3)),
+        email: required!(text(row, at + 4)),
+        email_lower: required!(text(row, at + 5)),
+        kind: required!(int(row, at + 6)),
+        status: required!(int(row, at + 7)),
+        create_time: required!(big_int(row, at + 8)),
+        update_time: required!(big_int(row, at + 9)),
     }))
 }
 
@@ -1615,69 +1591,29 @@ pub(crate) fn conversation_at(
     at: usize,
 ) -> Result<Option<entities::conversations::Model>, DbErr> {
     use cells::{big_int, boolean, int, text};
-    let (Some(id), Some(tenant_id), Some(kind), Some(title), Some(owner_id), Some(state)) = (
-        text(row, at)?,
-        text(row, at + 1)?,
-        int(row, at + 2)?,
-        text(row, at + 3)?,
-        text(row, at + 4)?,
-        int(row, at + 5)?,
-    ) else {
-        return Ok(None);
-    };
-    let (Some(add_internal), Some(add_external), Some(remove_policy), Some(lock_external)) = (
-        int(row, at + 6)?,
-        int(row, at + 7)?,
-        int(row, at + 8)?,
-        boolean(row, at + 9)?,
-    ) else {
-        return Ok(None);
-    };
-    let (Some(history), Some(max_participants), Some(participant_count), Some(last_seq)) = (
-        int(row, at + 10)?,
-        int(row, at + 11)?,
-        int(row, at + 12)?,
-        big_int(row, at + 13)?,
-    ) else {
-        return Ok(None);
-    };
-    let (Some(version), Some(create_time), Some(update_time)) = (
-        big_int(row, at + 16)?,
-        big_int(row, at + 17)?,
-        big_int(row, at + 18)?,
-    ) else {
-        return Ok(None);
-    };
-    let (Some(shared_version), Some(shared_update_time), Some(external_view_count)) = (
-        big_int(row, at + 19)?,
-        big_int(row, at + 20)?,
-        int(row, at + 21)?,
-    ) else {
-        return Ok(None);
-    };
     Ok(Some(entities::conversations::Model {
-        id,
-        tenant_id,
-        kind,
-        title,
-        owner_id,
-        state,
-        add_internal,
-        add_external,
-        remove_policy,
-        lock_external,
-        history,
-        max_participants,
-        participant_count,
-        last_seq,
+        id: required!(text(row, at)),
+        tenant_id: required!(text(row, at + 1)),
+        kind: required!(int(row, at + 2)),
+        title: required!(text(row, at + 3)),
+        owner_id: required!(text(row, at + 4)),
+        state: required!(int(row, at + 5)),
+        add_internal: required!(int(row, at + 6)),
+        add_external: required!(int(row, at + 7)),
+        remove_policy: required!(int(row, at + 8)),
+        lock_external: required!(boolean(row, at + 9)),
+        history: required!(int(row, at + 10)),
+        max_participants: required!(int(row, at + 11)),
+        participant_count: required!(int(row, at + 12)),
+        last_seq: required!(big_int(row, at + 13)),
         first_message_time: big_int(row, at + 14)?,
         direct_key: text(row, at + 15)?,
-        version,
-        create_time,
-        update_time,
-        shared_version,
-        shared_update_time,
-        external_view_count,
+        version: required!(big_int(row, at + 16)),
+        create_time: required!(big_int(row, at + 17)),
+        update_time: required!(big_int(row, at + 18)),
+        shared_version: required!(big_int(row, at + 19)),
+        shared_update_time: required!(big_int(row, at + 20)),
+        external_view_count: required!(int(row, at + 21)),
     }))
 }
 
