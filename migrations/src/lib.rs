@@ -15,6 +15,7 @@ mod m20261204_000009_outbox_keys;
 mod m20261204_000010_participants_keyed_rows;
 pub mod m20261204_000011_identifier_collation;
 mod m20261204_000012_participants_unchecked_parent;
+mod m20261205_000013_users_person_index;
 
 /// Runs `sql` (several statements) if the database is `backend`'s, and nothing otherwise: for a
 /// migration that changes one engine's storage only.
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000010_participants_keyed_rows::Migration),
             Box::new(m20261204_000011_identifier_collation::Migration),
             Box::new(m20261204_000012_participants_unchecked_parent::Migration),
+            Box::new(m20261205_000013_users_person_index::Migration),
         ]
     }
 }

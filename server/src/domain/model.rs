@@ -33,10 +33,41 @@ pub struct User {
 
 impl User {
     pub fn participant_kind(&self) -> ParticipantKind {
-        match self.kind {
-            UserKind::External => ParticipantKind::External,
-            _ => ParticipantKind::Internal,
+        participant_kind(self.kind)
+    }
+}
+
+/// What the rules judge a person they are asked to add by: their directory entry's id, kind
+/// and status. Not their name nor their email, which no rule reads (AddParticipants loads
+/// only these for up to 1,000 people a call).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: String,
+    pub kind: UserKind,
+    pub status: UserStatus,
+}
+
+impl Candidate {
+    pub fn participant_kind(&self) -> ParticipantKind {
+        participant_kind(self.kind)
+    }
+}
+
+impl From<&User> for Candidate {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.clone(),
+            kind: u.kind,
+            status: u.status,
         }
+    }
+}
+
+/// Rule 18: a directory user takes part as external only when the directory says so.
+fn participant_kind(kind: UserKind) -> ParticipantKind {
+    match kind {
+        UserKind::External => ParticipantKind::External,
+        _ => ParticipantKind::Internal,
     }
 }
 

@@ -3,8 +3,8 @@
 use parley::pb::ErrorReason;
 
 use super::model::{
-    Conversation, ConversationKind, ConversationState, History, Participant, ParticipantKind,
-    Permission, Policy, Role, User, UserStatus,
+    Candidate, Conversation, ConversationKind, ConversationState, History, Participant,
+    ParticipantKind, Permission, Policy, Role, User, UserStatus,
 };
 use super::principal::Actor;
 use crate::error::Error;
@@ -121,7 +121,7 @@ pub fn judge_invitee(
     standing: &Standing<'_>,
     user_id: &str,
     through_group: bool,
-    user: Option<&User>,
+    user: Option<&Candidate>,
     existing: Option<&Participant>,
 ) -> Verdict {
     if standing.user_id() == Some(user_id) {

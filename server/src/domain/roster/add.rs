@@ -6,7 +6,7 @@ use parley::pb::ErrorReason;
 
 use super::{admit, event};
 use crate::domain::model::{
-    Conversation, EventType, Group, Invitation, InvitationState, Micros, Participant,
+    Candidate, Conversation, EventType, Group, Invitation, InvitationState, Micros, Participant,
     ParticipantKind, ParticipantState, Role, TimelineItem, User, UserStatus,
 };
 use crate::domain::notify::{Kind, Notification, Recipient};
@@ -69,8 +69,9 @@ pub struct AddState {
     pub groups: HashMap<String, Group>,
     /// Directory users by lower-case email, for the emails named.
     pub users_by_email: HashMap<String, User>,
-    /// Directory users by id, for every person [`lookups`] listed.
-    pub users: HashMap<String, User>,
+    /// Directory users by id, for every person [`lookups`] listed: what the rules judge
+    /// each by.
+    pub users: HashMap<String, Candidate>,
     /// Their participant rows, active or removed, by user id (of those in the directory: a
     /// person who is not is USER_NOT_FOUND whatever their row says).
     pub existing: HashMap<String, Participant>,

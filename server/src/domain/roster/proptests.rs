@@ -283,7 +283,7 @@ fn load(case: &Case) -> AddState {
         users: directory
             .iter()
             .filter(|u| wanted.user_ids.contains(&u.id))
-            .map(|u| (u.id.clone(), u.clone()))
+            .map(|u| (u.id.clone(), u.into()))
             .collect(),
         existing: rows
             .iter()

@@ -176,7 +176,7 @@ impl World {
                 .users
                 .iter()
                 .filter(|u| wanted.user_ids.contains(&u.id))
-                .map(|u| (u.id.clone(), u.clone()))
+                .map(|u| (u.id.clone(), u.into()))
                 .collect(),
             existing: self
                 .rows
