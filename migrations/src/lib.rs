@@ -16,6 +16,7 @@ mod m20261204_000010_participants_keyed_rows;
 pub mod m20261204_000011_identifier_collation;
 mod m20261204_000012_participants_unchecked_parent;
 mod m20261205_000013_users_person_index;
+mod m20261205_000014_outbox_acked_apart;
 
 /// Runs `sql` (several statements) if the database is `backend`'s, and nothing otherwise: for a
 /// migration that changes one engine's storage only.
@@ -50,6 +51,38 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000011_identifier_collation::Migration),
             Box::new(m20261204_000012_participants_unchecked_parent::Migration),
             Box::new(m20261205_000013_users_person_index::Migration),
+            Box::new(m20261205_000014_outbox_acked_apart::Migration),
         ]
+    }
+}
+
+/// A database file of its own for a migration's test, in a fresh folder under the system's
+/// temporary one; [`Scratch::remove`] deletes it.
+#[cfg(test)]
+struct Scratch {
+    dir: std::path::PathBuf,
+    db: sea_orm_migration::sea_orm::DatabaseConnection,
+}
+
+#[cfg(test)]
+impl Scratch {
+    async fn sqlite(name: &str) -> Result<Self, DbErr> {
+        let dir = std::env::temp_dir().join(format!(
+            "parley-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| DbErr::Custom(e.to_string()))?;
+        let url = format!("sqlite://{}/m.db?mode=rwc", dir.display());
+        let db = sea_orm_migration::sea_orm::Database::connect(&url).await?;
+        Ok(Self { dir, db })
+    }
+
+    async fn remove(self) -> Result<(), DbErr> {
+        self.db.close().await?;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
     }
 }

@@ -77,7 +77,7 @@ impl MigrationTrait for Migration {
 mod tests {
     use super::super::Migrator;
     use sea_orm_migration::MigratorTrait;
-    use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr};
+    use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
     async fn one_text(db: &DatabaseConnection, sql: &str) -> Result<String, DbErr> {
         let row = db
@@ -94,17 +94,9 @@ mod tests {
     /// rows unchanged; up again keys them again.
     #[tokio::test]
     async fn participants_move_between_layouts_whole() -> Result<(), DbErr> {
-        let dir = std::env::temp_dir().join(format!(
-            "parley-migration-10-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| DbErr::Custom(e.to_string()))?;
-        let url = format!("sqlite://{}/m.db?mode=rwc", dir.display());
-        let db = Database::connect(&url).await?;
-        Migrator::up(&db, Some(9)).await?;
+        let scratch = super::super::Scratch::sqlite("migration-10").await?;
+        let db = &scratch.db;
+        Migrator::up(db, Some(9)).await?;
         db.execute_unprepared(
             r#"INSERT INTO "conversations" ("id", "tenant_id", "kind", "title", "owner_id",
                  "state", "add_internal", "add_external", "remove_policy", "lock_external",
@@ -123,23 +115,23 @@ mod tests {
                       FROM (SELECT * FROM "participants" ORDER BY "user_id")"#;
         let table = r#"SELECT "sql" FROM "sqlite_master" WHERE "name" = 'participants'"#;
         let index = r#"SELECT "sql" FROM "sqlite_master" WHERE "name" = 'participants_by_user'"#;
-        let before = one_text(&db, rows).await?;
+        let before = one_text(db, rows).await?;
         assert_eq!(before, r#"ann/2/1/ann/{"v":1},bob/0/0/-/-"#);
 
         for (step, keyed) in [("up", true), ("down", false), ("up", true)] {
             if keyed {
-                Migrator::up(&db, Some(1)).await?;
+                Migrator::up(db, Some(1)).await?;
             } else {
-                Migrator::down(&db, Some(1)).await?;
+                Migrator::down(db, Some(1)).await?;
             }
-            assert_eq!(one_text(&db, rows).await?, before, "rows after {step}");
+            assert_eq!(one_text(db, rows).await?, before, "rows after {step}");
             assert_eq!(
-                one_text(&db, table).await?.contains("WITHOUT ROWID"),
+                one_text(db, table).await?.contains("WITHOUT ROWID"),
                 keyed,
                 "layout after {step}"
             );
             assert!(
-                one_text(&db, index)
+                one_text(db, index)
                     .await?
                     .contains(r#"("tenant_id", "user_id", "state", "conversation_id")"#),
                 "index after {step}"
@@ -155,8 +147,6 @@ mod tests {
             .await
             .is_err()
         );
-        db.close().await?;
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(())
+        scratch.remove().await
     }
 }

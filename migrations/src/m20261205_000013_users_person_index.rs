@@ -41,22 +41,15 @@ impl MigrationTrait for Migration {
 mod tests {
     use super::super::Migrator;
     use sea_orm_migration::MigratorTrait;
-    use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DbErr, Statement};
+    use sea_orm_migration::sea_orm::{ConnectionTrait, DbErr, Statement};
 
     /// Up makes the index over the columns the people read takes, for users already in the
     /// directory too; down drops it; up makes it again.
     #[tokio::test]
     async fn the_person_index_comes_and_goes() -> Result<(), DbErr> {
-        let dir = std::env::temp_dir().join(format!(
-            "parley-migration-13-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| DbErr::Custom(e.to_string()))?;
-        let db = Database::connect(format!("sqlite://{}/m.db?mode=rwc", dir.display())).await?;
-        Migrator::up(&db, Some(12)).await?;
+        let scratch = super::super::Scratch::sqlite("migration-13").await?;
+        let db = &scratch.db;
+        Migrator::up(db, Some(12)).await?;
         db.execute_unprepared(
             r#"INSERT INTO "users" ("tenant_id", "id", "display_name", "name_lower", "email",
                  "email_lower", "kind", "status", "create_time", "update_time")
@@ -82,9 +75,9 @@ mod tests {
         };
         for (step, made) in [("up", true), ("down", false), ("up", true)] {
             if made {
-                Migrator::up(&db, Some(1)).await?;
+                Migrator::up(db, Some(1)).await?;
             } else {
-                Migrator::down(&db, Some(1)).await?;
+                Migrator::down(db, Some(1)).await?;
             }
             assert_eq!(count(index).await?, i64::from(made), "index after {step}");
         }
@@ -107,8 +100,6 @@ mod tests {
             1,
             "the user made before the index is in it"
         );
-        db.close().await?;
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(())
+        scratch.remove().await
     }
 }

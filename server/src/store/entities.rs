@@ -205,6 +205,9 @@ pub mod notifications {
         /// The invitation an INVITATION notification carries the link of (never the token).
         pub invitation_id: Option<String>,
         pub create_time: i64,
+        /// NULL in `notifications`, which holds the unacknowledged ones only; set in
+        /// `notifications_acked`, the same columns, where an acknowledged one moves
+        /// (`outbox::ack`).
         pub ack_time: Option<i64>,
     }
 

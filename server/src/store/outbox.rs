@@ -1,10 +1,7 @@
 //! The notification outbox: rows written in the same transaction as the change that owes
 //! them, drained by a sibling notification service (list, then acknowledge).
 
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Statement, prelude::Expr,
-};
+use sea_orm::{ConnectionTrait, DatabaseBackend, EntityTrait, IdenStatic, Iterable, Statement};
 
 use super::entities::notifications as n;
 use super::writes::Writes;
@@ -98,6 +95,10 @@ fn from_row(m: n::Model) -> Result<Notification, Error> {
     })
 }
 
+/// The table of acknowledged notifications (migration 14): `notifications`' columns, with
+/// `ack_time` set. `notifications` holds the unacknowledged ones only.
+const ACKED: &str = "notifications_acked";
+
 /// The tenant's notifications, oldest first, after `after`.
 pub async fn list(
     db: &super::Conn,
@@ -122,12 +123,20 @@ pub async fn list(
         .collect()
 }
 
+/// The columns of a notification's row, named, in the order of [`n::Column`].
+fn columns() -> String {
+    n::Column::iter()
+        .map(|c| format!("\"{}\"", c.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The statement behind [`list`] (public so that a test can ask the engine for its plan).
 ///
-/// Without acknowledged ones it reads the partial index `notifications_unacked`, which holds
-/// only the unacknowledged rows in id order: it names `ack_time IS NULL` as the index does,
-/// and on SQLite names the index itself (`INDEXED BY`). SQLite would otherwise walk the
-/// table's own key, `(tenant_id, id)`, and step over every acknowledged row it keeps.
+/// Without acknowledged ones it reads `notifications`, which holds only the unacknowledged
+/// rows, in the order of its key `(tenant_id, id)`: a page costs the same beside any number
+/// of acknowledged rows. With them, it reads a page of each table in key order and keeps the
+/// first `limit` of the two: a sort of at most twice the page, whatever the tables hold.
 pub fn list_query(
     backend: DatabaseBackend,
     tenant_id: &str,
@@ -135,25 +144,38 @@ pub fn list_query(
     after: Option<&str>,
     limit: u64,
 ) -> Statement {
-    let mut q = n::Entity::find().filter(n::Column::TenantId.eq(tenant_id));
-    if !include_acked {
-        q = q.filter(n::Column::AckTime.is_null());
-    }
-    if let Some(after) = after {
-        q = q.filter(n::Column::Id.gt(after));
-    }
-    let mut statement = q.order_by_asc(n::Column::Id).limit(limit).build(backend);
-    if !include_acked && backend == DatabaseBackend::Sqlite {
-        statement.sql = statement.sql.replacen(
-            r#"FROM "notifications""#,
-            r#"FROM "notifications" INDEXED BY "notifications_unacked""#,
-            1,
-        );
-    }
-    statement
+    let [t, a, l] = match backend {
+        DatabaseBackend::Postgres => ["$1", "$2", "$3"],
+        _ => ["?1", "?2", "?3"],
+    };
+    let page = |table: &str| {
+        format!(
+            "SELECT {} FROM \"{table}\" WHERE \"tenant_id\" = {t} AND \"id\" > {a} \
+             ORDER BY \"id\" LIMIT {l}",
+            columns()
+        )
+    };
+    let sql = if include_acked {
+        format!(
+            "SELECT * FROM ({}) AS unacked UNION ALL SELECT * FROM ({}) AS acked \
+             ORDER BY \"id\" LIMIT {l}",
+            page("notifications"),
+            page(ACKED)
+        )
+    } else {
+        page("notifications")
+    };
+    // Every id is longer than nothing: no `after` is the same statement from the start.
+    let values: [sea_orm::Value; 3] = [
+        tenant_id.into(),
+        after.unwrap_or_default().into(),
+        i64::try_from(limit).unwrap_or(i64::MAX).into(),
+    ];
+    Statement::from_sql_and_values(backend, sql, values)
 }
 
-/// Acknowledges notifications (idempotent). Returns how many were newly acknowledged.
+/// Acknowledges notifications (idempotent): moves the tenant's unacknowledged ones among `ids`
+/// to `notifications_acked`, stamped now. Returns how many were newly acknowledged.
 pub async fn ack<C: sea_orm::ConnectionTrait>(
     db: &C,
     tenant_id: &str,
@@ -162,26 +184,78 @@ pub async fn ack<C: sea_orm::ConnectionTrait>(
     if ids.is_empty() {
         return Ok(0);
     }
-    let result = n::Entity::update_many()
-        .col_expr(n::Column::AckTime, Expr::value(now_micros()))
-        .filter(n::Column::TenantId.eq(tenant_id))
-        .filter(n::Column::Id.is_in(ids.iter().cloned()))
-        .filter(n::Column::AckTime.is_null())
-        .exec(db)
-        .await?;
-    Ok(result.rows_affected)
+    let backend = db.get_database_backend();
+    let mark = |i: usize| match backend {
+        DatabaseBackend::Postgres => format!("${i}"),
+        _ => format!("?{i}"),
+    };
+    // The tenant is value 1, the time value 2, the ids 3 onwards.
+    let listed: Vec<String> = (3..3 + ids.len()).map(mark).collect();
+    let which = format!(
+        "\"tenant_id\" = {} AND \"id\" IN ({})",
+        mark(1),
+        listed.join(", ")
+    );
+    let kept: Vec<String> = n::Column::iter()
+        .filter(|c| !matches!(c, n::Column::AckTime))
+        .map(|c| format!("\"{}\"", c.as_str()))
+        .collect();
+    let kept = kept.join(", ");
+    let mut values: Vec<sea_orm::Value> = vec![tenant_id.into(), now_micros().into()];
+    values.extend(ids.iter().map(|id| sea_orm::Value::from(id.as_str())));
+    let moved = match backend {
+        // One statement: the delete locks each row it takes, so two acknowledgements of one
+        // notification at once move it once (the second finds it gone).
+        DatabaseBackend::Postgres => {
+            let sql = format!(
+                "WITH moved AS (DELETE FROM \"notifications\" WHERE {which} RETURNING {kept}) \
+                 INSERT INTO \"{ACKED}\" ({kept}, \"ack_time\") SELECT {kept}, {} FROM moved",
+                mark(2)
+            );
+            db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await?
+                .rows_affected()
+        }
+        // SQLite's writes are one at a time: nothing comes between the copy and the delete.
+        _ => {
+            let copy = format!(
+                "INSERT INTO \"{ACKED}\" ({kept}, \"ack_time\") \
+                 SELECT {kept}, {} FROM \"notifications\" WHERE {which}",
+                mark(2)
+            );
+            db.execute_raw(Statement::from_sql_and_values(
+                backend,
+                copy,
+                values.clone(),
+            ))
+            .await?;
+            let delete = format!("DELETE FROM \"notifications\" WHERE {which}");
+            db.execute_raw(Statement::from_sql_and_values(backend, delete, values))
+                .await?
+                .rows_affected()
+        }
+    };
+    Ok(moved)
 }
 
 /// Deletes notifications acknowledged before `cutoff` (the housekeeping sweep); returns how
-/// many. Unacknowledged ones are kept however old: delivery is at least once. It names
-/// `ack_time IS NOT NULL` as the partial index `notifications_by_ack_time` does.
+/// many. Unacknowledged ones are kept however old: delivery is at least once. It reads
+/// `notifications_acked_by_time`.
 pub async fn prune_acked<C: sea_orm::ConnectionTrait>(db: &C, cutoff: i64) -> Result<u64, Error> {
-    Ok(n::Entity::delete_many()
-        .filter(n::Column::AckTime.is_not_null())
-        .filter(n::Column::AckTime.lt(cutoff))
-        .exec(db)
+    let backend = db.get_database_backend();
+    let mark = match backend {
+        DatabaseBackend::Postgres => "$1",
+        _ => "?1",
+    };
+    let sql = format!("DELETE FROM \"{ACKED}\" WHERE \"ack_time\" < {mark}");
+    Ok(db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [cutoff.into()],
+        ))
         .await?
-        .rows_affected)
+        .rows_affected())
 }
 
 #[cfg(test)]

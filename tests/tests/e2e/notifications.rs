@@ -390,6 +390,17 @@ async fn acking_is_idempotent(db: Db) {
         ids(&notes),
         "include_acked lists them all, in order"
     );
+    // A page at a time, acknowledged and unacknowledged ones still come in id order, once.
+    let (mut paged, mut token) = (Vec::new(), String::new());
+    for _ in 0..10 {
+        let p = page(&service, 1, &token, true).await.expect("a page");
+        paged.extend(ids(&p.notifications));
+        token = p.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(paged, ids(&notes), "paged with the acknowledged ones");
     let acked_invitation = with_acked
         .iter()
         .find(|n| n.id == invitation.id)
@@ -447,8 +458,39 @@ async fn the_outbox_is_per_tenant(db: Db) {
     );
 }
 
+/// Several acknowledgements of the same notifications at once (the notification service's
+/// replicas, a retry racing its first try) all succeed, and together acknowledge each
+/// notification once: it is then listed once, acknowledged.
+async fn acknowledgements_at_once_count_each_notification_once(db: Db) {
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let users = seed_many(&app, "u", 20).await;
+    let service = app.service(TENANT);
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("t", &["bob"]).await.expect("create");
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    alice.add_users(&c.id, &names).await.expect("add");
+    let notes = ids(&all(&service, false).await);
+    assert_eq!(notes.len(), 21);
+    let tries = (0..6).map(|k| {
+        let service = &service;
+        let mut list = notes.clone();
+        list.rotate_left(k * 3);
+        async move { ack(service, &list).await }
+    });
+    let counts: Vec<i32> = futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|r| r.expect("every acknowledgement succeeds"))
+        .collect();
+    assert_eq!(counts.iter().sum::<i32>(), 21, "{counts:?}");
+    assert!(all(&service, false).await.is_empty());
+    assert_eq!(ids(&all(&service, true).await), notes);
+}
+
 both_dbs!(
     only_services_read_the_outbox,
+    acknowledgements_at_once_count_each_notification_once,
     creating_owes_one_per_other_participant,
     the_owner_adding_owes_no_added_by_other,
     another_adding_tells_the_owner_once,
