@@ -295,6 +295,9 @@ struct Group {
     undo: bool,
     /// A write's savepoint is open (released when the next opens, or by the commit).
     savepoint: bool,
+    /// The write holding the turn runs without a savepoint: it is the first of a PostgreSQL
+    /// group, alone in its transaction, so undoing it is rolling the transaction back.
+    bare: bool,
     /// The group's outcome, once it has ended: what each of its writes returns.
     done: tokio::sync::watch::Sender<Option<Result<(), Error>>>,
     /// Told when the group commits.
@@ -350,10 +353,13 @@ pub struct WriteTx {
     /// A transaction of its own (PostgreSQL outside a conversation's group, or SQLite in
     /// memory).
     alone: Option<Tx>,
-    /// Or a savepoint in a SQLite group, holding the writer's turn until the write is done.
+    /// Or a savepoint in a group (SQLite's writer's, a PostgreSQL conversation's), holding
+    /// the group's turn until the write is done; the first write of a PostgreSQL group runs
+    /// without one ([`Group::bare`]).
     member: Option<Member>,
     /// The statement that opens the write's savepoint, sent before the write's first
-    /// statement (a write that runs nothing opens none); `None` once sent.
+    /// statement (a write that runs nothing opens none); `None` once sent, or if the write
+    /// has none.
     opening: std::sync::Mutex<Option<&'static str>>,
 }
 
@@ -365,6 +371,8 @@ struct Member {
     waiting: Count,
     /// Whether the group had a savepoint open before this write's.
     after_savepoint: bool,
+    /// The write runs without a savepoint ([`Group::bare`]).
+    bare: bool,
 }
 
 #[async_trait::async_trait]
@@ -486,6 +494,19 @@ impl WriteTx {
         let Some(mut member) = self.member.take() else {
             return Ok(());
         };
+        if member.bare {
+            // Nothing else is in the group: it ends, rolled back.
+            return match member.turn.take() {
+                Some(group) => {
+                    let undone = group.tx.rollback().await.map_err(Error::from);
+                    group.done.send_replace(Some(Err(Error::Internal(
+                        "the write's group was rolled back".into(),
+                    ))));
+                    undone
+                }
+                None => Ok(()),
+            };
+        }
         if opened
             && let Some(group) = member.turn.as_mut()
             && let Err(e) = group.tx.execute_unprepared(ROLLBACK_TO_SAVEPOINT).await
@@ -566,13 +587,7 @@ impl Member {
 /// Commits the group in `turn`, first undoing a write dropped inside it, and sends every write
 /// of the group the outcome.
 async fn commit_group(turn: &mut Option<Group>) -> Result<(), Error> {
-    if let Some(group) = turn.as_mut()
-        && std::mem::take(&mut group.undo)
-        && let Err(e) = group.tx.execute_unprepared(ROLLBACK_TO_SAVEPOINT).await
-    {
-        // Committing now would commit part of the dropped write.
-        abort_group(turn, e.into());
-    }
+    undo_dropped(turn).await;
     let Some(group) = turn.take() else {
         return Err(Error::Internal("the write's group was rolled back".into()));
     };
@@ -585,6 +600,29 @@ async fn commit_group(turn: &mut Option<Group>) -> Result<(), Error> {
     let reply = reported(&Some(outcome.as_ref().map(|_| ())));
     group.done.send_replace(Some(outcome));
     reply
+}
+
+/// Undoes the write dropped inside the group in `turn`, if one was: back to its savepoint, or,
+/// for a write without one ([`Group::bare`]), the whole group, which held nothing else.
+async fn undo_dropped(turn: &mut Option<Group>) {
+    let Some(group) = turn.as_mut() else {
+        return;
+    };
+    if !std::mem::take(&mut group.undo) {
+        return;
+    }
+    if group.bare {
+        if let Some(group) = turn.take() {
+            // Dropping the transaction queues its rollback on the connection.
+            drop(group.tx);
+            group.done.send_replace(Some(Err(Error::Internal(
+                "the write's group was rolled back".into(),
+            ))));
+        }
+    } else if let Err(e) = group.tx.execute_unprepared(ROLLBACK_TO_SAVEPOINT).await {
+        // Committing now would commit part of the dropped write.
+        abort_group(turn, e.into());
+    }
 }
 
 /// Rolls back the whole group in `turn` (its state is unknown after `error`) and sends its
@@ -601,10 +639,14 @@ fn abort_group(turn: &mut Option<Group>, error: Error) {
 /// Commits group `id` if it is still open (a write was dropped before it was done).
 async fn end_group(slot: Slot, id: u64) {
     let mut turn = slot.lock_owned().await;
-    if turn.as_ref().is_some_and(|g| g.id == id)
-        && let Err(e) = commit_group(&mut turn).await
-    {
-        tracing::warn!(error = %e, "a group of writes failed to commit");
+    if turn.as_ref().is_some_and(|g| g.id == id) {
+        // A write dropped without a savepoint was alone in the group, which it takes along.
+        undo_dropped(&mut turn).await;
+        if turn.is_some()
+            && let Err(e) = commit_group(&mut turn).await
+        {
+            tracing::warn!(error = %e, "a group of writes failed to commit");
+        }
     }
 }
 
@@ -627,7 +669,7 @@ impl Writer {
     /// SQLite, a savepoint in the open group, or in a new one.
     pub async fn begin(&self) -> Result<WriteTx, Error> {
         match &self.group {
-            Some(slot) => self.join(slot, &self.waiting, None, MAX_GROUP).await,
+            Some(slot) => self.join(slot, &self.waiting, None, MAX_GROUP, false).await,
             None => {
                 let _waiting = Waiting::new(&self.waiting);
                 Ok(WriteTx {
@@ -648,27 +690,28 @@ impl Writer {
             return self.begin().await;
         };
         let (slot, waiting) = keyed.slot(key);
-        self.join(&slot, &waiting, Some(&self.waiting), PG_MAX_GROUP)
+        self.join(&slot, &waiting, Some(&self.waiting), PG_MAX_GROUP, true)
             .await
     }
 
     /// Joins the group open on `slot`, or opens one, once it is this write's turn; `waiting`
-    /// counts the writes waiting for the slot, `also` all the writer's.
+    /// counts the writes waiting for the slot, `also` all the writer's. With `bare_first`, the
+    /// write that opens a group runs without a savepoint ([`Group::bare`]): on PostgreSQL a
+    /// savepoint is a round trip of its own before the write's first statement, and the first
+    /// write of a group (every write, when calls spread over many conversations) has nothing
+    /// before it in the transaction to keep.
     async fn join(
         &self,
         slot: &Slot,
         waiting: &Count,
         also: Option<&Count>,
         max: usize,
+        bare_first: bool,
     ) -> Result<WriteTx, Error> {
         let counted = (Waiting::new(waiting), also.map(|all| Waiting::new(all)));
         let mut turn = slot.clone().lock_owned().await;
-        if let Some(open) = turn.as_mut()
-            && std::mem::take(&mut open.undo)
-            && let Err(e) = open.tx.execute_unprepared(ROLLBACK_TO_SAVEPOINT).await
-        {
-            abort_group(&mut turn, e.into());
-        }
+        undo_dropped(&mut turn).await;
+        let bare = bare_first && turn.is_none();
         let open = match turn.as_mut() {
             Some(open) => open,
             None => turn.insert(Group {
@@ -678,18 +721,25 @@ impl Writer {
                 max,
                 undo: false,
                 savepoint: false,
+                bare,
                 done: tokio::sync::watch::channel(None).0,
                 committed: self.committed.clone(),
             }),
         };
         let group = open.id;
+        open.bare = bare;
         // The previous write's savepoint is released with this one's opening, and both go
         // with this write's first statement.
-        let after_savepoint = std::mem::replace(&mut open.savepoint, true);
-        let opening = if after_savepoint {
-            NEXT_SAVEPOINT
+        let (opening, after_savepoint) = if bare {
+            (None, false)
         } else {
-            SAVEPOINT
+            let after_savepoint = std::mem::replace(&mut open.savepoint, true);
+            let opening = if after_savepoint {
+                NEXT_SAVEPOINT
+            } else {
+                SAVEPOINT
+            };
+            (Some(opening), after_savepoint)
         };
         drop(counted);
         Ok(WriteTx {
@@ -700,8 +750,9 @@ impl Writer {
                 group,
                 waiting: waiting.clone(),
                 after_savepoint,
+                bare,
             }),
-            opening: std::sync::Mutex::new(Some(opening)),
+            opening: std::sync::Mutex::new(opening),
         })
     }
 

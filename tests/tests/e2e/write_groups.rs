@@ -175,6 +175,58 @@ async fn a_dropped_write_is_rolled_back(db: Db) {
     assert_eq!(ids(&store.read, "t").await, vec![2], "{db:?}");
 }
 
+/// The first write of a group fails midway (on PostgreSQL its transaction is then aborted):
+/// rolled back, or dropped, it leaves nothing, and the conversation's next write, queued behind
+/// it, commits alone. On PostgreSQL such a write runs without a savepoint, so undoing it is
+/// rolling back the group's whole transaction, which held nothing else.
+async fn a_first_write_that_fails_is_undone_whole(db: Db) {
+    let app = spawn_app(db).await;
+    let store = store_with(&app, "CREATE TABLE t (id BIGINT PRIMARY KEY)").await;
+    let writer = store.writer.clone();
+    begun(&writer, "c1", "INSERT INTO t VALUES (7)")
+        .await
+        .commit()
+        .await
+        .expect("a row to collide with");
+    for end in ["rolled back", "dropped"] {
+        let first = begun(&writer, "c1", "INSERT INTO t VALUES (1)").await;
+        first
+            .execute_unprepared("INSERT INTO t VALUES (7)")
+            .await
+            .expect_err("the row is there");
+        let next = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                begun(&writer, "c1", "INSERT INTO t VALUES (2)")
+                    .await
+                    .commit()
+                    .await
+            }
+        });
+        until_queued(&writer, 1).await;
+        match end {
+            "rolled back" => first.rollback().await.expect("the rollback succeeds"),
+            _ => drop(first),
+        }
+        tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("the next write ended")
+            .expect("the task")
+            .expect("the next write commits");
+        assert_eq!(
+            ids(&store.read, "t").await,
+            vec![2, 7],
+            "{db:?}: after a first write {end}"
+        );
+        begun(&writer, "c1", "DELETE FROM t WHERE id = 2")
+            .await
+            .commit()
+            .await
+            .expect("cleared");
+    }
+    assert_eq!(writer.queue_depth(), 0);
+}
+
 /// An insert of `id` into `t` with its value as a parameter, on `db`'s engine.
 fn insert_bound(backend: sea_orm::DatabaseBackend, id: i64) -> Statement {
     let sql = match backend {
@@ -295,4 +347,5 @@ both_dbs!(
     writes_to_one_conversation_commit_together,
     a_group_that_cannot_commit_fails_each_of_its_writes,
     a_dropped_write_is_rolled_back,
+    a_first_write_that_fails_is_undone_whole,
 );
