@@ -1586,6 +1586,15 @@ macro_rules! required {
     };
 }
 
+/// Placeholder `n` (from 1) of a statement's text: `$n` on PostgreSQL, `?n` on SQLite.
+pub(crate) fn mark(postgres: bool, n: usize) -> String {
+    if postgres {
+        format!("${n}")
+    } else {
+        format!("?{n}")
+    }
+}
+
 /// The participant row held by the columns of `row` from position `at`, in the order of the
 /// columns of `participants`: [`cells::model_at`] for that table, read cell by cell into the
 /// model rather than through a model filled column by column. `None` where a column the

@@ -123,12 +123,50 @@ pub async fn list(
         .collect()
 }
 
-/// The columns of a notification's row, named, in the order of [`n::Column`].
-fn columns() -> String {
+/// The columns of a notification's row, quoted, in the order of [`n::Column`]; with
+/// `ack_time` or without it.
+fn columns(with_ack_time: bool) -> String {
     n::Column::iter()
+        .filter(|c| with_ack_time || !matches!(c, n::Column::AckTime))
         .map(|c| format!("\"{}\"", c.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The text of [`list_query`], made once per engine and per `include_acked`.
+fn list_sql(backend: DatabaseBackend, include_acked: bool) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        let mut all = Vec::with_capacity(4);
+        for postgres in [false, true] {
+            let (t, a, l) = (
+                super::mark(postgres, 1),
+                super::mark(postgres, 2),
+                super::mark(postgres, 3),
+            );
+            let page = |table: &str| {
+                format!(
+                    "SELECT {} FROM \"{table}\" WHERE \"tenant_id\" = {t} AND \"id\" > {a} \
+                     ORDER BY \"id\" LIMIT {l}",
+                    columns(true)
+                )
+            };
+            all.push(page("notifications"));
+            all.push(format!(
+                "SELECT * FROM ({}) AS unacked UNION ALL SELECT * FROM ({}) AS acked \
+                 ORDER BY \"id\" LIMIT {l}",
+                page("notifications"),
+                page(ACKED)
+            ));
+        }
+        all
+    });
+    let engine = if backend == DatabaseBackend::Postgres {
+        2
+    } else {
+        0
+    };
+    &all[engine + usize::from(include_acked)]
 }
 
 /// The statement behind [`list`] (public so that a test can ask the engine for its plan).
@@ -144,34 +182,13 @@ pub fn list_query(
     after: Option<&str>,
     limit: u64,
 ) -> Statement {
-    let [t, a, l] = match backend {
-        DatabaseBackend::Postgres => ["$1", "$2", "$3"],
-        _ => ["?1", "?2", "?3"],
-    };
-    let page = |table: &str| {
-        format!(
-            "SELECT {} FROM \"{table}\" WHERE \"tenant_id\" = {t} AND \"id\" > {a} \
-             ORDER BY \"id\" LIMIT {l}",
-            columns()
-        )
-    };
-    let sql = if include_acked {
-        format!(
-            "SELECT * FROM ({}) AS unacked UNION ALL SELECT * FROM ({}) AS acked \
-             ORDER BY \"id\" LIMIT {l}",
-            page("notifications"),
-            page(ACKED)
-        )
-    } else {
-        page("notifications")
-    };
     // Every id is longer than nothing: no `after` is the same statement from the start.
     let values: [sea_orm::Value; 3] = [
         tenant_id.into(),
         after.unwrap_or_default().into(),
         i64::try_from(limit).unwrap_or(i64::MAX).into(),
     ];
-    Statement::from_sql_and_values(backend, sql, values)
+    Statement::from_sql_and_values(backend, list_sql(backend, include_acked), values)
 }
 
 /// Acknowledges notifications (idempotent): moves the tenant's unacknowledged ones among `ids`
@@ -185,10 +202,7 @@ pub async fn ack<C: sea_orm::ConnectionTrait>(
         return Ok(0);
     }
     let backend = db.get_database_backend();
-    let mark = |i: usize| match backend {
-        DatabaseBackend::Postgres => format!("${i}"),
-        _ => format!("?{i}"),
-    };
+    let mark = |i: usize| super::mark(backend == DatabaseBackend::Postgres, i);
     // The tenant is value 1, the time value 2, the ids 3 onwards.
     let listed: Vec<String> = (3..3 + ids.len()).map(mark).collect();
     let which = format!(
@@ -196,11 +210,7 @@ pub async fn ack<C: sea_orm::ConnectionTrait>(
         mark(1),
         listed.join(", ")
     );
-    let kept: Vec<String> = n::Column::iter()
-        .filter(|c| !matches!(c, n::Column::AckTime))
-        .map(|c| format!("\"{}\"", c.as_str()))
-        .collect();
-    let kept = kept.join(", ");
+    let kept = columns(false);
     let mut values: Vec<sea_orm::Value> = vec![tenant_id.into(), now_micros().into()];
     values.extend(ids.iter().map(|id| sea_orm::Value::from(id.as_str())));
     let moved = match backend {
@@ -243,11 +253,10 @@ pub async fn ack<C: sea_orm::ConnectionTrait>(
 /// `notifications_acked_by_time`.
 pub async fn prune_acked<C: sea_orm::ConnectionTrait>(db: &C, cutoff: i64) -> Result<u64, Error> {
     let backend = db.get_database_backend();
-    let mark = match backend {
-        DatabaseBackend::Postgres => "$1",
-        _ => "?1",
-    };
-    let sql = format!("DELETE FROM \"{ACKED}\" WHERE \"ack_time\" < {mark}");
+    let sql = format!(
+        "DELETE FROM \"{ACKED}\" WHERE \"ack_time\" < {}",
+        super::mark(backend == DatabaseBackend::Postgres, 1)
+    );
     Ok(db
         .execute_raw(Statement::from_sql_and_values(
             backend,

@@ -406,13 +406,7 @@ fn page_sql(backend: DatabaseBackend, state: bool, kind: bool, after: bool) -> &
         let nulls = |n: usize| vec!["NULL"; n].join(", ");
         for postgres in [false, true] {
             for variant in 0..8u8 {
-                let mark = |n: usize| {
-                    if postgres {
-                        format!("${n}")
-                    } else {
-                        format!("?{n}")
-                    }
-                };
+                let mark = |n: usize| super::mark(postgres, n);
                 let mut page = format!(
                     "SELECT * FROM participants WHERE conversation_id = {}",
                     mark(2)
