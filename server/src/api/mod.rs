@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::auth::{KeyFile, Verifier};
 use crate::config::Config;
 use crate::domain::model::Conversation;
-use crate::domain::model::{UserKind, now_micros};
+use crate::domain::model::{Candidate, UserKind, now_micros};
 use crate::domain::paging::Pager;
 use crate::domain::principal::{
     Actor, DirectoryVerdict, Principal, PrincipalKind, entry_from_token, judge_directory,
@@ -208,7 +208,7 @@ impl State {
         p: &Principal,
         entry: Option<crate::domain::model::User>,
     ) -> Result<Option<UserKind>, Error> {
-        match judge_directory(p, entry.as_ref())? {
+        match judge_directory(p, entry.as_ref().map(Candidate::from).as_ref())? {
             DirectoryVerdict::Known(kind) => Ok(kind),
             DirectoryVerdict::Add(kind) => self.add_directory_entry(p, kind).await.map(Some),
         }
@@ -234,7 +234,7 @@ impl State {
             .await?;
         // The stored entry, which a concurrent first call may have written.
         let stored = dir::get_user(self.writer.conn(), &p.tenant_id, &p.id).await?;
-        match judge_directory(p, stored.as_ref())? {
+        match judge_directory(p, stored.as_ref().map(Candidate::from).as_ref())? {
             DirectoryVerdict::Known(Some(kind)) => Ok(kind),
             _ => Ok(kind),
         }

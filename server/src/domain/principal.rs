@@ -1,6 +1,6 @@
 //! Who is calling.
 
-use crate::domain::model::{User, UserKind, UserStatus};
+use crate::domain::model::{Candidate, User, UserKind, UserStatus};
 use crate::error::Error;
 
 /// The kind of a token's subject.
@@ -88,10 +88,13 @@ pub enum DirectoryVerdict {
 }
 
 /// Judges the caller by the directory entry of the user the call is judged as (`entry`, just
-/// read): a service may act only for a user of the directory who is active; a deactivated user
-/// may not call at all; a user principal with no entry yet is added from its token (SPEC §5,
-/// rule 18 reads the kind).
-pub fn judge_directory(p: &Principal, entry: Option<&User>) -> Result<DirectoryVerdict, Error> {
+/// read, of which only its kind and status count): a service may act only for a user of the
+/// directory who is active; a deactivated user may not call at all; a user principal with no
+/// entry yet is added from its token (SPEC §5, rule 18 reads the kind).
+pub fn judge_directory(
+    p: &Principal,
+    entry: Option<&Candidate>,
+) -> Result<DirectoryVerdict, Error> {
     match (p.kind, &p.acting_for) {
         (PrincipalKind::Service, None) => Ok(DirectoryVerdict::Known(None)),
         (PrincipalKind::Service, Some(user_id)) => match entry {
@@ -145,16 +148,11 @@ mod tests {
         }
     }
 
-    fn entry(kind: UserKind, status: UserStatus) -> User {
-        User {
-            tenant_id: "t".into(),
+    fn entry(kind: UserKind, status: UserStatus) -> Candidate {
+        Candidate {
             id: "u".into(),
-            display_name: "U".into(),
-            email: String::new(),
             kind,
             status,
-            create_time: 0,
-            update_time: 0,
         }
     }
 

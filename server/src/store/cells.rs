@@ -11,9 +11,8 @@
 //! of the entity's columns (the order in which the caller's read lists them), through a model
 //! filled column by column. The reads every call makes (the caller's directory entry,
 //! conversation and seat; a page of participants; AddParticipants' people) read their rows cell
-//! by cell with [`text`], [`int`], [`big_int`] and [`boolean`] instead (`store::user_at`,
-//! `store::conversation_at`, `store::participant_at`), each tested to read what [`model_at`]
-//! reads.
+//! by cell with [`text`], [`int`], [`big_int`] and [`boolean`] instead (`store::candidate_at`,
+//! `store::conversation_at`, `store::seat_at`), each tested to read what [`model_at`] reads.
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ColumnType, ConnectionTrait, DatabaseConnection,

@@ -141,8 +141,13 @@ async fn people_with_seats(
     for batch in super::distinct(user_ids).chunks(super::IDS_PER_LOOKUP) {
         let statement = people_statement(backend, tenant_id, conversation_id, batch)?;
         tx.each_row(statement, &mut |row| {
-            let user = person_at(row)?;
-            let seat = super::participant_at(row, PERSON_COLUMNS.len())?;
+            let user = super::candidate_at(row, 0)?;
+            let seat = super::seat_at(
+                row,
+                super::CANDIDATE_COLUMNS.len(),
+                conversation_id,
+                tenant_id,
+            )?;
             rows.extend(user.map(|user| (user, seat)));
             Ok(())
         })
@@ -157,36 +162,6 @@ async fn people_with_seats(
         people.insert(user.id.clone(), user);
     }
     Ok((people, seats))
-}
-
-/// The columns of `users` that the people read takes, in the order [`person_at`] reads them:
-/// what the rules judge a person by ([`Candidate`]). On SQLite the index `users_person` holds
-/// exactly these, so the read never visits the table's rows (see [`people_sql`]).
-const PERSON_COLUMNS: [super::entities::users::Column; 3] = {
-    use super::entities::users::Column as U;
-    [U::Id, U::Kind, U::Status]
-};
-
-/// The person at the head of a row of the people read ([`PERSON_COLUMNS`]), read cell by
-/// cell: `None` if the row has none.
-fn person_at(row: &dyn super::cells::Cells) -> Result<Option<Candidate>, sea_orm::DbErr> {
-    use super::cells::{int, text};
-    use crate::domain::model::{UserKind, UserStatus};
-    let Some(id) = text(row, 0)? else {
-        return Ok(None);
-    };
-    let missing = |i: usize| {
-        move || sea_orm::DbErr::Custom(format!("a directory entry's column {i} is NULL"))
-    };
-    let kind = int(row, 1)?.ok_or_else(missing(1))?;
-    let status = int(row, 2)?.ok_or_else(missing(2))?;
-    let unknown =
-        |what: &str, raw: i32| sea_orm::DbErr::Custom(format!("stored {what} {raw} is unknown"));
-    Ok(Some(Candidate {
-        id,
-        kind: UserKind::try_from(kind).map_err(|_| unknown("user kind", kind))?,
-        status: UserStatus::try_from(status).map_err(|_| unknown("user status", status))?,
-    }))
 }
 
 /// AddParticipants' read of the people it names, for `ids` (at most 10,000): the directory
@@ -235,13 +210,12 @@ pub fn people_statement(
 /// the table). SQLite, seeing two indexes that both find a row by `(tenant_id, id)`, picks
 /// the key, hence `INDEXED BY`.
 fn people_sql(backend: DatabaseBackend) -> &'static str {
-    use sea_orm::Iterable;
     static POSTGRES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static SQLITE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let columns = || {
         let mut cols = Vec::new();
-        super::prefixed_columns(&mut cols, "u", PERSON_COLUMNS.into_iter());
-        super::prefixed_columns(&mut cols, "p", participants::Column::iter());
+        super::prefixed_columns(&mut cols, "u", super::CANDIDATE_COLUMNS.into_iter());
+        super::prefixed_columns(&mut cols, "p", super::SEAT_COLUMNS.into_iter());
         cols.join(", ")
     };
     match backend {
@@ -323,8 +297,9 @@ pub async fn list<C: sea_orm::ConnectionTrait>(
 /// in the caller's others: rows of 45 columns rather than 58 (the caller's and the page's side
 /// by side). PostgreSQL runs the narrower statement alone 10-20 % faster (pgbench, prepared,
 /// 16 clients: 13.6-13.7k -> 15.0-16.7k per second); through the service the difference was
-/// within the noise. The page is `SELECT * FROM participants WHERE conversation_id = $2 …
-/// ORDER BY user_id LIMIT $n` joined to the conversation where it is the tenant's (a filter
+/// within the noise. The page is `SELECT <the seat's columns> FROM participants WHERE
+/// conversation_id = $2 … ORDER BY user_id LIMIT $n` (not the conversation and tenant of each
+/// row: the call knows them) joined to the conversation where it is the tenant's (a filter
 /// on the tenant too would invite a plan on the tenant's index, which also orders by user id,
 /// and scans every participant of the tenant). A `NULL` costs a row four bytes on
 /// PostgreSQL's wire, so the caller's columns are not repeated. PostgreSQL once returned the
@@ -363,8 +338,7 @@ pub async fn page_with_caller<C: EachRow>(
         filter.kind.is_some(),
         after.is_some(),
     );
-    let width = super::WithCaller::width();
-    let seat_width = super::cells::width::<participants::Entity>();
+    let at = 1 + super::WithCaller::width() - super::SEAT_COLUMNS.len();
     let mut caller = None;
     let mut rows: Vec<participants::Model> = Vec::new();
     db.each_row(
@@ -372,7 +346,7 @@ pub async fn page_with_caller<C: EachRow>(
         &mut |row: &dyn Cells| {
             if row.value(0, Kind::Int)? == Value::Int(Some(0)) {
                 caller = Some(super::WithCaller::from_cells(row, 1)?);
-            } else if let Some(m) = super::participant_at(row, 1 + width - seat_width)? {
+            } else if let Some(m) = super::seat_at(row, at, conversation_id, tenant_id)? {
                 rows.push(m);
             }
             Ok(())
@@ -395,20 +369,24 @@ pub async fn page_with_caller<C: EachRow>(
 /// conversation, caller's user id, then those of the state, the kind and the token where
 /// present, then the limit.
 fn page_sql(backend: DatabaseBackend, state: bool, kind: bool, after: bool) -> &'static str {
-    use sea_orm::{IdenStatic, Iterable};
+    use sea_orm::IdenStatic;
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
         let mut all = Vec::with_capacity(16);
-        let page_columns = participants::Column::iter()
-            .map(|c| format!("l.{}", c.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let seat_columns = |table: &str| {
+            super::SEAT_COLUMNS
+                .iter()
+                .map(|c| format!("{table}{}", c.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let nulls = |n: usize| vec!["NULL"; n].join(", ");
         for postgres in [false, true] {
             for variant in 0..8u8 {
                 let mark = |n: usize| super::mark(postgres, n);
                 let mut page = format!(
-                    "SELECT * FROM participants WHERE conversation_id = {}",
+                    "SELECT {} FROM participants WHERE conversation_id = {}",
+                    seat_columns(""),
                     mark(2)
                 );
                 let mut n = 3;
@@ -425,10 +403,11 @@ fn page_sql(backend: DatabaseBackend, state: bool, kind: bool, after: bool) -> &
                 // puts its own.
                 all.push(format!(
                     "SELECT 0 AS part, {} {caller} \
-                     UNION ALL SELECT 1, {}, {page_columns} FROM conversations c, ({page}) AS l \
+                     UNION ALL SELECT 1, {}, {} FROM conversations c, ({page}) AS l \
                      WHERE c.tenant_id = {} AND c.id = {}",
                     super::caller_columns(),
-                    nulls(super::WithCaller::width() - participants::Column::iter().count()),
+                    nulls(super::WithCaller::width() - super::SEAT_COLUMNS.len()),
+                    seat_columns("l."),
                     mark(1),
                     mark(2),
                 ));
@@ -533,10 +512,13 @@ mod tests {
                'acme')",
         )
         .expect("a table");
-        let columns: Vec<&str> = PERSON_COLUMNS.iter().map(|c| c.as_str()).collect();
+        let columns: Vec<&str> = crate::store::CANDIDATE_COLUMNS
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
         let sql = format!("SELECT {} FROM users", columns.join(", "));
         let person = conn
-            .query_row(&sql, [], |row| Ok(person_at(row)))
+            .query_row(&sql, [], |row| Ok(crate::store::candidate_at(row, 0)))
             .expect("one row")
             .expect("decodes")
             .expect("a person");
@@ -549,9 +531,11 @@ mod tests {
             }
         );
         // A row without a person (its columns NULL) is none.
-        let nulls = vec!["NULL"; PERSON_COLUMNS.len()].join(", ");
+        let nulls = vec!["NULL"; crate::store::CANDIDATE_COLUMNS.len()].join(", ");
         let none = conn
-            .query_row(&format!("SELECT {nulls}"), [], |row| Ok(person_at(row)))
+            .query_row(&format!("SELECT {nulls}"), [], |row| {
+                Ok(crate::store::candidate_at(row, 0))
+            })
             .expect("one row")
             .expect("decodes");
         assert_eq!(none, None);
