@@ -444,25 +444,45 @@ pub(crate) fn judge_read(
     conversation_id: &str,
     read: store::WithCaller,
 ) -> Result<(Conversation, Viewer), Error> {
-    let judged;
-    let p = if p.directory_read {
-        p
-    } else {
-        let mut resolved = p.clone();
-        resolved.directory_kind = match judge_directory(p, read.user.as_ref())? {
-            DirectoryVerdict::Known(kind) => kind,
-            // Added outside this read's snapshot, then the call runs again.
-            DirectoryVerdict::Add(_) => return Err(Error::NewcomerEntry),
-        };
-        resolved.directory_read = true;
-        judged = resolved;
-        &judged
-    };
+    let p = judged_by(p, read.user.as_ref())?;
     let c = read
         .conversation
         .ok_or_else(|| Error::ConversationNotFound(conversation_id.to_owned()))?;
-    let viewer = visibility::viewer(&c, p, read.participant)?;
+    let viewer = visibility::viewer(&c, &p, read.participant)?;
     Ok((c, viewer))
+}
+
+/// [`judge_read`] for a read that took of the conversation only whether it is the tenant's
+/// ([`store::CallerSeat`]): who the caller is to it depends on nothing else.
+pub(crate) fn judge_seat(
+    p: &Principal,
+    conversation_id: &str,
+    read: store::CallerSeat,
+) -> Result<Viewer, Error> {
+    let p = judged_by(p, read.user.as_ref())?;
+    if !read.conversation {
+        return Err(Error::ConversationNotFound(conversation_id.to_owned()));
+    }
+    visibility::viewer_by_id(conversation_id, &p, read.participant)
+}
+
+/// `p` judged by the directory entry read with the conversation (`entry`), unless the call
+/// judged it already.
+fn judged_by<'p>(
+    p: &'p Principal,
+    entry: Option<&Candidate>,
+) -> Result<std::borrow::Cow<'p, Principal>, Error> {
+    if p.directory_read {
+        return Ok(std::borrow::Cow::Borrowed(p));
+    }
+    let mut resolved = p.clone();
+    resolved.directory_kind = match judge_directory(p, entry)? {
+        DirectoryVerdict::Known(kind) => kind,
+        // Added outside this read's snapshot, then the call runs again.
+        DirectoryVerdict::Add(_) => return Err(Error::NewcomerEntry),
+    };
+    resolved.directory_read = true;
+    Ok(std::borrow::Cow::Owned(resolved))
 }
 
 /// The W3C trace context header (<https://www.w3.org/TR/trace-context/>).

@@ -89,7 +89,7 @@ impl Participants {
             .open(&req.page_token, LIST_INVITATIONS, &scope)?;
         let tx = store::begin_read(&self.0.db).await?;
         let (c, viewer) = self.0.read_access(&tx, &p, &id).await?;
-        viewer.require_current(&c)?;
+        viewer.require_current(&c.id)?;
         let now = crate::domain::model::now_micros();
         let mut list = store::invitations::list(&tx, &id, after.as_deref(), size + 1).await?;
         tx.commit().await?;
@@ -253,8 +253,8 @@ impl Participants {
             size + 1,
         )
         .await?;
-        let (c, viewer) = super::judge_read(&p, &id, read)?;
-        viewer.require_current(&c)?;
+        let viewer = super::judge_seat(&p, &id, read)?;
+        viewer.require_current(&id)?;
         let mut list = match viewer.roster() {
             // The page read is the page everyone sees: this viewer's.
             RosterScope::Everyone => page,
@@ -262,7 +262,7 @@ impl Participants {
             RosterScope::ExternalAndOwner => {
                 let tx = store::begin_read(&self.0.db).await?;
                 let (c, viewer) = self.0.read_access(&tx, &p, &id).await?;
-                viewer.require_current(&c)?;
+                viewer.require_current(&c.id)?;
                 let list =
                     parts::list(&tx, &c, viewer.roster(), filter, after.as_deref(), size + 1)
                         .await?;
@@ -300,7 +300,7 @@ impl Participants {
         let tx = store::begin_read(&self.0.db).await?;
         let (c, viewer) = self.0.read_access(&tx, &p, &id).await?;
         if actor(&p).user_id() != Some(req.user_id.as_str()) {
-            viewer.require_current(&c)?;
+            viewer.require_current(&c.id)?;
         }
         let target = store::get_participant(&tx, &id, &req.user_id).await?;
         tx.commit().await?;

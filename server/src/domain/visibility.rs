@@ -86,6 +86,16 @@ pub fn viewer(
     principal: &Principal,
     caller: Option<Participant>,
 ) -> Result<Viewer, Error> {
+    viewer_by_id(&conversation.id, principal, caller)
+}
+
+/// [`viewer`] where only the conversation's id is known (of a conversation of the caller's
+/// tenant): who the caller is depends on nothing else of it.
+pub fn viewer_by_id(
+    conversation_id: &str,
+    principal: &Principal,
+    caller: Option<Participant>,
+) -> Result<Viewer, Error> {
     match (principal.actor(), caller) {
         (Actor::Admin(_), _) => Ok(Viewer::Admin),
         // Judging a user needs their directory entry (rule 18): a call that has not read it
@@ -101,7 +111,7 @@ pub fn viewer(
                 external,
             })
         }
-        (Actor::User(_), None) => Err(Error::NotAParticipant(conversation.id.clone())),
+        (Actor::User(_), None) => Err(Error::NotAParticipant(conversation_id.to_owned())),
     }
 }
 
@@ -147,9 +157,9 @@ impl Viewer {
     /// participant may not see (rule 15: the history they were part of, nothing after). They
     /// still read the conversation as it was, its timeline up to their removal, and their own
     /// participant row.
-    pub fn require_current(&self, conversation: &Conversation) -> Result<(), Error> {
+    pub fn require_current(&self, conversation_id: &str) -> Result<(), Error> {
         if self.is_removed() {
-            return Err(Error::ParticipantRemoved(conversation.id.clone()));
+            return Err(Error::ParticipantRemoved(conversation_id.to_owned()));
         }
         Ok(())
     }
@@ -442,7 +452,11 @@ mod tests {
         assert_eq!(as_external.etag, "\"s3\"");
         let window = viewer_of(gone.clone(), false).window();
         assert!(window.admits(&event(7, false)) && !window.admits(&event(8, false)));
-        assert!(viewer_of(gone.clone(), false).require_current(&c).is_err());
+        assert!(
+            viewer_of(gone.clone(), false)
+                .require_current(&c.id)
+                .is_err()
+        );
         assert!(!viewer_of(gone, false).may_see(&row(
             "owner",
             ParticipantKind::Internal,
