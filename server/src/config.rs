@@ -121,6 +121,9 @@ pub struct DbPool {
     pub min_connections: Option<u32>,
     /// How PostgreSQL plans the executions of a prepared statement (ignored on SQLite).
     pub pg_plan_cache: crate::store::PgPlanCache,
+    /// PostgreSQL: the most connections that reads hold at once; unset, twice the cores this
+    /// process may run on ([`DbPool::pg_reads`]).
+    pub pg_max_reads: Option<u32>,
 }
 
 impl DbPool {
@@ -133,6 +136,15 @@ impl DbPool {
     /// 5.71-6.28k per second (3 alternations), AddParticipants(1) no slower. A larger
     /// engine takes `--db-max-connections`.
     pub const POSTGRES_DEFAULT_MAX: u32 = 8;
+
+    /// The most of the `max` connections of a PostgreSQL pool that reads hold at once (see
+    /// `store::pg::Pool::reader`): as set, or twice the cores this process may run on, and
+    /// never more than `max`.
+    pub fn pg_reads(&self, max: u32) -> u32 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let default = u32::try_from(cores.saturating_mul(2)).unwrap_or(u32::MAX);
+        self.pg_max_reads.unwrap_or(default).clamp(1, max.max(1))
+    }
 
     /// The `(min, max)` connections on SQLite (`sqlite = true`) or PostgreSQL, refusing a
     /// maximum of 0 or a minimum above the maximum (the pool could never open).
@@ -262,6 +274,23 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(min_at_default.sizes(false).ok(), Some((8, 8)));
+    }
+
+    /// Reads take as many of PostgreSQL's connections at once as set, never more than the
+    /// pool has nor none; unset, twice the cores, within the same bounds.
+    #[test]
+    fn reads_take_at_most_the_pool() {
+        let set = |reads: Option<u32>| DbPool {
+            pg_max_reads: reads,
+            ..Default::default()
+        };
+        assert_eq!(set(Some(3)).pg_reads(8), 3);
+        assert_eq!(set(Some(30)).pg_reads(8), 8);
+        assert_eq!(set(Some(3)).pg_reads(1), 1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let unset = set(None).pg_reads(1000);
+        assert_eq!(unset as usize, 2 * cores);
+        assert_eq!(set(None).pg_reads(1), 1);
     }
 
     #[test]

@@ -54,6 +54,11 @@ struct DatabaseArgs {
     /// Database connections kept open when idle (default: 1).
     #[arg(long, env = "PARLEY_DB_MIN_CONNECTIONS")]
     db_min_connections: Option<u32>,
+    /// PostgreSQL only: the most of those connections that reads hold at once (default: twice
+    /// the cores, at most --db-max-connections). Reads keep the engine's CPU busy, and past a
+    /// couple per core its processes only take turns; writes use every connection.
+    #[arg(long, env = "PARLEY_PG_MAX_READS", value_parser = clap::value_parser!(u32).range(1..))]
+    pg_max_reads: Option<u32>,
     /// SQLite only: `normal` syncs the write-ahead log at checkpoints (at most 50 ms apart
     /// while writes go on), so a power cut or an OS crash (not a crash of the server) can lose
     /// the commits of the last 50 ms or so before it, never the database's consistency;
@@ -85,6 +90,7 @@ impl DatabaseArgs {
             max_connections: self.db_max_connections,
             min_connections: self.db_min_connections,
             pg_plan_cache: self.pg_plan_cache_mode,
+            pg_max_reads: self.pg_max_reads,
         }
     }
 }

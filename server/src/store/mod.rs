@@ -822,7 +822,13 @@ impl Db {
             // `set_metric_callback`).
             let (alive, until) = tokio::sync::watch::channel(());
             tokio::spawn(first_statistics(open(0, 1).await?, until));
-            return Ok(shared(conn, true, Some(std::sync::Arc::new(alive))));
+            let reads = pool.pg_reads(max) as usize;
+            let mut db = shared(conn, true, Some(std::sync::Arc::new(alive)));
+            // Reads take the same connections, a few at once (`pg::Pool::reader`).
+            if let Conn::Pg(connections) = &db.writer.conn {
+                db.read = Conn::Pg(connections.reader(reads));
+            }
+            return Ok(db);
         }
         if memory {
             return Ok(shared(open(url, pool, sync).await?.into(), false, None));
@@ -887,11 +893,10 @@ impl Db {
     {
         let callback: lite::Callback = std::sync::Arc::new(callback);
         self.read.set_metric_callback(callback.clone());
-        if self.shared {
+        match &self.read {
             // A clone carries the callback it was made with.
-            self.writer.conn = self.read.clone();
-        } else {
-            self.writer.conn.set_metric_callback(callback);
+            Conn::Sea(_) if self.shared => self.writer.conn = self.read.clone(),
+            _ => self.writer.conn.set_metric_callback(callback),
         }
     }
 }
@@ -1796,7 +1801,6 @@ impl WithCaller {
             })
         })())
     }
-
 }
 
 /// A conversation locked for a mutation, with who the caller is.

@@ -86,10 +86,34 @@ impl managed::Manager for Manager {
     }
 }
 
-/// A pool of PostgreSQL connections.
+/// A pool of PostgreSQL connections, or a view of one for reads ([`Pool::reader`]).
 pub struct Pool {
     pool: managed::Pool<Manager>,
-    callback: RwLock<Option<Callback>>,
+    /// Shared by a pool and its readers' view.
+    callback: Arc<RwLock<Option<Callback>>>,
+    /// In a view for reads, the permits of the reads that may hold a connection at once.
+    reads: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// A connection taken from a [`Pool`], with the read permit it was taken under, if any: both
+/// go back when it is dropped.
+struct Lease {
+    conn: managed::Object<Manager>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = PgConn;
+
+    fn deref(&self) -> &PgConn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut PgConn {
+        &mut self.conn
+    }
 }
 
 impl std::fmt::Debug for Pool {
@@ -135,7 +159,8 @@ impl Pool {
         .map_err(|e| DbErr::Custom(format!("cannot build PostgreSQL's pool: {e}")))?;
         let pool = Arc::new(Self {
             pool,
-            callback: RwLock::new(None),
+            callback: Arc::new(RwLock::new(None)),
+            reads: None,
         });
         // The first `min` connections, opened together now rather than by the first calls.
         let first = futures::future::try_join_all((0..min.min(max)).map(|_| pool.get())).await?;
@@ -144,14 +169,44 @@ impl Pool {
         Ok(pool)
     }
 
-    /// A connection, waiting for one to be free if all are taken.
-    async fn get(&self) -> Result<managed::Object<Manager>, DbErr> {
-        self.pool.get().await.map_err(|e| match e {
+    /// The same connections, for reads of which at most `permits` hold one at once (at
+    /// least 1). Its statements are counted with the pool's ([`Self::set_callback`]).
+    ///
+    /// A read keeps PostgreSQL busy for as long as it holds its connection (its rows are in
+    /// memory), so past a couple of reads per core the engine's processes only take turns,
+    /// each switch costing CPU the others could use. Writes, which wait on the disk and on
+    /// row locks, take connections up to the pool's size. On 2 cores, ListParticipants(50)
+    /// with 16 in flight cost PostgreSQL 1.37-1.43 times the load generator's CPU per call
+    /// through 4 connections, 1.67-1.80 through 8 or 16, and the server 1.86-1.94 against
+    /// 2.09-2.16; AddParticipants(1) through 4 connections ran at 0.6-0.7 of its rate through
+    /// 8, hence a limit on reads rather than a smaller pool.
+    pub fn reader(&self, permits: usize) -> Arc<Self> {
+        Arc::new(Self {
+            pool: self.pool.clone(),
+            callback: self.callback.clone(),
+            reads: Some(Arc::new(tokio::sync::Semaphore::new(permits.max(1)))),
+        })
+    }
+
+    /// A connection, waiting for one to be free if all are taken (and, in a view for reads,
+    /// for a read's permit first).
+    async fn get(&self) -> Result<Lease, DbErr> {
+        let permit = match &self.reads {
+            Some(reads) => Some(reads.clone().acquire_owned().await.map_err(|_| {
+                DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::ConnectionClosed)
+            })?),
+            None => None,
+        };
+        let conn = self.pool.get().await.map_err(|e| match e {
             managed::PoolError::Backend(e) => conn_err(e),
             managed::PoolError::Closed => {
                 DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::ConnectionClosed)
             }
             _ => DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout),
+        })?;
+        Ok(Lease {
+            conn,
+            _permit: permit,
         })
     }
 
@@ -266,7 +321,7 @@ const IDLE_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// connection waited unused.
 pub struct PgTx {
     /// `None` once ended.
-    conn: Option<tokio::sync::Mutex<managed::Object<Manager>>>,
+    conn: Option<tokio::sync::Mutex<Lease>>,
     callback: Option<Callback>,
 }
 
@@ -298,7 +353,7 @@ impl Drop for PgTx {
 }
 
 impl PgTx {
-    fn conn(&self) -> Result<&tokio::sync::Mutex<managed::Object<Manager>>, DbErr> {
+    fn conn(&self) -> Result<&tokio::sync::Mutex<Lease>, DbErr> {
         self.conn
             .as_ref()
             .ok_or_else(|| DbErr::Custom("the transaction has ended".into()))

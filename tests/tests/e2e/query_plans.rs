@@ -588,6 +588,7 @@ async fn connections_are_as_configured(db: Db) {
             max_connections: Some(2),
             min_connections: Some(2),
             pg_plan_cache: parley_server::store::PgPlanCache::ForceCustomPlan,
+            pg_max_reads: None,
         };
         let opened =
             parley_server::store::Db::open(app.database_url(), &forced, SqliteSync::Normal)
@@ -612,6 +613,40 @@ async fn connections_are_as_configured(db: Db) {
             );
         }
         drop((a, b));
+        // Reads hold at most `--pg-max-reads` of the connections at once; writes take the
+        // others meanwhile.
+        let limited = parley_server::DbPool {
+            max_connections: Some(3),
+            min_connections: Some(1),
+            pg_max_reads: Some(1),
+            ..Default::default()
+        };
+        let opened =
+            parley_server::store::Db::open(app.database_url(), &limited, SqliteSync::Normal)
+                .await
+                .expect("open");
+        let wait = std::time::Duration::from_secs(10);
+        let first = opened.read.begin_read().await.expect("a read");
+        let second = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            opened.read.begin_read(),
+        )
+        .await;
+        assert!(second.is_err(), "a second read waits for the first");
+        let write = tokio::time::timeout(wait, opened.writer.conn().begin_write())
+            .await
+            .expect("a write does not wait for the reads")
+            .expect("begin");
+        write
+            .execute_unprepared("SELECT 1")
+            .await
+            .expect("the write runs");
+        drop(first);
+        let second = tokio::time::timeout(wait, opened.read.begin_read())
+            .await
+            .expect("a read once the first ended")
+            .expect("begin");
+        drop((write, second));
         let unset = parley_server::store::Db::open(
             app.database_url(),
             &Default::default(),
