@@ -14,8 +14,9 @@
 //!
 //! Large states are seeded with SQL (multi-row `INSERT … SELECT` over `generate_series` on
 //! PostgreSQL, a recursive CTE on SQLite, counters kept consistent), then measured through gRPC.
-//! PostgreSQL tables are `VACUUM ANALYZE`d after seeding, as autovacuum would soon do; SQLite
-//! gets no statistics, as the server never gathers any.
+//! PostgreSQL tables are `VACUUM ANALYZE`d after seeding, as autovacuum would soon do, and a
+//! `CHECKPOINT` writes the seed out before anything is measured; SQLite gets no statistics, as
+//! the server never gathers any.
 //!
 //! ```sh
 //! cargo build --release -p parley-server          # the process `rss` measures
@@ -316,12 +317,17 @@ async fn exec(db: &DatabaseConnection, sql: &str) {
         .unwrap_or_else(|e| panic!("seeding failed: {e}\n{sql}"));
 }
 
-/// Statistics as autovacuum would leave them (PostgreSQL only: SQLite's server gathers none).
+/// Statistics as autovacuum would leave them (PostgreSQL only: SQLite's server gathers none),
+/// and the seed's pages written out: left to the checkpointer, writing the hundreds of
+/// megabytes a seed of 1,000,000 rows dirties took the CPU and the disk from the first figure
+/// measured after it (ListTimeline's newest page at depth ran at 0.63-0.79 of the shallow one
+/// in three runs, then the page at depth/2, measured next, at 0.88-0.90).
 async fn settle(db: &DatabaseConnection, app: &TestApp, tables: &[&str]) {
     if app.db == Db::Postgres {
         for table in tables {
             exec(db, &format!("VACUUM ANALYZE {table}")).await;
         }
+        exec(db, "CHECKPOINT").await;
     }
 }
 
