@@ -100,10 +100,12 @@ impl PgPlanCache {
 /// writer's queue (first come, first served) rather than retrying in the busy handler's sleeps,
 /// while reads run on a pool of their own whose connections may not write (`query_only`), so a
 /// write that forgot the writer fails loudly instead of contending. On PostgreSQL the writer
-/// and the readers are one pool: the engine handles concurrent writers itself.
+/// and the readers share one pool of connections (the engine handles concurrent writers
+/// itself), of which reads hold at most `--pg-max-reads` at once (`pg::Pool::reader`).
 #[derive(Clone, Debug)]
 pub struct Db {
-    /// Reads, and on PostgreSQL writes too.
+    /// Reads (on PostgreSQL, the pool's view for reads: a write sent here would work, under
+    /// the reads' limit).
     pub read: Conn,
     /// Where every write goes.
     pub writer: Writer,
