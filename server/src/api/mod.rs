@@ -20,7 +20,7 @@ use crate::domain::model::Conversation;
 use crate::domain::model::{Candidate, UserKind, now_micros};
 use crate::domain::paging::Pager;
 use crate::domain::principal::{
-    Actor, DirectoryVerdict, Principal, PrincipalKind, entry_from_token, judge_directory,
+    Actor, DirectoryVerdict, Principal, PrincipalKind, entry_from_token, judge_directory, judged,
 };
 use crate::domain::validate;
 use crate::domain::visibility::{self, Viewer};
@@ -444,7 +444,7 @@ pub(crate) fn judge_read(
     conversation_id: &str,
     read: store::WithCaller,
 ) -> Result<(Conversation, Viewer), Error> {
-    let p = judged_by(p, read.user.as_ref())?;
+    let p = judged(p, read.user.as_ref())?;
     let c = read
         .conversation
         .ok_or_else(|| Error::ConversationNotFound(conversation_id.to_owned()))?;
@@ -459,30 +459,11 @@ pub(crate) fn judge_seat(
     conversation_id: &str,
     read: store::CallerSeat,
 ) -> Result<Viewer, Error> {
-    let p = judged_by(p, read.user.as_ref())?;
+    let p = judged(p, read.user.as_ref())?;
     if !read.conversation {
         return Err(Error::ConversationNotFound(conversation_id.to_owned()));
     }
     visibility::viewer_by_id(conversation_id, &p, read.participant)
-}
-
-/// `p` judged by the directory entry read with the conversation (`entry`), unless the call
-/// judged it already.
-fn judged_by<'p>(
-    p: &'p Principal,
-    entry: Option<&Candidate>,
-) -> Result<std::borrow::Cow<'p, Principal>, Error> {
-    if p.directory_read {
-        return Ok(std::borrow::Cow::Borrowed(p));
-    }
-    let mut resolved = p.clone();
-    resolved.directory_kind = match judge_directory(p, entry)? {
-        DirectoryVerdict::Known(kind) => kind,
-        // Added outside this read's snapshot, then the call runs again.
-        DirectoryVerdict::Add(_) => return Err(Error::NewcomerEntry),
-    };
-    resolved.directory_read = true;
-    Ok(std::borrow::Cow::Owned(resolved))
 }
 
 /// The W3C trace context header (<https://www.w3.org/TR/trace-context/>).

@@ -117,6 +117,27 @@ pub fn judge_directory(
     }
 }
 
+/// `p` judged by the directory entry of the user the call is judged as (`entry`, read with the
+/// call's other data), unless the call judged it already ([`Principal::directory_read`]). A
+/// user principal without an entry yet is [`Error::NewcomerEntry`]: it is added outside what
+/// the call read (its snapshot, or its transaction, which may yet roll back), then the call
+/// runs again.
+pub fn judged<'p>(
+    p: &'p Principal,
+    entry: Option<&Candidate>,
+) -> Result<std::borrow::Cow<'p, Principal>, Error> {
+    if p.directory_read {
+        return Ok(std::borrow::Cow::Borrowed(p));
+    }
+    let mut resolved = p.clone();
+    resolved.directory_kind = match judge_directory(p, entry)? {
+        DirectoryVerdict::Known(kind) => kind,
+        DirectoryVerdict::Add(_) => return Err(Error::NewcomerEntry),
+    };
+    resolved.directory_read = true;
+    Ok(std::borrow::Cow::Owned(resolved))
+}
+
 /// The directory entry a user principal's first call adds, from its token's claims.
 pub fn entry_from_token(p: &Principal, kind: UserKind, now: i64) -> User {
     User {

@@ -36,7 +36,7 @@ use crate::domain::model::{
     History, Participant, ParticipantKind, ParticipantState, Permission, Policy, Role,
     TimelineItem, User, UserKind, UserStatus,
 };
-use crate::domain::principal::{DirectoryVerdict, Principal, judge_directory};
+use crate::domain::principal::{Principal, judged};
 use crate::error::Error;
 use writes::Writes;
 
@@ -1859,7 +1859,7 @@ fn lock_with_caller_sql(backend: DatabaseBackend) -> &'static str {
 /// conversation that is not there, returns no row; then the conversation is locked alone and
 /// the rest read after it.
 ///
-/// The directory judges the caller first ([`judge_directory`]), so a deactivated caller learns
+/// The directory judges the caller first ([`crate::domain::principal::judge_directory`]), so a deactivated caller learns
 /// nothing of which conversations exist (when there is no conversation, its entry is read
 /// alone); a user principal's first call is [`Error::NewcomerEntry`]. A service acting
 /// as administrator has no row and no entry: only the conversation is read.
@@ -1872,7 +1872,7 @@ pub async fn lock_with_caller(
     let actor = principal.actor();
     let Some(user_id) = actor.user_id() else {
         let conversation = lock_conversation(tx, tenant_id, conversation_id).await?;
-        let principal = judged(principal, None)?;
+        let principal = judged(principal, None)?.into_owned();
         return Ok(Locked {
             conversation,
             caller: None,
@@ -1894,7 +1894,8 @@ pub async fn lock_with_caller(
     let Some(read) = read.transpose()? else {
         // No seat, or no such conversation: the directory still answers first.
         let entry = directory::get_user(tx, tenant_id, user_id).await?;
-        let principal = judged(principal, entry.as_ref().map(Candidate::from))?;
+        let principal =
+            judged(principal, entry.as_ref().map(Candidate::from).as_ref())?.into_owned();
         let conversation = lock_conversation(tx, tenant_id, conversation_id).await?;
         // Read after the lock: a seat added by a writer this call waited for is seen.
         let caller = get_participant(tx, conversation_id, user_id).await?;
@@ -1904,7 +1905,7 @@ pub async fn lock_with_caller(
             principal,
         });
     };
-    let principal = judged(principal, read.user)?;
+    let principal = judged(principal, read.user.as_ref())?.into_owned();
     let conversation = read
         .conversation
         .ok_or_else(|| Error::Internal("a locked seat without its conversation".into()))?;
@@ -1914,22 +1915,6 @@ pub async fn lock_with_caller(
         caller,
         principal,
     })
-}
-
-/// `principal` judged by its directory `entry` ([`judge_directory`]), unless the call judged it
-/// already; a first call is [`Error::NewcomerEntry`].
-fn judged(principal: &Principal, entry: Option<Candidate>) -> Result<Principal, Error> {
-    let mut p = principal.clone();
-    if p.directory_read {
-        return Ok(p);
-    }
-    p.directory_kind = match judge_directory(&p, entry.as_ref())? {
-        DirectoryVerdict::Known(kind) => kind,
-        // Added outside this transaction, which may yet roll back, then the call runs again.
-        DirectoryVerdict::Add(_) => return Err(Error::NewcomerEntry),
-    };
-    p.directory_read = true;
-    Ok(p)
 }
 
 #[cfg(test)]
