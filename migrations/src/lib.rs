@@ -17,6 +17,7 @@ pub mod m20261204_000011_identifier_collation;
 mod m20261204_000012_participants_unchecked_parent;
 mod m20261205_000013_users_person_index;
 mod m20261205_000014_outbox_acked_apart;
+mod m20261205_000015_timeline_by_type;
 
 /// Runs `sql` (several statements) if the database is `backend`'s, and nothing otherwise: for a
 /// migration that changes one engine's storage only.
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000012_participants_unchecked_parent::Migration),
             Box::new(m20261205_000013_users_person_index::Migration),
             Box::new(m20261205_000014_outbox_acked_apart::Migration),
+            Box::new(m20261205_000015_timeline_by_type::Migration),
         ]
     }
 }

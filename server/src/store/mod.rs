@@ -32,9 +32,9 @@ use sea_orm::{
 };
 
 use crate::domain::model::{
-    Candidate, Conversation, ConversationKind, ConversationState, Entry, EventType, FrozenView,
-    History, Participant, ParticipantKind, ParticipantState, Permission, Policy, Role,
-    TimelineItem, User, UserKind, UserStatus,
+    Candidate, Conversation, ConversationKind, ConversationState, Entry, FrozenView, History,
+    Participant, ParticipantKind, ParticipantState, Permission, Policy, Role, TimelineItem, User,
+    UserKind, UserStatus,
 };
 use crate::domain::principal::{Principal, judged};
 use crate::error::Error;
@@ -1395,34 +1395,6 @@ pub(crate) fn user_from(m: entities::users::Model) -> Result<User, Error> {
 
 const ITEM_MESSAGE: i32 = 1;
 const ITEM_EVENT: i32 = 2;
-
-pub(crate) fn item_from(m: entities::timeline::Model) -> Result<TimelineItem, Error> {
-    let entry = match m.item_type {
-        ITEM_MESSAGE => Entry::Message {
-            id: m.message_id.unwrap_or_default(),
-            sender_id: m.sender_id.unwrap_or_default(),
-            body: m.body.unwrap_or_default(),
-        },
-        _ => Entry::Event {
-            event_type: enum_value::<EventType>("event type", m.event_type.unwrap_or_default())?,
-            actor_id: m.actor_id.unwrap_or_default(),
-            subject_ids: m
-                .subject_ids
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| Error::Internal(format!("stored subject ids: {e}")))?
-                .unwrap_or_default(),
-            internal_only: m.internal_only,
-        },
-    };
-    Ok(TimelineItem {
-        conversation_id: m.conversation_id,
-        seq: m.seq,
-        create_time: m.create_time,
-        entry,
-    })
-}
 
 pub(crate) fn item_row(item: &TimelineItem) -> entities::timeline::ActiveModel {
     use sea_orm::ActiveValue::Set;

@@ -1,12 +1,16 @@
 //! Reading a conversation's timeline within a viewer's window, paged by `seq`.
+//!
+//! The page is one statement whose text is made once per engine and variant (order, a filter
+//! on the entry's type, the external viewer's filter) and whose rows are read by position
+//! ([`super::cells`]): `conversation_id = ? AND seq >= ? AND seq < ?` over the primary key,
+//! the two bounds the viewer's window and the page token together, so the engine reads
+//! `limit` entries of the key from the page's start whatever the timeline's depth.
 
-use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{DatabaseBackend, DbErr, Statement, Value};
 
-use super::entities::timeline;
-use super::{ITEM_EVENT, ITEM_MESSAGE, item_from};
-use crate::domain::model::TimelineItem;
+use super::cells::{Cells, EachRow, big_int, boolean, int, text};
+use super::{ITEM_EVENT, ITEM_MESSAGE};
+use crate::domain::model::{Entry, EventType, TimelineItem};
 use crate::domain::visibility::ReadWindow;
 use crate::error::Error;
 
@@ -18,8 +22,13 @@ pub enum Only {
     Events,
 }
 
+/// The columns a page reads, in the order [`item_at`] reads them (not the conversation's id,
+/// which the call knows).
+const COLUMNS: &str = "seq, item_type, message_id, sender_id, body, event_type, actor_id, \
+                       subject_ids, internal_only, create_time";
+
 /// Up to `limit` items of the window, after (in list order) the seq `after`.
-pub async fn list<C: ConnectionTrait>(
+pub async fn list<C: EachRow>(
     db: &C,
     conversation_id: &str,
     window: ReadWindow,
@@ -28,38 +37,247 @@ pub async fn list<C: ConnectionTrait>(
     after: Option<i64>,
     limit: u64,
 ) -> Result<Vec<TimelineItem>, Error> {
-    use timeline::Column as T;
-    let mut cond = Condition::all()
-        .add(T::ConversationId.eq(conversation_id))
-        .add(T::Seq.gte(window.from));
-    if let Some(until) = window.until {
-        cond = cond.add(T::Seq.lt(until));
-    }
-    match only {
-        Only::Messages => cond = cond.add(T::ItemType.eq(ITEM_MESSAGE)),
-        Only::Events => cond = cond.add(T::ItemType.eq(ITEM_EVENT)),
-        Only::All => {}
-    }
-    if window.hide_internal_events {
-        cond = cond.add(T::InternalOnly.eq(false));
-    }
-    if let Some(after) = after {
-        cond = cond.add(if newest_first {
-            T::Seq.lt(after)
-        } else {
-            T::Seq.gt(after)
-        });
-    }
-    let q = timeline::Entity::find().filter(cond);
-    let q = if newest_first {
-        q.order_by_desc(T::Seq)
-    } else {
-        q.order_by_asc(T::Seq)
+    let page = Page {
+        window,
+        only,
+        newest_first,
+        after,
+        limit,
     };
-    q.limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(item_from)
-        .collect()
+    let Some(statement) = page.statement(db.get_database_backend(), conversation_id) else {
+        return Ok(Vec::new());
+    };
+    let mut items = Vec::new();
+    db.each_row(statement, &mut |row: &dyn Cells| {
+        items.push(item_at(row, conversation_id)?);
+        Ok(())
+    })
+    .await?;
+    Ok(items)
+}
+
+/// A page of a timeline as [`list`] reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    pub window: ReadWindow,
+    pub only: Only,
+    pub newest_first: bool,
+    pub after: Option<i64>,
+    pub limit: u64,
+}
+
+impl Page {
+    /// The statement that reads this page of `conversation_id` on `backend`, `None` where the
+    /// page is empty whatever is stored (the token is past the window, or the limit 0).
+    pub fn statement(&self, backend: DatabaseBackend, conversation_id: &str) -> Option<Statement> {
+        // The seqs the page may hold: from `low` up to, not including, `high`.
+        let (mut low, mut high) = (self.window.from, self.window.until.unwrap_or(i64::MAX));
+        match self.after {
+            Some(after) if self.newest_first => high = high.min(after),
+            Some(after) => low = low.max(after.saturating_add(1)),
+            None => {}
+        }
+        if low >= high || self.limit == 0 {
+            return None;
+        }
+        let values: Vec<Value> = vec![
+            conversation_id.into(),
+            low.into(),
+            high.into(),
+            i64::try_from(self.limit).unwrap_or(i64::MAX).into(),
+        ];
+        let sql = list_sql(
+            backend == DatabaseBackend::Postgres,
+            self.newest_first,
+            self.only,
+            self.window.hide_internal_events,
+        );
+        Some(Statement::from_sql_and_values(backend, sql, values))
+    }
+}
+
+/// The text of [`list`]'s statement. Placeholders: the conversation, the lowest seq, the seq
+/// past the highest, the limit.
+///
+/// A page of one kind of entry names its kind as a constant, so that PostgreSQL plans it, even
+/// generically, by how common that kind is (its statistics), and reads the rare kind through
+/// `timeline_by_type`; SQLite, which keeps no statistics and would read the key past every
+/// entry of the other kind, is told to use that index.
+fn list_sql(postgres: bool, newest_first: bool, only: Only, hide_internal: bool) -> &'static str {
+    const ONLY: [Only; 3] = [Only::All, Only::Messages, Only::Events];
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        let mut all = Vec::with_capacity(24);
+        for postgres in [false, true] {
+            for only in ONLY {
+                for hide_internal in [false, true] {
+                    for newest_first in [false, true] {
+                        let mark = |n: usize| super::mark(postgres, n);
+                        let (index, kind) = match only {
+                            Only::All => ("", None),
+                            Only::Messages => (" INDEXED BY timeline_by_type", Some(ITEM_MESSAGE)),
+                            Only::Events => (" INDEXED BY timeline_by_type", Some(ITEM_EVENT)),
+                        };
+                        let index = if postgres { "" } else { index };
+                        let mut sql = format!(
+                            "SELECT {COLUMNS} FROM timeline{index} WHERE conversation_id = {} \
+                             AND seq >= {} AND seq < {}",
+                            mark(1),
+                            mark(2),
+                            mark(3)
+                        );
+                        if let Some(kind) = kind {
+                            sql.push_str(&format!(" AND item_type = {kind}"));
+                        }
+                        if hide_internal {
+                            sql.push_str(" AND internal_only = FALSE");
+                        }
+                        let order = if newest_first { "DESC" } else { "ASC" };
+                        sql.push_str(&format!(" ORDER BY seq {order} LIMIT {}", mark(4)));
+                        all.push(sql);
+                    }
+                }
+            }
+        }
+        all
+    });
+    let only = ONLY.iter().position(|o| *o == only).unwrap_or(0);
+    let variant = ((usize::from(postgres) * 3 + only) * 2 + usize::from(hide_internal)) * 2
+        + usize::from(newest_first);
+    &all[variant]
+}
+
+/// The item of conversation `conversation_id` held by `row`, in the order of [`COLUMNS`].
+fn item_at(row: &dyn Cells, conversation_id: &str) -> Result<TimelineItem, DbErr> {
+    let missing =
+        |i: usize| move || DbErr::Custom(format!("a timeline entry's column {i} is NULL"));
+    let seq = big_int(row, 0)?.ok_or_else(missing(0))?;
+    let item_type = int(row, 1)?.ok_or_else(missing(1))?;
+    let entry = if item_type == ITEM_MESSAGE {
+        Entry::Message {
+            id: text(row, 2)?.unwrap_or_default(),
+            sender_id: text(row, 3)?.unwrap_or_default(),
+            body: text(row, 4)?.unwrap_or_default(),
+        }
+    } else {
+        let raw = int(row, 5)?.unwrap_or_default();
+        Entry::Event {
+            event_type: EventType::try_from(raw)
+                .map_err(|_| DbErr::Custom(format!("stored event type {raw} is unknown")))?,
+            actor_id: text(row, 6)?.unwrap_or_default(),
+            subject_ids: text(row, 7)?
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| DbErr::Custom(format!("stored subject ids: {e}")))?
+                .unwrap_or_default(),
+            internal_only: boolean(row, 8)?.ok_or_else(missing(8))?,
+        }
+    };
+    Ok(TimelineItem {
+        conversation_id: conversation_id.to_owned(),
+        seq,
+        create_time: big_int(row, 9)?.ok_or_else(missing(9))?,
+        entry,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored message and a stored event are read back as the items they were written from.
+    #[test]
+    fn items_are_read_by_position() {
+        let conn = rusqlite::Connection::open_in_memory().expect("memory");
+        let message = conn
+            .query_row(
+                "SELECT 7, 1, 'm1', 'ann', 'hi', NULL, NULL, NULL, 0, 99",
+                [],
+                |row| Ok(item_at(row, "c1")),
+            )
+            .expect("a row")
+            .expect("an item");
+        assert_eq!(
+            message,
+            TimelineItem {
+                conversation_id: "c1".into(),
+                seq: 7,
+                create_time: 99,
+                entry: Entry::Message {
+                    id: "m1".into(),
+                    sender_id: "ann".into(),
+                    body: "hi".into()
+                },
+            }
+        );
+        let event = conn
+            .query_row(
+                &format!(
+                    "SELECT 8, 2, NULL, NULL, NULL, {}, 'ann', '[\"bob\",\"cy\"]', 1, 100",
+                    EventType::ParticipantAdded as i32
+                ),
+                [],
+                |row| Ok(item_at(row, "c1")),
+            )
+            .expect("a row")
+            .expect("an item");
+        assert_eq!(
+            event.entry,
+            Entry::Event {
+                event_type: EventType::ParticipantAdded,
+                actor_id: "ann".into(),
+                subject_ids: vec!["bob".into(), "cy".into()],
+                internal_only: true,
+            }
+        );
+        assert_eq!((event.seq, event.create_time), (8, 100));
+    }
+
+    /// A stored value the model cannot hold is an error, not a default.
+    #[test]
+    fn unreadable_items_are_errors() {
+        let conn = rusqlite::Connection::open_in_memory().expect("memory");
+        for sql in [
+            "SELECT NULL, 1, 'm1', 'ann', 'hi', NULL, NULL, NULL, 0, 99",
+            "SELECT 8, 2, NULL, NULL, NULL, 999, 'ann', '[]', 0, 100",
+            "SELECT 8, 2, NULL, NULL, NULL, 1, 'ann', 'not json', 0, 100",
+        ] {
+            let read = conn
+                .query_row(sql, [], |row| Ok(item_at(row, "c1")))
+                .expect("a row");
+            assert!(read.is_err(), "{sql}: {read:?}");
+        }
+    }
+
+    /// Each variant's text reads what it is asked for, with the placeholders its values fill.
+    #[test]
+    fn statements_are_the_variants_asked_for() {
+        for postgres in [false, true] {
+            for only in [Only::All, Only::Messages, Only::Events] {
+                for (desc, hide) in [(false, false), (false, true), (true, false), (true, true)] {
+                    let sql = list_sql(postgres, desc, only, hide);
+                    let mark = super::super::mark(postgres, 4);
+                    assert!(sql.ends_with(&format!("LIMIT {mark}")), "{sql}");
+                    let kind = match only {
+                        Only::All => None,
+                        Only::Messages => Some(ITEM_MESSAGE),
+                        Only::Events => Some(ITEM_EVENT),
+                    };
+                    assert_eq!(sql.contains("item_type ="), kind.is_some(), "{sql}");
+                    if let Some(kind) = kind {
+                        assert!(sql.contains(&format!("item_type = {kind} ")), "{sql}");
+                    }
+                    assert_eq!(
+                        sql.contains("INDEXED BY timeline_by_type"),
+                        kind.is_some() && !postgres,
+                        "{sql}"
+                    );
+                    assert_eq!(sql.contains("internal_only = FALSE"), hide, "{sql}");
+                    assert_eq!(sql.contains("DESC"), desc, "{sql}");
+                    assert_eq!(sql.contains("$1"), postgres, "{sql}");
+                }
+            }
+        }
+    }
 }

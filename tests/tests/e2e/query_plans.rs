@@ -811,6 +811,146 @@ async fn a_dropped_transaction_lets_go_of_its_locks_at_once(db: Db) {
     }
 }
 
+/// Items seeded into the timeline read by the page plan.
+const ITEMS: i64 = 20_000;
+
+async fn a_timeline_page_is_a_range_of_its_key_whatever_the_depth(db: Db) {
+    use parley_server::domain::visibility::ReadWindow;
+    use store::timeline::{Only, Page};
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("deep", &["bob"]).await.expect("create");
+    let tables = tables(&app).await;
+    let backend = tables.get_database_backend();
+    // Entries from seq 1,001 on, past what the creation wrote, the counter following: messages,
+    // and one event in a hundred (bob added again), so that a page of events is rare among
+    // them.
+    let message_id = padded(backend, "i");
+    let event = "(i % 100 = 0)";
+    run(
+        &tables,
+        &numbered(
+            backend,
+            ITEMS,
+            "INSERT INTO timeline (conversation_id, seq, item_type, message_id, sender_id, body, \
+             event_type, actor_id, subject_ids, internal_only, create_time)",
+            &format!(
+                "'{}', 1000 + i, CASE WHEN {event} THEN 2 ELSE 1 END, \
+                 CASE WHEN {event} THEN NULL ELSE {message_id} END, \
+                 CASE WHEN {event} THEN NULL ELSE 'alice' END, \
+                 CASE WHEN {event} THEN NULL ELSE 'deep' END, \
+                 CASE WHEN {event} THEN 1 END, CASE WHEN {event} THEN 'alice' END, \
+                 CASE WHEN {event} THEN '[\"bob\"]' END, false, 1",
+                c.id,
+            ),
+        ),
+    )
+    .await;
+    run(
+        &tables,
+        &format!(
+            "UPDATE conversations SET last_seq = {} WHERE id = '{}'",
+            1000 + ITEMS,
+            c.id
+        ),
+    )
+    .await;
+    analyze(&tables, "timeline").await;
+    for (only, newest_first, hide_internal_events) in [
+        (Only::All, true, false),
+        (Only::All, false, false),
+        (Only::Messages, true, true),
+        (Only::Events, false, true),
+    ] {
+        let page = Page {
+            window: ReadWindow {
+                from: 2,
+                until: None,
+                hide_internal_events,
+            },
+            only,
+            newest_first,
+            after: Some(1000 + ITEMS / 2),
+            limit: 101,
+        };
+        let statement = page.statement(backend, &c.id).expect("a page to read");
+        let plan = plan(&tables, statement).await;
+        eprintln!("{db:?} {page:?}:\n{plan}");
+        // A page of the rare kind is a range of the index by type; of all entries, a range of
+        // the key. PostgreSQL may read the common kind either way (from the key it passes
+        // over one event in a hundred); SQLite, which has no statistics, is told which.
+        let keys: &[&str] = match (backend, only) {
+            (DatabaseBackend::Postgres, Only::All) => &["timeline_pkey"],
+            (DatabaseBackend::Postgres, Only::Events) => &["timeline_by_type"],
+            (DatabaseBackend::Postgres, Only::Messages) => &["timeline_pkey", "timeline_by_type"],
+            (_, Only::All) => {
+                &["sqlite_autoindex_timeline_1 (conversation_id=? AND seq>? AND seq<?)"]
+            }
+            _ => &["timeline_by_type (conversation_id=? AND item_type=? AND seq>? AND seq<?)"],
+        };
+        assert!(
+            keys.iter().any(|key| plan.contains(key)),
+            "{db:?}: not a range of {keys:?}:\n{plan}"
+        );
+        if backend == DatabaseBackend::Postgres {
+            let bounds = plan
+                .lines()
+                .find(|l| l.trim_start().starts_with("Index Cond"));
+            assert!(
+                bounds.is_some_and(|l| l.contains("seq >=") && l.contains("seq <")),
+                "{db:?}: the seqs are not the range read:\n{plan}"
+            );
+        }
+        for sort in ["Sort", "TEMP B-TREE", "Seq Scan", "Bitmap", "SCAN timeline"] {
+            assert!(!plan.contains(sort), "{db:?}: {sort} in\n{plan}");
+        }
+    }
+    // A token past the window reads nothing at all.
+    let past = Page {
+        window: ReadWindow {
+            from: 5,
+            until: Some(9),
+            hide_internal_events: false,
+        },
+        only: Only::All,
+        newest_first: false,
+        after: Some(8),
+        limit: 10,
+    };
+    assert!(past.statement(backend, &c.id).is_none());
+    // Through the API, the newest page is the deepest items, newest first.
+    let page = alice
+        .conv()
+        .list_timeline(alice.req(pb::ListTimelineRequest {
+            conversation_id: c.id.clone(),
+            order: pb::Order::NewestFirst as i32,
+            page_size: 100,
+            page_token: String::new(),
+        }))
+        .await
+        .expect("ListTimeline")
+        .into_inner();
+    let seqs: Vec<i64> = page.items.iter().map(|i| i.seq).collect();
+    let want: Vec<i64> = (0..100).map(|k| 1000 + ITEMS - k).collect();
+    assert_eq!(seqs, want);
+    // And the newest page of events is the deepest events, newest first.
+    let events = alice
+        .part()
+        .list_events(alice.req(pb::ListEventsRequest {
+            conversation_id: c.id.clone(),
+            order: pb::Order::NewestFirst as i32,
+            page_size: 10,
+            page_token: String::new(),
+        }))
+        .await
+        .expect("ListEvents")
+        .into_inner();
+    let seqs: Vec<i64> = events.events.iter().map(|e| e.seq).collect();
+    let want: Vec<i64> = (0..10).map(|k| 1000 + ITEMS - 100 * k).collect();
+    assert_eq!(seqs, want);
+}
+
 both_dbs!(
     connections_are_as_configured,
     a_dropped_transaction_lets_go_of_its_locks_at_once,
@@ -820,4 +960,5 @@ both_dbs!(
     people_are_read_by_their_keys_whatever_the_statistics,
     conversations_are_read_by_their_key_whatever_the_statistics,
     a_fresh_directory_is_read_by_its_key,
+    a_timeline_page_is_a_range_of_its_key_whatever_the_depth,
 );
