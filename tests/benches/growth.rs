@@ -3,7 +3,7 @@
 //! budget), on SQLite and on PostgreSQL:
 //!
 //! - `sync`: a directory sync of 100,000 users from empty through UpsertUser (a service token,
-//!   16 in flight): the last 10 % of the calls over the first 10 %;
+//!   16 in flight): the last 10 % of the calls over the first 10 % (the median of three syncs);
 //! - `add`: AddParticipants of one user into a conversation of 10,000 participants in a tenant
 //!   of 1,000,000 users, over the same into an empty tenant and conversation;
 //! - `timeline`: ListTimeline, the newest page and a page halfway down (by page token), of a
@@ -466,31 +466,51 @@ fn timed(what: &str, started: Instant) {
 
 // ----- a. directory sync -------------------------------------------------------------------
 
+/// Syncs of the directory, each into an empty database of its own. One sync's first and
+/// last tenths each last about a second here, and on a 2-core machine with CPU steal one
+/// second is not the next: the same build's ratio ran 0.75-1.03 over four syncs on SQLite.
+/// The figure is the median of the syncs' ratios.
+const SYNC_ROUNDS: usize = 3;
+
 async fn sync(db: Db, sizes: &Sizes) -> Vec<Figure> {
     let n = sizes.sync_users();
-    eprintln!("sync ({}): {n} users through UpsertUser", db_name(db));
-    let app = bench_app(db).await;
-    let services = per_worker(&app, &app.service(TENANT), IN_FLIGHT);
-    let run = closed_loop(n, IN_FLIGHT, move |w, i| {
-        let service = services[w].clone();
-        async move {
-            service
-                .upsert_user(&format!("s{i:07}"), Kind::Internal)
-                .await
-                .map(drop)
-        }
-    })
-    .await;
-    let (first, last) = run.ends(0.1);
-    eprintln!("  {n} upserts at {:.0}/s overall", run.rate());
+    eprintln!(
+        "sync ({}): {n} users through UpsertUser, {SYNC_ROUNDS} times",
+        db_name(db)
+    );
+    let (mut firsts, mut lasts, mut ratios, mut errors) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for _ in 0..SYNC_ROUNDS {
+        let app = bench_app(db).await;
+        let services = per_worker(&app, &app.service(TENANT), IN_FLIGHT);
+        let run = closed_loop(n, IN_FLIGHT, move |w, i| {
+            let service = services[w].clone();
+            async move {
+                service
+                    .upsert_user(&format!("s{i:07}"), Kind::Internal)
+                    .await
+                    .map(drop)
+            }
+        })
+        .await;
+        let (first, last) = run.ends(0.1);
+        eprintln!(
+            "  {n} upserts at {:.0}/s overall, last/first 10% {:.2}",
+            run.rate(),
+            last / first
+        );
+        firsts.push(first);
+        lasts.push(last);
+        ratios.push(last / first);
+        errors += run.errors;
+    }
     vec![Figure {
         name: format!("a. UpsertUser sync of {n}: last/first 10%"),
         db,
-        value: rate(last),
-        baseline: rate(first),
-        ratio: last / first,
+        value: rate(median(lasts)),
+        baseline: rate(median(firsts)),
+        ratio: median(ratios),
         bar: Bar::AtLeast(GROWTH_BAR),
-        errors: run.errors,
+        errors,
     }]
 }
 
