@@ -109,6 +109,8 @@ pub struct Config {
     pub db_pool: DbPool,
     /// How SQLite syncs each commit (ignored on PostgreSQL).
     pub sqlite_synchronous: crate::store::SqliteSync,
+    /// The bounds and timings of the streams of SPEC §7.
+    pub watch: crate::realtime::WatchConfig,
 }
 
 /// A replica's database connections: how many, and how PostgreSQL plans on them.
@@ -190,6 +192,7 @@ impl Config {
             metrics_listen: None,
             db_pool: DbPool::default(),
             sqlite_synchronous: crate::store::SqliteSync::default(),
+            watch: crate::realtime::WatchConfig::default(),
         }
     }
 }

@@ -105,6 +105,10 @@ pub enum Error {
     RateLimited { retry_after: std::time::Duration },
     #[error("the database is unavailable")]
     DatabaseUnavailable(String),
+    #[error("the watch of conversation {0} fell too far behind; resume from its last seq")]
+    WatchTooSlow(String),
+    #[error("at most {limit} open watches per {scope} on this replica")]
+    TooManyWatches { limit: usize, scope: &'static str },
     #[error("the write collided with a concurrent one and was rolled back; retry")]
     WriteConflict(String),
     #[error("internal error")]
@@ -188,6 +192,8 @@ impl Error {
             Self::InvitationEmailMismatch => R::InvitationEmailMismatch,
             Self::RateLimited { .. } => R::RateLimited,
             Self::DatabaseUnavailable(_) => R::DatabaseUnavailable,
+            Self::WatchTooSlow(_) => R::WatchTooSlow,
+            Self::TooManyWatches { .. } => R::TooManyWatches,
             Self::WriteConflict(_) => R::WriteConflict,
             Self::Internal(_) | Self::NewcomerEntry => R::Internal,
         }
@@ -204,7 +210,8 @@ impl Error {
             | Self::ConversationArchived(c)
             | Self::ConversationClosed(c)
             | Self::UnsupportedForDirect(c)
-            | Self::ExternalRosterLocked(c) => {
+            | Self::ExternalRosterLocked(c)
+            | Self::WatchTooSlow(c) => {
                 m.insert("conversation_id".into(), c.clone());
             }
             Self::ParticipantNotFound {
@@ -228,6 +235,10 @@ impl Error {
             }
             Self::TooManyInvitees { max } | Self::TooManyInitialParticipants { max } => {
                 m.insert("max".into(), max.to_string());
+            }
+            Self::TooManyWatches { limit, scope } => {
+                m.insert("max".into(), limit.to_string());
+                m.insert("scope".into(), (*scope).to_owned());
             }
             Self::GroupReachExceeded { reach, max } => {
                 m.insert("max".into(), max.to_string());

@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod metrics;
+pub mod realtime;
 pub mod store;
 mod telemetry;
 
@@ -46,6 +47,7 @@ impl App {
     /// pending migration and loads (or creates) the key file.
     pub async fn prepare(config: Config) -> anyhow::Result<Self> {
         config.limits.check()?;
+        config.watch.check()?;
         let key = auth::KeyFile::load_or_create(&config.key_file)?;
         let verifier =
             auth::Verifier::new(&key, config.jwt_public_key.as_deref(), &config.token_rules)?;

@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gRPC server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a bearer token signed with the key file (development and operations).
     Token(TokenArgs),
     /// Apply or roll back database migrations.
@@ -184,6 +184,18 @@ struct ServeArgs {
     /// How often expired request ids and old acknowledged notifications are deleted.
     #[arg(long, env = "PARLEY_SWEEP_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     sweep_interval: Duration,
+    /// Open watch streams per caller (principal, act-as user) on each replica.
+    #[arg(long, env = "PARLEY_MAX_WATCHES_PER_CALLER", default_value_t = 100)]
+    max_watches_per_caller: usize,
+    /// Open watch streams on each replica in all.
+    #[arg(long, env = "PARLEY_MAX_WATCHES", default_value_t = 10_000)]
+    max_watches: usize,
+    /// How often each replica reads the latest seq of the conversations watched on it.
+    #[arg(long, env = "PARLEY_WATCH_POLL_INTERVAL", default_value = "250ms", value_parser = humantime::parse_duration)]
+    watch_poll_interval: Duration,
+    /// How long a watch waits for a reader that takes nothing before WATCH_TOO_SLOW.
+    #[arg(long, env = "PARLEY_WATCH_SEND_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    watch_send_timeout: Duration,
 }
 
 #[derive(Args)]
@@ -228,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::Token(args)) => token(args),
         Some(Command::Migrate(args)) => migrate(args).await,
     }
@@ -263,6 +275,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             request_id_retention: args.request_id_retention,
             acked_notification_retention: args.acked_notification_retention,
             sweep_interval: args.sweep_interval,
+        },
+        watch: parley_server::realtime::WatchConfig {
+            max_per_caller: args.max_watches_per_caller,
+            max_total: args.max_watches,
+            poll_interval: args.watch_poll_interval,
+            send_timeout: args.watch_send_timeout,
+            ..Default::default()
         },
     };
     let listen = config.listen;
@@ -349,7 +368,7 @@ mod tests {
     fn serve_args(flags: &[&str]) -> ServeArgs {
         let argv = ["parley-server", "serve"].iter().chain(flags);
         match Cli::try_parse_from(argv).map(|cli| cli.command) {
-            Ok(Some(Command::Serve(args))) => args,
+            Ok(Some(Command::Serve(args))) => *args,
             _ => panic!("{flags:?} do not parse as serve"),
         }
     }

@@ -423,6 +423,19 @@ impl Conversations {
 
 #[tonic::async_trait]
 impl ConversationService for Conversations {
+    type WatchTimelineStream = super::watch::TimelineStream;
+
+    async fn watch_timeline(
+        &self,
+        request: Request<pb::WatchTimelineRequest>,
+    ) -> Result<Response<Self::WatchTimelineStream>, Status> {
+        self.0
+            .handle_conversation("WatchTimeline", request, |p, req| {
+                super::watch::open(self.0.clone(), p, req)
+            })
+            .await
+    }
+
     async fn create_conversation(
         &self,
         request: Request<pb::CreateConversationRequest>,

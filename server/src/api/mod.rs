@@ -6,6 +6,7 @@ mod convert;
 mod directory;
 mod notification;
 mod participant;
+mod watch;
 
 use std::{future::Future, sync::Arc, time::Instant};
 
@@ -58,6 +59,8 @@ pub struct State {
     service_limiter: Option<RateLimiter<(String, String)>>,
     /// Where each call is counted; `None` when metrics are off.
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The open watches of this replica and what wakes them.
+    pub hub: Arc<crate::realtime::Hub>,
 }
 
 type RateLimiter<K> = governor::DefaultKeyedRateLimiter<K>;
@@ -118,6 +121,7 @@ impl State {
     pub fn new(config: Config, db: store::Db, verifier: Verifier, key: &KeyFile) -> Self {
         let limiter = rate_limiter(config.limits.rate_limit_per_second);
         let service_limiter = rate_limiter(config.limits.service_rate_limit_per_second);
+        let hub = crate::realtime::Hub::new(config.watch.clone());
         Self {
             config,
             db: db.read,
@@ -128,11 +132,15 @@ impl State {
             limiter,
             service_limiter,
             metrics: None,
+            hub,
         }
     }
 
     /// Counts every call in `metrics` (`None`: metrics off, nothing is recorded).
     pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        if let Some(metrics) = &metrics {
+            self.hub.count_in(metrics.watch_streams().clone());
+        }
         self.metrics = metrics;
         self
     }
@@ -591,6 +599,8 @@ pub(crate) struct Mutation {
     tx: store::WriteTx,
     key: Option<RequestKey>,
     db: store::Conn,
+    /// The conversation whose watches on this replica the commit wakes.
+    woken: Option<(Arc<crate::realtime::Hub>, String)>,
 }
 
 fn decode<R: prost::Message + Default>(bytes: &[u8]) -> Result<R, Error> {
@@ -663,6 +673,7 @@ impl State {
             tx,
             key,
             db: self.db.clone(),
+            woken: conversation_id.map(|id| (self.hub.clone(), id.to_owned())),
         })))
     }
 }
@@ -676,7 +687,7 @@ impl Mutation {
     /// Records the reply under the request id and commits. If a concurrent call with the same
     /// request id committed first, this one is rolled back and the winner's reply returned.
     pub(crate) async fn finish<R: prost::Message + Default>(self, reply: R) -> Result<R, Error> {
-        let Mutation { tx, key, db } = self;
+        let Mutation { tx, key, db, woken } = self;
         if let Some(key) = &key
             && !requests::record(&tx, key, reply.encode_to_vec()).await?
         {
@@ -693,6 +704,9 @@ impl Mutation {
             };
         }
         tx.commit().await?;
+        if let Some((hub, conversation_id)) = woken {
+            hub.committed(&conversation_id);
+        }
         Ok(reply)
     }
 }
@@ -755,6 +769,14 @@ pub(crate) fn actor(p: &Principal) -> Actor {
 const HEALTH_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves every Parley service plus health and reflection until `shutdown` resolves.
+/// How often a quiet connection is pinged.
+const HTTP2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long a ping may go unanswered before the connection and its streams are dropped.
+const HTTP2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Streams (calls and watches) one connection may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1_000;
+
 pub async fn serve(
     state: Arc<State>,
     listener: TcpListener,
@@ -817,7 +839,25 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let mut server = tonic::transport::Server::builder();
+    let hub = state.hub.clone();
+    let poller = hub.spawn_poller(state.db.clone());
+    // Open watches end (UNAVAILABLE) as soon as shutdown begins, so the drain of in-flight
+    // calls that follows does not wait for streams that would never end.
+    let shutdown = {
+        let hub = hub.clone();
+        async move {
+            shutdown.await;
+            hub.close();
+        }
+    };
+    // A long stream needs the transport to notice a peer that is gone: HTTP/2 pings on a quiet
+    // connection (a peer that does not answer within the timeout is dropped with its
+    // streams) and TCP keepalive underneath; and each connection's streams are bounded.
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .tcp_keepalive(Some(TCP_KEEPALIVE))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
     if let Some(identity) = tls {
         server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
@@ -843,8 +883,10 @@ pub async fn serve(
             shutdown,
         )
         .await;
+    hub.close();
     watcher.abort();
     sweeper.abort();
+    poller.abort();
     result?;
     Ok(())
 }

@@ -280,3 +280,35 @@ pub async fn update(
     }
     Ok(decision.reply)
 }
+
+/// The latest seq of each of the conversations `ids` that exists, in one statement (the
+/// watches' poll, [`crate::realtime::Hub::poll`]).
+pub async fn latest_seqs<C: super::EachRow>(
+    db: &C,
+    ids: &[&str],
+) -> Result<Vec<(String, i64)>, Error> {
+    use super::cells::{Cells, big_int, text};
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let backend = db.get_database_backend();
+    let postgres = backend == DatabaseBackend::Postgres;
+    let marks: Vec<String> = (1..=ids.len()).map(|n| super::mark(postgres, n)).collect();
+    let sql = format!(
+        "SELECT id, last_seq FROM conversations WHERE id IN ({})",
+        marks.join(", ")
+    );
+    let values: Vec<sea_orm::Value> = ids.iter().map(|id| (*id).into()).collect();
+    let mut latest = Vec::with_capacity(ids.len());
+    db.each_row(
+        Statement::from_sql_and_values(backend, sql, values),
+        &mut |row: &dyn Cells| {
+            if let (Some(id), Some(seq)) = (text(row, 0)?, big_int(row, 1)?) {
+                latest.push((id, seq));
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(latest)
+}

@@ -41,5 +41,6 @@ mod tokens;
 mod update_and_roles;
 mod validation;
 mod viewers;
+mod watch_timeline;
 mod write_conflicts;
 mod write_groups;

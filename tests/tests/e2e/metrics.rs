@@ -273,6 +273,52 @@ async fn a_scrape_counts_each_call_by_method_and_code(db: Db) {
     );
 }
 
+/// The watch gauge counts the WatchTimeline streams open now: one more while a watch is open,
+/// back when its reader goes away.
+async fn the_watch_gauge_counts_open_streams(db: Db) {
+    let app = spawn_app_with(db, |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().expect("an address"));
+    })
+    .await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice
+        .create_group("watched", &["bob"])
+        .await
+        .expect("create");
+    let open = |m: &BTreeMap<Series, f64>| value(m, "parley_open_watch_streams", &[]);
+    assert_eq!(open(&scrape(&app).await), 0.0);
+    let watch = |who: &Caller| {
+        let who = who.clone();
+        let id = c.id.clone();
+        async move {
+            who.conv()
+                .watch_timeline(who.req(pb::WatchTimelineRequest {
+                    conversation_id: id,
+                    after_seq: 0,
+                }))
+                .await
+                .expect("watch")
+                .into_inner()
+        }
+    };
+    let first = watch(&alice).await;
+    let second = watch(&app.user(TENANT, "bob")).await;
+    assert_eq!(open(&scrape(&app).await), 2.0);
+    drop(first);
+    // The server learns of the reader's going at once (the stream's reset), not at a send.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while open(&scrape(&app).await) != 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gauge never came down"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(second);
+    assert_eq!(calls(&scrape(&app).await, "WatchTimeline", "OK"), 2.0);
+}
+
 async fn the_endpoint_serves_only_its_path(db: Db) {
     let app = spawn_app_with(db, |c| {
         c.metrics_listen = Some("127.0.0.1:0".parse().expect("an address"));
@@ -309,5 +355,6 @@ async fn without_metrics_listen_no_port_is_opened(db: Db) {
 both_dbs!(
     a_scrape_counts_each_call_by_method_and_code,
     the_endpoint_serves_only_its_path,
-    without_metrics_listen_no_port_is_opened
+    without_metrics_listen_no_port_is_opened,
+    the_watch_gauge_counts_open_streams
 );
