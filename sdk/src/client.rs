@@ -25,6 +25,11 @@ pub const ACT_AS_HEADER: &str = "x-parley-act-as";
 /// How long connecting may take unless [`ClientBuilder::connect_timeout`] says otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often a connection is pinged while quiet, and how long a ping may go unanswered before
+/// the connection is given up (with its calls and watches, which reconnect).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long one attempt of a call may take unless [`ClientBuilder::timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -102,6 +107,8 @@ fn bearer(token: &str) -> Result<AsciiMetadataValue> {
 #[must_use]
 pub struct ClientBuilder {
     endpoint: String,
+    /// More replicas of the same service, besides `endpoint`.
+    others: Vec<String>,
     credentials: std::result::Result<Credentials, Error>,
     act_as: Option<String>,
     connect_timeout: Duration,
@@ -129,6 +136,7 @@ impl ClientBuilder {
     fn new(endpoint: String) -> Self {
         Self {
             endpoint,
+            others: Vec::new(),
             credentials: Ok(Credentials::None),
             act_as: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -205,9 +213,20 @@ impl ClientBuilder {
     }
 
     fn endpoint(&self) -> Result<Endpoint> {
-        let endpoint = Endpoint::from_shared(self.endpoint.clone()).map_err(|e| {
-            Error::invalid_configuration(format!("endpoint {:?}: {e}", self.endpoint))
-        })?;
+        self.endpoint_of(&self.endpoint)
+    }
+
+    /// Every endpoint of the builder, each with its settings.
+    fn endpoints(&self) -> Result<Vec<Endpoint>> {
+        std::iter::once(&self.endpoint)
+            .chain(&self.others)
+            .map(|url| self.endpoint_of(url))
+            .collect()
+    }
+
+    fn endpoint_of(&self, url: &str) -> Result<Endpoint> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| Error::invalid_configuration(format!("endpoint {url:?}: {e}")))?;
         let agent = match &self.user_agent {
             Some(app) => format!("{app} parley-sdk/{}", env!("CARGO_PKG_VERSION")),
             None => format!("parley-sdk/{}", env!("CARGO_PKG_VERSION")),
@@ -216,9 +235,13 @@ impl ClientBuilder {
             .user_agent(agent)
             .map_err(|e| Error::invalid_configuration(format!("user agent: {e}")))?
             .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // A watch may be quiet for a while: pings tell a dead connection from a quiet one.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         #[cfg(feature = "tls")]
-        let endpoint = match (&self.tls, self.endpoint.starts_with("https://")) {
+        let endpoint = match (&self.tls, url.starts_with("https://")) {
             (Some(config), _) => endpoint.tls_config(config.clone())?,
             (None, true) => endpoint
                 .tls_config(tonic::transport::ClientTlsConfig::new().with_enabled_roots())?,
@@ -227,15 +250,24 @@ impl ClientBuilder {
         Ok(endpoint)
     }
 
-    /// Connects now; fails if the server cannot be reached.
+    /// Connects now; fails if the server cannot be reached. With several endpoints
+    /// ([`Client::builder_with_endpoints`]) it connects as [`ClientBuilder::connect_lazy`]
+    /// does.
     pub async fn connect(self) -> Result<Client> {
+        if !self.others.is_empty() {
+            return self.connect_lazy();
+        }
         let channel = self.endpoint()?.connect().await?;
         self.build_with_channel(channel)
     }
 
     /// Returns at once and connects on the first call (and reconnects whenever needed).
     pub fn connect_lazy(self) -> Result<Client> {
-        let channel = self.endpoint()?.connect_lazy();
+        let channel = if self.others.is_empty() {
+            self.endpoint()?.connect_lazy()
+        } else {
+            Channel::balance_list(self.endpoints()?.into_iter())
+        };
         self.build_with_channel(channel)
     }
 
@@ -302,6 +334,31 @@ impl Client {
     /// Starts building a client for `endpoint`, e.g. `http://127.0.0.1:50051`.
     pub fn builder(endpoint: impl Into<String>) -> ClientBuilder {
         ClientBuilder::new(endpoint.into())
+    }
+
+    /// Starts building a client for several replicas of one service (e.g. behind no load
+    /// balancer): calls are spread over those that answer, and a call or a watch that loses
+    /// its replica goes on with another.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), parley_sdk::Error> {
+    /// let client = parley_sdk::Client::builder_with_endpoints([
+    ///     "http://10.0.0.1:50051",
+    ///     "http://10.0.0.2:50051",
+    /// ])
+    /// .bearer_token("<token>")
+    /// .connect_lazy()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder_with_endpoints<I, S>(endpoints: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut all = endpoints.into_iter().map(Into::into);
+        let mut builder = ClientBuilder::new(all.next().unwrap_or_default());
+        builder.others = all.collect();
+        builder
     }
 
     /// Connects to `endpoint` with a bearer token and the default settings.

@@ -4,7 +4,7 @@
 use parley::pb::{self, conversation_service_client::ConversationServiceClient as Stub};
 
 use crate::{
-    Client,
+    Client, TimelineWatch,
     client::{CallOptions, call_options, rpc},
     error::Result,
     paging::{self, ItemStream, Page, paged},
@@ -533,6 +533,32 @@ impl Conversations {
             let (this, request) = (this.clone(), request.clone().page_token(token));
             async move { this.list_messages(request).await }
         })
+    }
+
+    /// Tails the conversation's timeline: the items the caller may read, oldest first, then
+    /// each new one as it is committed, reconnecting by itself (see [`TimelineWatch`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: parley_sdk::Client) -> Result<(), parley_sdk::Error> {
+    /// use futures::TryStreamExt;
+    /// use parley_sdk::Error;
+    ///
+    /// let mut watch = client.conversations().watch_timeline("0190b6c2-…").after_seq(41);
+    /// loop {
+    ///     match watch.try_next().await {
+    ///         Ok(Some(item)) => println!("#{}", item.seq),
+    ///         Ok(None) => break,
+    ///         Err(Error::ParticipantRemoved { .. }) => {
+    ///             println!("removed; read up to #{}", watch.last_seq());
+    ///             break;
+    ///         }
+    ///         Err(other) => return Err(other),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_timeline(&self, conversation_id: impl Into<String>) -> TimelineWatch {
+        TimelineWatch::new(self.client.clone(), conversation_id.into())
     }
 
     /// One page of the timeline (messages and events) the caller may read.

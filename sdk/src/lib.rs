@@ -14,6 +14,9 @@
 //! - Safe retries: reads, and mutations that carry a `request_id` — the SDK gives each logical
 //!   call one and sends it on every attempt, so the server applies the call once.
 //! - Every List method also as a stream of items across all pages (`list_*_stream`).
+//! - A conversation's timeline as a live stream that reconnects and resumes by itself
+//!   ([`Conversations::watch_timeline`], [`TimelineWatch`]), on one endpoint or several
+//!   ([`Client::builder_with_endpoints`]).
 //!
 //! ```no_run
 //! use futures::TryStreamExt;
@@ -69,6 +72,7 @@ mod notifications;
 mod paging;
 mod participants;
 mod retry;
+mod watch;
 
 /// The generated protobuf messages and gRPC stubs of `parley.v1`.
 pub use parley::pb;
@@ -93,3 +97,4 @@ pub use participants::{
     ListParticipants, Outcome, ParticipantKind, ParticipantState, Participants, Role,
 };
 pub use retry::RetryPolicy;
+pub use watch::TimelineWatch;

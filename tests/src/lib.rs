@@ -162,6 +162,12 @@ struct Started {
 }
 
 async fn start_server(config: parley_server::Config) -> Started {
+    start_server_at(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// [`start_server`] listening on `addr`; a port that a server just stopped on may still be
+/// held for a moment, so binding is tried again for up to ten seconds.
+async fn start_server_at(config: parley_server::Config, addr: SocketAddr) -> Started {
     let mut app = parley_server::App::prepare(config)
         .await
         .expect("prepare the server");
@@ -173,9 +179,17 @@ async fn start_server(config: parley_server::Config) -> Started {
         });
     let key = app.key().clone();
     let metrics_addr = app.metrics_addr();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind an ephemeral port");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("bind {addr}: {e}"),
+        }
+    };
     let addr = listener.local_addr().expect("the listener's address");
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -280,6 +294,16 @@ impl TestApp {
     /// Starts another replica of this server: same database, same key file, own listener.
     pub async fn replica(&self) -> Replica {
         let server = start_server(self.config.clone()).await;
+        Replica {
+            addr: server.addr,
+            channel: server.channel,
+            shutdown: Some(server.shutdown),
+        }
+    }
+
+    /// Starts another replica listening on `addr` (e.g. where a stopped one listened).
+    pub async fn replica_at(&self, addr: SocketAddr) -> Replica {
+        let server = start_server_at(self.config.clone(), addr).await;
         Replica {
             addr: server.addr,
             channel: server.channel,
