@@ -9,6 +9,10 @@
 //! - `timeline`: ListTimeline, the newest page and a page halfway down (by page token), of a
 //!   conversation 1,000,000 items deep, over the same of one two pages deep, the two read in
 //!   turn over five rounds (the median of the rounds' ratios);
+//! - `watch`: what 1,000 idle WatchTimeline streams add to a separate `parley-server`
+//!   process's resident memory (VmRSS), beside the 32 MiB budget; and the time from a message's
+//!   commit to its arrival on a watch, on the replica that wrote it and on another (median and
+//!   p99 of 200 messages, beside the one second SPEC §7 allows);
 //! - `rss`: the peak resident memory (VmHWM) of a separate `parley-server` process under 64
 //!   concurrent closed-loop callers (each its own connection) mixing GetConversation,
 //!   ListParticipants, AddParticipants and SendMessage, beside the 64 MiB budget.
@@ -1092,18 +1096,183 @@ async fn rss(db: Db, sizes: &Sizes) -> Vec<Figure> {
 
 // ----- main --------------------------------------------------------------------------------
 
+// ----- e. watches ----------------------------------------------------------------------------
+
+/// Idle watches measured, and what they may add to the server's memory.
+const IDLE_WATCHES: usize = 1_000;
+const WATCHES_BUDGET_MIB: f64 = 32.0;
+/// Users who hold the idle watches (each may hold at most 100 on a replica), one conversation
+/// each.
+const WATCHERS: usize = 20;
+
+async fn idle_watches(db: Db) -> Vec<Figure> {
+    let name = format!("e. {IDLE_WATCHES} idle watches, RSS added/budget");
+    let Some(bin) = server_binary() else {
+        eprintln!("watch ({}): no parley-server binary", db_name(db));
+        return Vec::new();
+    };
+    eprintln!("watch ({}): {IDLE_WATCHES} idle watches", db_name(db));
+    let server = ServerProcess::start(&bin, db).await;
+    // Ten connections, a hundred streams each.
+    let channels: Vec<Channel> = (0..10).map(|_| channel_to(server.addr)).collect();
+    let mut watchers = Vec::new();
+    for w in 0..WATCHERS {
+        let user = Client {
+            channel: channels[w % channels.len()].clone(),
+            token: server.token(&format!("watcher{w}"), Kind::Internal),
+        };
+        let request = pb::CreateConversationRequest {
+            request_id: request_id(),
+            kind: pb::conversation::Kind::Group as i32,
+            title: format!("watched {w}"),
+            participant_ids: Vec::new(),
+            policy: None,
+        };
+        let conversation = user
+            .conv()
+            .create_conversation(req(request, &user.token))
+            .await
+            .expect("create")
+            .into_inner()
+            .id;
+        watchers.push((user, conversation));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (before, _) = server.memory();
+    let mut streams = Vec::new();
+    for i in 0..IDLE_WATCHES {
+        let (user, conversation) = &watchers[i % WATCHERS];
+        let mut conv = pb::conversation_service_client::ConversationServiceClient::new(
+            channels[i % channels.len()].clone(),
+        );
+        let request = pb::WatchTimelineRequest {
+            conversation_id: conversation.clone(),
+            after_seq: 0,
+        };
+        let mut stream = conv
+            .watch_timeline(req(request, &user.token))
+            .await
+            .expect("watch")
+            .into_inner();
+        // The backlog (the conversation's creation), so that the watch is idle after it.
+        stream
+            .message()
+            .await
+            .expect("a message")
+            .expect("the backlog");
+        streams.push(stream);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (after, _) = server.memory();
+    let added = after - before;
+    eprintln!(
+        "  VmRSS {before:.1} MiB before, {after:.1} MiB with {} watches open",
+        streams.len()
+    );
+    vec![Figure {
+        name,
+        db,
+        value: format!("{added:.1} MiB"),
+        baseline: format!("before {before:.1} MiB"),
+        ratio: added / WATCHES_BUDGET_MIB,
+        bar: Bar::AtMost(1.0),
+        errors: 0,
+    }]
+}
+
+/// Messages whose delivery is timed.
+const TIMED_MESSAGES: usize = 200;
+
+/// From commit to arrival on `reader`'s watch of each of `writer`'s messages, sorted.
+async fn watch_lags(writer: &Caller, reader: &Caller, conversation: &str) -> Vec<Duration> {
+    let top = reader
+        .timeline(conversation)
+        .await
+        .expect("timeline")
+        .last()
+        .map_or(0, |i| i.seq);
+    let mut stream = reader
+        .conv()
+        .watch_timeline(reader.req(pb::WatchTimelineRequest {
+            conversation_id: conversation.to_owned(),
+            after_seq: top,
+        }))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut lags = Vec::with_capacity(TIMED_MESSAGES);
+    for m in 0..TIMED_MESSAGES {
+        let sent = writer
+            .send(conversation, &format!("m{m}"))
+            .await
+            .expect("send");
+        let committed = sent
+            .create_time
+            .as_ref()
+            .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
+            .expect("a create time");
+        loop {
+            let message = stream
+                .message()
+                .await
+                .expect("a message")
+                .expect("not the end");
+            if let Some(pb::watch_timeline_response::Kind::Item(item)) = message.kind
+                && item.seq == sent.seq
+            {
+                break;
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        lags.push(Duration::from_micros((now - committed).max(0) as u64));
+        // The next write at another moment of the poll's period (250 ms): received items are
+        // in step with the poll, so a fixed pause would measure one moment of it.
+        tokio::time::sleep(Duration::from_millis((m as u64 * 97) % 250)).await;
+    }
+    lags.sort();
+    lags
+}
+
+async fn watch_latency(db: Db) -> Vec<Figure> {
+    eprintln!(
+        "watch ({}): commit to arrival, {TIMED_MESSAGES} messages",
+        db_name(db)
+    );
+    let (app, owner, conversation) = app_with_conversation(db).await;
+    let replica = app.replica().await;
+    let other = replica.serve(&owner);
+    let mut figures = Vec::new();
+    for (what, writer) in [("same replica", &owner), ("across replicas", &other)] {
+        let lags = watch_lags(writer, &owner, &conversation).await;
+        let median = lags[lags.len() / 2];
+        let p99 = lags[(lags.len() * 99 / 100).min(lags.len() - 1)];
+        figures.push(Figure {
+            name: format!("f. watch delivery, {what}: p99/1s"),
+            db,
+            value: format!("p99 {:.1} ms", p99.as_secs_f64() * 1000.0),
+            baseline: format!("p50 {:.1} ms", median.as_secs_f64() * 1000.0),
+            ratio: p99.as_secs_f64(),
+            bar: Bar::AtMost(1.0),
+            errors: 0,
+        });
+    }
+    figures
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; anything else names figures or databases.
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let mut figures: Vec<&str> = ["sync", "add", "timeline", "rss"]
+    let mut figures: Vec<&str> = ["sync", "add", "timeline", "rss", "watch"]
         .into_iter()
         .filter(|f| args.iter().any(|a| a == f))
         .collect();
     if figures.is_empty() {
-        figures = vec!["sync", "add", "timeline", "rss"];
+        figures = vec!["sync", "add", "timeline", "rss", "watch"];
     }
     let mut dbs: Vec<Db> = [(Db::Sqlite, "sqlite"), (Db::Postgres, "postgres")]
         .into_iter()
@@ -1117,7 +1286,9 @@ fn main() {
         dbs = vec![Db::Sqlite, Db::Postgres];
     }
     for a in &args {
-        let known = ["sync", "add", "timeline", "rss", "sqlite", "postgres", "pg"];
+        let known = [
+            "sync", "add", "timeline", "rss", "watch", "sqlite", "postgres", "pg",
+        ];
         assert!(
             known.contains(&a.as_str()),
             "unknown argument {a:?}: expected {known:?}"
@@ -1143,6 +1314,11 @@ fn main() {
                     "sync" => sync(db, &sizes).await,
                     "add" => add(db, &sizes).await,
                     "timeline" => timeline(db, &sizes).await,
+                    "watch" => {
+                        let mut rows = idle_watches(db).await;
+                        rows.extend(watch_latency(db).await);
+                        rows
+                    }
                     _ => rss(db, &sizes).await,
                 }
             });
