@@ -768,7 +768,6 @@ pub(crate) fn actor(p: &Principal) -> Actor {
 /// How often the health service checks that the database answers.
 const HEALTH_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Serves every Parley service plus health and reflection until `shutdown` resolves.
 /// How often a quiet connection is pinged.
 const HTTP2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
 /// How long a ping may go unanswered before the connection and its streams are dropped.
@@ -777,6 +776,7 @@ const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Streams (calls and watches) one connection may have open at once.
 const MAX_STREAMS_PER_CONNECTION: u32 = 1_000;
 
+/// Serves every Parley service plus health and reflection until `shutdown` resolves.
 pub async fn serve(
     state: Arc<State>,
     listener: TcpListener,
