@@ -238,6 +238,30 @@ impl Drop for Replica {
     }
 }
 
+/// A replica on a runtime of its own, so that it can die as a killed process does
+/// ([`KillableReplica::kill`]): every task of it dropped at once, its connections closed
+/// without a status, its open transactions never committed.
+pub struct KillableReplica {
+    pub addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl KillableReplica {
+    /// Drops the replica's every task now, as `kill -9` would.
+    pub fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for KillableReplica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// `url` with its path (the database name) replaced by `name`, keeping any query string.
 pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
@@ -298,6 +322,27 @@ impl TestApp {
             addr: server.addr,
             channel: server.channel,
             shutdown: Some(server.shutdown),
+        }
+    }
+
+    /// Starts another replica on a runtime of its own, which the test can kill.
+    pub async fn killable_replica(&self) -> KillableReplica {
+        let config = self.config.clone();
+        let (started, runtime) = tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime for the replica");
+            let started = runtime.block_on(start_server(config));
+            (started, runtime)
+        })
+        .await
+        .expect("start the replica");
+        KillableReplica {
+            addr: started.addr,
+            runtime: Some(runtime),
+            _shutdown: started.shutdown,
         }
     }
 

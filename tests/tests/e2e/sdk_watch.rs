@@ -147,3 +147,56 @@ both_dbs!(
     the_watch_goes_on_with_another_endpoint,
     removal_is_an_error_of_its_own,
 );
+
+/// The watch's replica is killed (every task dropped at once: its connections close without a
+/// status) while items are being written elsewhere; a replica comes up at its address; the
+/// SDK's watch goes on from its last seq: every item once, in order.
+async fn the_watch_survives_a_killed_replica(db: Db) {
+    let app = spawn_app_with(db, quick).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("sdk", &["bob"]).await.expect("create");
+    let mut killable = app.killable_replica().await;
+    let addr = killable.addr;
+    let bob = client(&app, &[addr], "bob");
+    let mut watch = bob.conversations().watch_timeline(&c.id);
+    let top = last_seq(&alice, &c.id).await;
+    assert_eq!(
+        items_until(&mut watch, top).await,
+        (1..=top).collect::<Vec<_>>()
+    );
+    // Writes go on through the app while the watch's replica dies and another starts.
+    let writer = {
+        let (alice, id) = (alice.clone(), c.id.clone());
+        tokio::spawn(async move {
+            for m in 0..20 {
+                alice.send(&id, &format!("m{m}")).await.expect("send");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let first = items_until(&mut watch, top + 3).await;
+    killable.kill();
+    // Dead: its port refuses connections (so the watch lost its own).
+    let deadline = std::time::Instant::now() + STUCK;
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed replica still listens"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let back = app.replica_at(addr).await;
+    writer.await.expect("the writer");
+    let rest = items_until(&mut watch, top + 20).await;
+    let mut all = first;
+    all.extend(rest);
+    assert_eq!(
+        all,
+        (top + 1..=top + 20).collect::<Vec<_>>(),
+        "no gap, no repeat"
+    );
+    drop(back);
+}
+
+both_dbs!(the_watch_survives_a_killed_replica);
