@@ -295,6 +295,15 @@ impl Caller {
         panic!("ListTimeline did not end after {MAX_PAGES} pages");
     }
 
+    /// The seq of the newest item the caller may read (0 for none).
+    pub async fn last_seq(&self, conversation_id: &str) -> i64 {
+        self.timeline(conversation_id)
+            .await
+            .expect("timeline")
+            .last()
+            .map_or(0, |i| i.seq)
+    }
+
     /// Every message, oldest first, over all pages.
     pub async fn messages(&self, conversation_id: &str) -> Result<Vec<pb::Message>, Status> {
         let mut out = Vec::new();

@@ -238,6 +238,15 @@ impl Drop for Replica {
     }
 }
 
+/// Watches tuned for tests: heartbeats every 300 ms, the replica's poll every 100 ms.
+pub fn quick_watches(config: &mut parley_server::Config) {
+    config.watch = parley_server::realtime::WatchConfig {
+        heartbeat: std::time::Duration::from_millis(300),
+        poll_interval: std::time::Duration::from_millis(100),
+        ..parley_server::realtime::WatchConfig::default()
+    };
+}
+
 /// A replica on a runtime of its own, so that it can die as a killed process does
 /// ([`KillableReplica::kill`]): every task of it dropped at once, its connections closed
 /// without a status, its open transactions never committed.

@@ -37,16 +37,6 @@ const ALL: (bool, bool, bool, bool, bool) = (true, true, true, true, true);
 const NOTHING: (bool, bool, bool, bool, bool) = (false, false, false, false, false);
 const MEMBER: (bool, bool, bool, bool, bool) = (true, true, true, false, false);
 
-async fn last_seq(caller: &Caller, id: &str) -> i64 {
-    caller
-        .timeline(id)
-        .await
-        .expect("timeline")
-        .last()
-        .expect("an item")
-        .seq
-}
-
 async fn owners_and_members(db: Db) {
     let app = spawn_app(db).await;
     seed_standard(&app).await;
@@ -292,7 +282,7 @@ async fn no_lag_and_since_join(db: Db) {
     alice.send(&c.id, "one").await.expect("send");
     alice.send(&c.id, "two").await.expect("send");
 
-    let seq = last_seq(&alice, &c.id).await;
+    let seq = alice.last_seq(&c.id).await;
     assert_eq!(
         flags(&check(&service, &c.id, "dave").await.expect("check")),
         NOTHING

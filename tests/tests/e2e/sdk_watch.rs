@@ -6,19 +6,10 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use parley_sdk::{Client, Error, TimelineWatch};
-use parley_server::realtime::WatchConfig;
 use parley_tests::*;
 
 /// Far above any wait the watch has reason for (backoff is at most 5 s): reaching it is a hang.
 const STUCK: Duration = Duration::from_secs(30);
-
-fn quick(config: &mut parley_server::Config) {
-    config.watch = WatchConfig {
-        heartbeat: Duration::from_millis(300),
-        poll_interval: Duration::from_millis(100),
-        ..WatchConfig::default()
-    };
-}
 
 fn client(app: &TestApp, endpoints: &[std::net::SocketAddr], user: &str) -> Client {
     Client::builder_with_endpoints(endpoints.iter().map(|a| format!("http://{a}")))
@@ -44,20 +35,11 @@ async fn items_until(watch: &mut TimelineWatch, until: i64) -> Vec<i64> {
     seqs
 }
 
-async fn last_seq(caller: &Caller, id: &str) -> i64 {
-    caller
-        .timeline(id)
-        .await
-        .expect("timeline")
-        .last()
-        .map_or(0, |i| i.seq)
-}
-
 /// The watch's replica stops (its streams end UNAVAILABLE); while it is down, items are
 /// written elsewhere; when a replica is back at its address the watch goes on from the last
 /// seq it had: every item once.
 async fn the_watch_resumes_when_its_replica_comes_back(db: Db) {
-    let app = spawn_app_with(db, quick).await;
+    let app = spawn_app_with(db, quick_watches).await;
     seed_standard(&app).await;
     let alice = app.user(TENANT, "alice");
     let c = alice.create_group("sdk", &["bob"]).await.expect("create");
@@ -65,7 +47,7 @@ async fn the_watch_resumes_when_its_replica_comes_back(db: Db) {
     let addr = replica.addr;
     let bob = client(&app, &[addr], "bob");
     let mut watch = bob.conversations().watch_timeline(&c.id);
-    let top = last_seq(&alice, &c.id).await;
+    let top = alice.last_seq(&c.id).await;
     let before = items_until(&mut watch, top).await;
     assert_eq!(before, (1..=top).collect::<Vec<_>>());
     drop(replica);
@@ -85,7 +67,7 @@ async fn the_watch_resumes_when_its_replica_comes_back(db: Db) {
 /// With two endpoints, stopping one replica leaves the watch on the other, wherever it was:
 /// the items written before, during and after come once each, in order.
 async fn the_watch_goes_on_with_another_endpoint(db: Db) {
-    let app = spawn_app_with(db, quick).await;
+    let app = spawn_app_with(db, quick_watches).await;
     seed_standard(&app).await;
     let alice = app.user(TENANT, "alice");
     let c = alice.create_group("sdk", &["bob"]).await.expect("create");
@@ -93,7 +75,7 @@ async fn the_watch_goes_on_with_another_endpoint(db: Db) {
     let bob = client(&app, &[replica.addr, app.addr], "bob");
     let mut watch = bob.conversations().watch_timeline(&c.id).after_seq(1);
     alice.send(&c.id, "one").await.expect("send");
-    let top = last_seq(&alice, &c.id).await;
+    let top = alice.last_seq(&c.id).await;
     assert_eq!(
         items_until(&mut watch, top).await,
         (2..=top).collect::<Vec<_>>()
@@ -110,12 +92,12 @@ async fn the_watch_goes_on_with_another_endpoint(db: Db) {
 /// The caller's removal ends the watch with Error::ParticipantRemoved after the last item
 /// they may read, and the stream then ends.
 async fn removal_is_an_error_of_its_own(db: Db) {
-    let app = spawn_app_with(db, quick).await;
+    let app = spawn_app_with(db, quick_watches).await;
     seed_standard(&app).await;
     let alice = app.user(TENANT, "alice");
     let c = alice.create_group("sdk", &["bob"]).await.expect("create");
     let bob = client(&app, &[app.addr], "bob");
-    let top = last_seq(&alice, &c.id).await;
+    let top = alice.last_seq(&c.id).await;
     let mut watch = bob.conversations().watch_timeline(&c.id).after_seq(top);
     let kept = alice.send(&c.id, "for bob").await.expect("send");
     alice.remove(&c.id, "bob").await.expect("remove");
@@ -152,7 +134,7 @@ both_dbs!(
 /// status) while items are being written elsewhere; a replica comes up at its address; the
 /// SDK's watch goes on from its last seq: every item once, in order.
 async fn the_watch_survives_a_killed_replica(db: Db) {
-    let app = spawn_app_with(db, quick).await;
+    let app = spawn_app_with(db, quick_watches).await;
     seed_standard(&app).await;
     let alice = app.user(TENANT, "alice");
     let c = alice.create_group("sdk", &["bob"]).await.expect("create");
@@ -160,7 +142,7 @@ async fn the_watch_survives_a_killed_replica(db: Db) {
     let addr = killable.addr;
     let bob = client(&app, &[addr], "bob");
     let mut watch = bob.conversations().watch_timeline(&c.id);
-    let top = last_seq(&alice, &c.id).await;
+    let top = alice.last_seq(&c.id).await;
     assert_eq!(
         items_until(&mut watch, top).await,
         (1..=top).collect::<Vec<_>>()

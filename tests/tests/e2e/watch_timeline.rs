@@ -9,22 +9,12 @@ use std::sync::{
 use std::time::{Duration, Instant};
 
 use parley::pb::watch_timeline_response::Kind as Msg;
-use parley_server::realtime::WatchConfig;
 use parley_tests::*;
 use tonic::{Code, Status, Streaming};
 
 /// How long a test waits for one message before calling the stream stuck. Far above the poll
 /// interval and any heartbeat the tests set: reaching it means a missed wake-up or a hang.
 const STUCK: Duration = Duration::from_secs(20);
-
-/// Watches tuned for tests: quick heartbeats and polls, small queues.
-fn quick(config: &mut parley_server::Config) {
-    config.watch = WatchConfig {
-        heartbeat: Duration::from_millis(300),
-        poll_interval: Duration::from_millis(100),
-        ..WatchConfig::default()
-    };
-}
 
 async fn watch(
     caller: &Caller,
@@ -100,17 +90,8 @@ fn seqs(items: &[pb::TimelineItem]) -> Vec<i64> {
     items.iter().map(|i| i.seq).collect()
 }
 
-async fn last_seq(caller: &Caller, conversation_id: &str) -> i64 {
-    caller
-        .timeline(conversation_id)
-        .await
-        .expect("timeline")
-        .last()
-        .map_or(0, |i| i.seq)
-}
-
 async fn backlog_then_live_items_in_order(db: Db) {
-    let app = spawn_app_with(db, quick).await;
+    let app = spawn_app_with(db, quick_watches).await;
     seed_standard(&app).await;
     let alice = app.user(TENANT, "alice");
     let bob = app.user(TENANT, "bob");
@@ -129,7 +110,7 @@ async fn backlog_then_live_items_in_order(db: Db) {
     // Live: a message and a roster change, each once, in order.
     alice.send(&c.id, "four").await.expect("send");
     alice.add_users(&c.id, &["carol"]).await.expect("add");
-    let top = last_seq(&alice, &c.id).await;
+    let top = alice.last_seq(&c.id).await;
     let live = items_until(&mut stream, top).await;
     let timeline = bob.timeline(&c.id).await.expect("timeline");
     assert_eq!(live, timeline[before.len()..].to_vec());
@@ -153,7 +134,7 @@ async fn backlog_then_live_items_in_order(db: Db) {
 /// from eight writers at once; a second watch reconnects at random points with its last seq
 /// and ends with the same items.
 async fn writes_on_another_replica_arrive_once_in_order(db: Db) {
-    let app = spawn_app_with(db, quick).await;
+    let app = spawn_app_with(db, quick_watches).await;
     seed_standard(&app).await;
     let replica = app.replica().await;
     let alice = app.user(TENANT, "alice");
@@ -162,7 +143,7 @@ async fn writes_on_another_replica_arrive_once_in_order(db: Db) {
         .await
         .expect("create");
     let mut stream = watch(&alice, &c.id, 0).await.expect("watch");
-    let start = last_seq(&alice, &c.id).await;
+    let start = alice.last_seq(&c.id).await;
     let watched = items_until(&mut stream, start).await;
     assert_eq!(watched.last().map(|i| i.seq), Some(start));
     const WRITERS: usize = 8;
@@ -219,7 +200,7 @@ async fn writes_on_another_replica_arrive_once_in_order(db: Db) {
     for w in writers {
         w.await.expect("writer");
     }
-    let top = last_seq(&alice, &c.id).await;
+    let top = alice.last_seq(&c.id).await;
     done.store(top, Ordering::SeqCst);
     let live = items_until(&mut stream, top).await;
     let timeline = alice.timeline(&c.id).await.expect("timeline");
@@ -236,12 +217,12 @@ async fn writes_on_another_replica_arrive_once_in_order(db: Db) {
 /// Each item reaches a watch on the other replica within a second of its commit (its
 /// create_time, on the same machine's clock); measured one write at a time.
 async fn items_arrive_within_a_second_across_replicas(db: Db) {
-    let app = spawn_app_with(db, quick).await;
+    let app = spawn_app_with(db, quick_watches).await;
     seed_standard(&app).await;
     let replica = app.replica().await;
     let alice = app.user(TENANT, "alice");
     let c = alice.create_group("fast", &["bob"]).await.expect("create");
-    let top = last_seq(&alice, &c.id).await;
+    let top = alice.last_seq(&c.id).await;
     let mut stream = watch(&alice, &c.id, top).await.expect("watch");
     let bob = replica.serve(&app.user(TENANT, "bob"));
     let mut lags = Vec::new();
@@ -283,7 +264,7 @@ async fn items_arrive_within_a_second_across_replicas(db: Db) {
 /// Rule 18: an external watcher gets messages and the events about external participants,
 /// never an internal participant's change; the seq it skips shows only in a heartbeat.
 async fn an_external_watcher_sees_no_internal_roster_event(db: Db) {
-    let app = spawn_app_with(db, quick).await;
+    let app = spawn_app_with(db, quick_watches).await;
     seed_standard(&app).await;
     let alice = app.user(TENANT, "alice");
     let ext1 = app.external(TENANT, "ext1");
@@ -291,13 +272,13 @@ async fn an_external_watcher_sees_no_internal_roster_event(db: Db) {
         .create_group("mixed", &["ext1"])
         .await
         .expect("create");
-    let top = last_seq(&alice, &c.id).await;
+    let top = alice.last_seq(&c.id).await;
     let mut stream = watch(&ext1, &c.id, top).await.expect("watch");
     alice
         .add_users(&c.id, &["carol"])
         .await
         .expect("add internal");
-    let hidden = last_seq(&alice, &c.id).await;
+    let hidden = alice.last_seq(&c.id).await;
     // Only heartbeats pass over it.
     loop {
         match next(&mut stream).await {
@@ -312,7 +293,7 @@ async fn an_external_watcher_sees_no_internal_roster_event(db: Db) {
         .await
         .expect("add external");
     alice.send(&c.id, "hello").await.expect("send");
-    let end = last_seq(&alice, &c.id).await;
+    let end = alice.last_seq(&c.id).await;
     let items = items_until(&mut stream, end).await;
     assert_eq!(seqs(&items), vec![hidden + 1, hidden + 2]);
     let visible: Vec<_> = ext1
@@ -327,7 +308,7 @@ async fn an_external_watcher_sees_no_internal_roster_event(db: Db) {
 
 /// Rule 19: a SINCE_JOIN participant's watch from 0 starts at their history_from.
 async fn a_since_join_watcher_gets_nothing_before_joining(db: Db) {
-    let app = spawn_app_with(db, quick).await;
+    let app = spawn_app_with(db, quick_watches).await;
     seed_standard(&app).await;
     let alice = app.user(TENANT, "alice");
     let policy = pb::Policy {
@@ -347,7 +328,7 @@ async fn a_since_join_watcher_gets_nothing_before_joining(db: Db) {
         .expect("carol's seat")
         .history_from;
     alice.send(&c.id, "after carol").await.expect("send");
-    let end = last_seq(&alice, &c.id).await;
+    let end = alice.last_seq(&c.id).await;
     let mut stream = watch(&carol, &c.id, 0).await.expect("watch");
     let items = items_until(&mut stream, end).await;
     assert!(items.iter().all(|i| i.seq >= from), "{items:?} from {from}");
@@ -358,7 +339,7 @@ async fn a_since_join_watcher_gets_nothing_before_joining(db: Db) {
 /// Rule 15: a watcher removed mid-stream gets what came before the removal, then
 /// PARTICIPANT_REMOVED, and nothing after; a removed participant's new watch does the same.
 async fn a_removed_watcher_gets_what_came_before_then_the_end(db: Db) {
-    let app = spawn_app_with(db, quick).await;
+    let app = spawn_app_with(db, quick_watches).await;
     seed_standard(&app).await;
     let alice = app.user(TENANT, "alice");
     let bob = app.user(TENANT, "bob");
@@ -366,7 +347,7 @@ async fn a_removed_watcher_gets_what_came_before_then_the_end(db: Db) {
         .create_group("leaving", &["bob"])
         .await
         .expect("create");
-    let top = last_seq(&alice, &c.id).await;
+    let top = alice.last_seq(&c.id).await;
     let mut stream = watch(&bob, &c.id, top).await.expect("watch");
     let kept = alice.send(&c.id, "bob reads this").await.expect("send");
     alice.remove(&c.id, "bob").await.expect("remove");
@@ -396,7 +377,7 @@ async fn a_removed_watcher_gets_what_came_before_then_the_end(db: Db) {
 /// The call's own errors: a malformed request, someone else's conversation, too many watches.
 async fn a_watch_is_refused_clearly(db: Db) {
     let app = spawn_app_with(db, |config| {
-        quick(config);
+        quick_watches(config);
         config.watch.max_per_caller = 2;
     })
     .await;
@@ -456,7 +437,7 @@ async fn a_watch_is_refused_clearly(db: Db) {
 /// hold is full; what it was sent before is whole, so it resumes from its last seq.
 async fn a_slow_reader_is_ended(db: Db) {
     let app = spawn_app_with(db, |config| {
-        quick(config);
+        quick_watches(config);
         config.watch.buffer = 4;
         config.watch.send_timeout = Duration::from_millis(500);
     })
@@ -482,7 +463,7 @@ async fn a_slow_reader_is_ended(db: Db) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, last, status) = until_end(&mut stream).await;
     assert_error(&status, Code::ResourceExhausted, ErrorReason::WatchTooSlow);
-    let top = last_seq(&alice, &c.id).await;
+    let top = alice.last_seq(&c.id).await;
     assert!(
         last < top,
         "the slow reader got everything ({last} of {top})"
@@ -496,7 +477,7 @@ async fn a_slow_reader_is_ended(db: Db) {
 /// When a replica shuts down, its watches end with UNAVAILABLE at once, and the watch resumes
 /// on another replica from its last seq.
 async fn shutdown_ends_watches_with_unavailable(db: Db) {
-    let app = spawn_app_with(db, quick).await;
+    let app = spawn_app_with(db, quick_watches).await;
     seed_standard(&app).await;
     let alice = app.user(TENANT, "alice");
     let c = alice
@@ -506,7 +487,7 @@ async fn shutdown_ends_watches_with_unavailable(db: Db) {
     let replica = app.replica().await;
     let bob = app.user(TENANT, "bob");
     let mut stream = watch(&replica.serve(&bob), &c.id, 0).await.expect("watch");
-    let top = last_seq(&alice, &c.id).await;
+    let top = alice.last_seq(&c.id).await;
     let got = items_until(&mut stream, top).await;
     let stopped = Instant::now();
     drop(replica);
