@@ -96,6 +96,8 @@ pub struct Hub {
     feeds: Mutex<HashMap<String, Weak<Feed>>>,
     open: Mutex<Open>,
     closing: watch::Sender<bool>,
+    /// Moves on when a write on this replica adds notifications or acknowledges some.
+    outbox: watch::Sender<u64>,
     /// The metric of open watches, when metrics are on.
     gauge: std::sync::OnceLock<prometheus_client::metrics::gauge::Gauge>,
 }
@@ -165,6 +167,7 @@ impl Hub {
             feeds: Mutex::new(HashMap::new()),
             open: Mutex::new(Open::default()),
             closing: watch::channel(false).0,
+            outbox: watch::channel(0).0,
             gauge: std::sync::OnceLock::new(),
         })
     }
@@ -234,6 +237,18 @@ impl Hub {
         if let Some(feed) = feed {
             feed.wake();
         }
+    }
+
+    /// A write on this replica added notifications or acknowledged some: wakes the
+    /// replica's StreamNotifications.
+    pub fn outbox_changed(&self) {
+        self.outbox
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later [`Hub::outbox_changed`].
+    pub fn outbox(&self) -> watch::Receiver<u64> {
+        self.outbox.subscribe()
     }
 
     /// The conversations watched here now, forgetting those no watch holds any more.

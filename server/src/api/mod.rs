@@ -5,6 +5,7 @@ mod conversation;
 mod convert;
 mod directory;
 mod notification;
+mod notification_stream;
 mod participant;
 mod watch;
 
@@ -599,8 +600,10 @@ pub(crate) struct Mutation {
     tx: store::WriteTx,
     key: Option<RequestKey>,
     db: store::Conn,
+    /// The replica's streams, which the commit wakes.
+    hub: Arc<crate::realtime::Hub>,
     /// The conversation whose watches on this replica the commit wakes.
-    woken: Option<(Arc<crate::realtime::Hub>, String)>,
+    woken: Option<String>,
 }
 
 fn decode<R: prost::Message + Default>(bytes: &[u8]) -> Result<R, Error> {
@@ -673,7 +676,8 @@ impl State {
             tx,
             key,
             db: self.db.clone(),
-            woken: conversation_id.map(|id| (self.hub.clone(), id.to_owned())),
+            hub: self.hub.clone(),
+            woken: conversation_id.map(str::to_owned),
         })))
     }
 }
@@ -687,7 +691,13 @@ impl Mutation {
     /// Records the reply under the request id and commits. If a concurrent call with the same
     /// request id committed first, this one is rolled back and the winner's reply returned.
     pub(crate) async fn finish<R: prost::Message + Default>(self, reply: R) -> Result<R, Error> {
-        let Mutation { tx, key, db, woken } = self;
+        let Mutation {
+            tx,
+            key,
+            db,
+            hub,
+            woken,
+        } = self;
         if let Some(key) = &key
             && !requests::record(&tx, key, reply.encode_to_vec()).await?
         {
@@ -703,9 +713,13 @@ impl Mutation {
                 )),
             };
         }
+        let outbox = tx.outbox_changed();
         tx.commit().await?;
-        if let Some((hub, conversation_id)) = woken {
+        if let Some(conversation_id) = woken {
             hub.committed(&conversation_id);
+        }
+        if outbox {
+            hub.outbox_changed();
         }
         Ok(reply)
     }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use parley::pb::{self, notification_service_server::NotificationService};
 use tonic::{Request, Response, Status};
 
-use super::{State, begin_mutation, convert, require_service};
+use super::{State, begin_mutation, require_service};
 use crate::config::Limits;
 use crate::domain::validate;
 use crate::error::Error;
-use crate::store::outbox::{self, Recipient};
+use crate::store::outbox;
 
 pub struct Notifications(pub Arc<State>);
 
@@ -56,37 +56,25 @@ impl NotificationService for Notifications {
                 let links = &self.0.invitation_links;
                 let notifications = list
                     .into_iter()
-                    .map(|n| {
-                        // Rule 23: the link token is derived again, never read from the row;
-                        // once acknowledged the notification has been delivered and lists
-                        // without it (see the proto's `invitation_token`).
-                        let invitation_token = match (&n.invitation_id, n.ack_time) {
-                            (Some(id), None) => links.token(&p.tenant_id, id)?,
-                            _ => String::new(),
-                        };
-                        Ok(pb::Notification {
-                            id: n.id,
-                            kind: n.kind as i32,
-                            recipient: Some(match n.recipient {
-                                Recipient::User(u) => {
-                                    pb::notification::Recipient::RecipientUserId(u)
-                                }
-                                Recipient::Email(e) => {
-                                    pb::notification::Recipient::RecipientEmail(e)
-                                }
-                            }),
-                            conversation_id: n.conversation_id,
-                            actor_id: n.actor_id,
-                            subject_ids: n.subject_ids,
-                            invitation_token,
-                            create_time: Some(convert::timestamp(n.create_time)),
-                        })
-                    })
+                    .map(|n| super::notification_stream::to_wire(links, &p.tenant_id, n))
                     .collect::<Result<_, Error>>()?;
                 Ok(pb::ListNotificationsResponse {
                     notifications,
                     next_page_token,
                 })
+            })
+            .await
+    }
+
+    type StreamNotificationsStream = super::notification_stream::NotificationStream;
+
+    async fn stream_notifications(
+        &self,
+        request: Request<pb::StreamNotificationsRequest>,
+    ) -> Result<Response<Self::StreamNotificationsStream>, Status> {
+        self.0
+            .handle("StreamNotifications", request, |p, req| {
+                super::notification_stream::open(self.0.clone(), p, req)
             })
             .await
     }
@@ -112,6 +100,10 @@ impl NotificationService for Notifications {
                     v.finish()?;
                     let m = begin_mutation!(self.0, &p, "AckNotifications", req);
                     let acked = outbox::ack(m.tx(), &p.tenant_id, &req.ids).await?;
+                    if acked > 0 {
+                        // Open streams learn that what they held was acknowledged.
+                        m.tx().touch_outbox();
+                    }
                     m.finish(pb::AckNotificationsResponse {
                         acked: acked as i32,
                     })

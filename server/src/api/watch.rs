@@ -229,19 +229,20 @@ impl Watch {
 }
 
 /// The status streams end with when the server shuts down: the client resumes elsewhere.
-fn shutting_down() -> Status {
+pub(crate) fn shutting_down() -> Status {
     Status::unavailable("the server is shutting down; resume the watch from its last seq")
 }
 
-/// The stream tonic sends: the queued messages, then the watch's final status.
-struct Messages {
-    rx: mpsc::Receiver<Result<pb::WatchTimelineResponse, Status>>,
-    ending: Arc<Mutex<Option<Status>>>,
-    done: bool,
+/// The stream tonic sends: the queued messages, then the final status the task that queued
+/// them left in `ending` before it let go of the queue.
+pub(crate) struct Messages<T> {
+    pub rx: mpsc::Receiver<Result<T, Status>>,
+    pub ending: Arc<Mutex<Option<Status>>>,
+    pub done: bool,
 }
 
-impl Stream for Messages {
-    type Item = Result<pb::WatchTimelineResponse, Status>;
+impl<T> Stream for Messages<T> {
+    type Item = Result<T, Status>;
 
     fn poll_next(
         mut self: Pin<&mut Self>,
@@ -258,7 +259,7 @@ impl Stream for Messages {
                 // The task stores its status before it drops the sender.
                 let status = crate::lock(&self.ending)
                     .take()
-                    .unwrap_or_else(|| Status::internal("the watch ended without a status"));
+                    .unwrap_or_else(|| Status::internal("the stream ended without a status"));
                 Poll::Ready(Some(Err(status)))
             }
             Poll::Pending => Poll::Pending,

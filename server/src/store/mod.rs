@@ -363,6 +363,8 @@ pub struct WriteTx {
     /// statement (a write that runs nothing opens none); `None` once sent, or if the write
     /// has none.
     opening: std::sync::Mutex<Option<&'static str>>,
+    /// The write changed the notification outbox (see [`WriteTx::outbox_changed`]).
+    outbox: std::sync::atomic::AtomicBool,
 }
 
 struct Member {
@@ -417,6 +419,18 @@ impl cells::EachRow for WriteTx {
 }
 
 impl WriteTx {
+    /// Marks the write as one that added notifications to the outbox or acknowledged some,
+    /// which the open StreamNotifications of the replica learn once it commits.
+    pub fn touch_outbox(&self) {
+        self.outbox
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the write added notifications to the outbox or acknowledged some.
+    pub fn outbox_changed(&self) -> bool {
+        self.outbox.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// On an in-process SQLite transaction, runs `sql` once per row of `values`, each row
     /// `width` values, and returns the rows changed; `None` on any other engine.
     async fn lite_rows(
@@ -678,6 +692,7 @@ impl Writer {
                     alone: Some(self.conn.begin_write().await?),
                     member: None,
                     opening: std::sync::Mutex::new(None),
+                    outbox: Default::default(),
                 })
             }
         }
@@ -755,6 +770,7 @@ impl Writer {
                 bare,
             }),
             opening: std::sync::Mutex::new(opening),
+            outbox: Default::default(),
         })
     }
 

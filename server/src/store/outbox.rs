@@ -33,6 +33,9 @@ impl Notification {
 /// Writes notifications inside the caller's transaction, a statement per
 /// [`ROWS_PER_INSERT`](super::ROWS_PER_INSERT) rows.
 pub fn enqueue(w: &mut Writes, tenant_id: &str, list: &[Notification]) {
+    if !list.is_empty() {
+        w.notifies();
+    }
     for batch in list.chunks(super::ROWS_PER_INSERT) {
         enqueue_batch(w, tenant_id, batch);
     }
@@ -246,6 +249,154 @@ pub async fn ack<C: sea_orm::ConnectionTrait>(
         }
     };
     Ok(moved)
+}
+
+/// Leases up to `limit` of the tenant's notifications nobody holds (never leased, given
+/// back, or whose lease ended by `now`) to stream `holder` until `until`, oldest first, and
+/// returns them oldest first. On PostgreSQL the rows are taken with `FOR UPDATE SKIP LOCKED`:
+/// two streams claiming at once, on any replicas, take different rows, and a row being
+/// acknowledged is passed over. On SQLite writes are one at a time.
+pub async fn claim<C: sea_orm::ConnectionTrait>(
+    tx: &C,
+    tenant_id: &str,
+    holder: &str,
+    until: i64,
+    now: i64,
+    limit: u64,
+) -> Result<Vec<Notification>, Error> {
+    let backend = tx.get_database_backend();
+    let values: [sea_orm::Value; 5] = [
+        tenant_id.into(),
+        holder.into(),
+        until.into(),
+        now.into(),
+        i64::try_from(limit).unwrap_or(i64::MAX).into(),
+    ];
+    let statement = Statement::from_sql_and_values(backend, claim_sql(backend), values);
+    let mut claimed = n::Entity::find()
+        .from_raw_sql(statement)
+        .all(tx)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect::<Result<Vec<_>, Error>>()?;
+    // RETURNING promises no order.
+    claimed.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(claimed)
+}
+
+/// The text of [`claim`], made once per engine.
+fn claim_sql(backend: DatabaseBackend) -> &'static str {
+    static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    let [lite, postgres] = SQL.get_or_init(|| {
+        [false, true].map(|postgres| {
+            let m = |i| super::mark(postgres, i);
+            let (t, holder, until, now, limit) = (m(1), m(2), m(3), m(4), m(5));
+            let free = format!(
+                "SELECT \"id\" AS \"free_id\" FROM \"notifications\" WHERE \"tenant_id\" = {t} \
+                 AND (\"lease_until\" IS NULL OR \"lease_until\" <= {now}) \
+                 ORDER BY \"id\" LIMIT {limit}"
+            );
+            let set = format!("SET \"lease_holder\" = {holder}, \"lease_until\" = {until}");
+            let columns = columns(true);
+            if postgres {
+                // The free rows are chosen and locked once, in the CTE: as a subquery of
+                // `IN`, the planner may run the choice more than once, and a LIMIT then
+                // leased more rows than it said.
+                format!(
+                    "WITH \"free\" AS MATERIALIZED ({free} FOR UPDATE SKIP LOCKED) \
+                     UPDATE \"notifications\" {set} FROM \"free\" \
+                     WHERE \"tenant_id\" = {t} AND \"id\" = \"free\".\"free_id\" \
+                     RETURNING {columns}"
+                )
+            } else {
+                format!(
+                    "UPDATE \"notifications\" {set} WHERE \"tenant_id\" = {t} \
+                     AND \"id\" IN (SELECT \"free_id\" FROM ({free})) RETURNING {columns}"
+                )
+            }
+        })
+    });
+    if backend == DatabaseBackend::Postgres {
+        postgres
+    } else {
+        lite
+    }
+}
+
+/// The ids of the tenant's notifications that stream `holder` still holds at `now`: leased to
+/// it, not acknowledged, the lease not ended. It reads `notifications_by_holder`.
+pub async fn held(
+    db: &super::Conn,
+    tenant_id: &str,
+    holder: &str,
+    now: i64,
+) -> Result<Vec<String>, Error> {
+    let backend = db.get_database_backend();
+    let m = |i| super::mark(backend == DatabaseBackend::Postgres, i);
+    let sql = format!(
+        "SELECT \"id\" FROM \"notifications\" WHERE \"lease_holder\" = {} \
+         AND \"tenant_id\" = {} AND \"lease_until\" > {} ORDER BY \"id\"",
+        m(1),
+        m(2),
+        m(3)
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [holder.into(), tenant_id.into(), now.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get_by_index::<String>(0)?))
+        .collect()
+}
+
+/// Whether the tenant has a notification nobody holds at `now`. It walks the tenant's
+/// unacknowledged ones in key order past those leased, at most as many as are in flight.
+pub async fn any_free(db: &super::Conn, tenant_id: &str, now: i64) -> Result<bool, Error> {
+    let backend = db.get_database_backend();
+    let m = |i| super::mark(backend == DatabaseBackend::Postgres, i);
+    let sql = format!(
+        "SELECT 1 FROM \"notifications\" WHERE \"tenant_id\" = {} \
+         AND (\"lease_until\" IS NULL OR \"lease_until\" <= {}) LIMIT 1",
+        m(1),
+        m(2)
+    );
+    Ok(db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [tenant_id.into(), now.into()],
+        ))
+        .await?
+        .is_some())
+}
+
+/// Gives back every notification stream `holder` holds: they are anyone's again at once.
+/// Returns how many.
+pub async fn release<C: sea_orm::ConnectionTrait>(
+    tx: &C,
+    tenant_id: &str,
+    holder: &str,
+) -> Result<u64, Error> {
+    let backend = tx.get_database_backend();
+    let m = |i| super::mark(backend == DatabaseBackend::Postgres, i);
+    let sql = format!(
+        "UPDATE \"notifications\" SET \"lease_holder\" = NULL, \"lease_until\" = NULL \
+         WHERE \"lease_holder\" = {} AND \"tenant_id\" = {}",
+        m(1),
+        m(2)
+    );
+    Ok(tx
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [holder.into(), tenant_id.into()],
+        ))
+        .await?
+        .rows_affected())
 }
 
 /// Deletes notifications acknowledged before `cutoff` (the housekeeping sweep); returns how

@@ -282,11 +282,18 @@ fn array_element(v: &Value) -> Option<(ArrayType, &'static str, bool)> {
 #[must_use = "writes do nothing until they are run"]
 pub struct Writes {
     list: Vec<Write>,
+    /// Some of the writes add notifications to the outbox.
+    notifies: bool,
 }
 
 impl Writes {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Notes that the writes add notifications to the outbox (see [`WriteTx::touch_outbox`]).
+    pub fn notifies(&mut self) {
+        self.notifies = true;
     }
 
     pub fn update(&mut self, s: UpdateStatement) {
@@ -351,6 +358,9 @@ impl Writes {
     /// Runs every write in `tx`, in as few round trips as the engine allows (see the module
     /// documentation).
     pub async fn run(self, tx: &WriteTx) -> Result<(), Error> {
+        if self.notifies {
+            tx.touch_outbox();
+        }
         if self.list.is_empty() {
             return Ok(());
         }

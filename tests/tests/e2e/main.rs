@@ -36,6 +36,7 @@ mod sdk_paging;
 mod sdk_retry;
 mod sdk_watch;
 mod sqlite_writer;
+mod stream_notifications;
 mod timeline;
 mod tls;
 mod tokens;
