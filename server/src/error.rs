@@ -107,10 +107,9 @@ pub enum Error {
     DatabaseUnavailable(String),
     #[error("the watch of conversation {0} fell too far behind; resume from its last seq")]
     WatchTooSlow(String),
-    #[error(
-        "the notification stream's reader took nothing for too long; what it held is delivered again"
-    )]
-    NotificationStreamTooSlow,
+    /// A stream other than a WatchTimeline (named) whose reader took nothing for too long.
+    #[error("the {0} stream's reader took nothing for too long; open it again")]
+    StreamTooSlow(&'static str),
     #[error("at most {limit} open watches per {scope} on this replica")]
     TooManyWatches { limit: usize, scope: &'static str },
     #[error("the write collided with a concurrent one and was rolled back; retry")]
@@ -196,7 +195,7 @@ impl Error {
             Self::InvitationEmailMismatch => R::InvitationEmailMismatch,
             Self::RateLimited { .. } => R::RateLimited,
             Self::DatabaseUnavailable(_) => R::DatabaseUnavailable,
-            Self::WatchTooSlow(_) | Self::NotificationStreamTooSlow => R::WatchTooSlow,
+            Self::WatchTooSlow(_) | Self::StreamTooSlow(_) => R::WatchTooSlow,
             Self::TooManyWatches { .. } => R::TooManyWatches,
             Self::WriteConflict(_) => R::WriteConflict,
             Self::Internal(_) | Self::NewcomerEntry => R::Internal,

@@ -20,8 +20,17 @@
 //!   COMMIT ran it at 1.86-1.93k per second against 2.52-2.57k with a plain `SELECT` in its
 //!   place (-26 %), on a path whose bar is 0.85 of that limit.
 //!
-//! The hub also counts open watches ([`Hub::admit`]: per caller and per replica) and ends
-//! them when the server shuts down ([`Hub::closing`]).
+//! WatchInbox streams listen to the feeds of the conversations they show ([`Feed::listen`]);
+//! for conversations they do not show yet, the same poll counts each inbox user's participant
+//! rows, all and active (`store::participants::memberships`, one statement per 500 users of a
+//! tenant, reading the users' entries of `participants_by_user`), and wakes the user's inboxes
+//! when that moves ([`InboxWake`]). StreamNotifications streams wake on
+//! [`Hub::outbox_changed`] (a write here that added notifications or acknowledged some) and
+//! poll the outbox themselves for writes elsewhere (`api::notification_stream`).
+//!
+//! The hub also counts open streams ([`Hub::admit`]: per caller and per replica, watches,
+//! inboxes and notification streams alike) and ends them when the server shuts down
+//! ([`Hub::closing`]).
 
 use std::{
     collections::HashMap,
@@ -98,6 +107,8 @@ pub struct Hub {
     closing: watch::Sender<bool>,
     /// Moves on when a write on this replica adds notifications or acknowledges some.
     outbox: watch::Sender<u64>,
+    /// The open inboxes, by (tenant, user), with the user's memberships as last polled.
+    inboxes: Mutex<HashMap<(String, String), Inboxes>>,
     /// The metric of open watches, when metrics are on.
     gauge: std::sync::OnceLock<prometheus_client::metrics::gauge::Gauge>,
 }
@@ -116,6 +127,8 @@ pub struct Feed {
     /// The latest seq the poll has seen.
     polled: AtomicI64,
     wake: watch::Sender<u64>,
+    /// The open inboxes that show this conversation.
+    inboxes: Mutex<Vec<Weak<InboxWake>>>,
 }
 
 impl Feed {
@@ -128,6 +141,18 @@ impl Feed {
     fn wake(&self) {
         self.wake
             .send_modify(|generation| *generation = generation.wrapping_add(1));
+        lock(&self.inboxes).retain(|inbox| match inbox.upgrade() {
+            Some(inbox) => {
+                inbox.touched(&self.conversation_id);
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// Tells `inbox` of every later wake-up of this conversation, while it lives.
+    pub fn listen(&self, inbox: &Arc<InboxWake>) {
+        lock(&self.inboxes).push(Arc::downgrade(inbox));
     }
 
     /// The poll saw `seq` as the latest: wakes the watches if it moved.
@@ -136,6 +161,55 @@ impl Feed {
             self.wake();
         }
     }
+}
+
+/// One open WatchInbox's wake-ups: which of its conversations moved, and whether the user's
+/// memberships may have changed, since it last looked.
+pub struct InboxWake {
+    pub tenant_id: String,
+    pub user_id: String,
+    dirty: Mutex<std::collections::HashSet<String>>,
+    membership: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl InboxWake {
+    fn touched(&self, conversation_id: &str) {
+        lock(&self.dirty).insert(conversation_id.to_owned());
+        self.notify.notify_one();
+    }
+
+    /// Marks `conversation_id` to be read again, as a wake-up of its feed would.
+    pub fn recheck(&self, conversation_id: &str) {
+        self.touched(conversation_id);
+    }
+
+    fn memberships_changed(&self) {
+        self.membership.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Waits for a wake-up; one that came while nobody waited is not lost.
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The conversations that moved and whether the memberships may have changed, since the
+    /// last call; both cleared.
+    pub fn take(&self) -> (Vec<String>, bool) {
+        let dirty = std::mem::take(&mut *lock(&self.dirty))
+            .into_iter()
+            .collect();
+        (dirty, self.membership.swap(false, Ordering::AcqRel))
+    }
+}
+
+/// The open inboxes of one user on a replica.
+#[derive(Default)]
+struct Inboxes {
+    open: Vec<Weak<InboxWake>>,
+    /// (participant rows, active ones) as last polled; `None` before the first poll.
+    polled: Option<(i64, i64)>,
 }
 
 /// An open watch, counted until dropped.
@@ -168,6 +242,7 @@ impl Hub {
             open: Mutex::new(Open::default()),
             closing: watch::channel(false).0,
             outbox: watch::channel(0).0,
+            inboxes: Mutex::new(HashMap::new()),
             gauge: std::sync::OnceLock::new(),
         })
     }
@@ -224,6 +299,7 @@ impl Hub {
             conversation_id: conversation_id.to_owned(),
             polled: AtomicI64::new(0),
             wake: watch::channel(0).0,
+            inboxes: Mutex::new(Vec::new()),
         });
         feeds.insert(conversation_id.to_owned(), Arc::downgrade(&feed));
         feed
@@ -251,6 +327,57 @@ impl Hub {
         self.outbox.subscribe()
     }
 
+    /// The wake-ups of a new inbox of `user_id`. The replica's poll looks at the user's
+    /// memberships from now on; its first look after this wakes the inbox, since a change
+    /// may have come between the inbox's first read and that look.
+    pub fn inbox(&self, tenant_id: &str, user_id: &str) -> Arc<InboxWake> {
+        let wake = Arc::new(InboxWake {
+            tenant_id: tenant_id.to_owned(),
+            user_id: user_id.to_owned(),
+            dirty: Mutex::default(),
+            membership: Default::default(),
+            notify: tokio::sync::Notify::new(),
+        });
+        let mut inboxes = lock(&self.inboxes);
+        let entry = inboxes
+            .entry((tenant_id.to_owned(), user_id.to_owned()))
+            .or_default();
+        entry.open.push(Arc::downgrade(&wake));
+        entry.polled = None;
+        wake
+    }
+
+    /// The users with an open inbox here, by tenant, forgetting those with none.
+    fn inbox_users(&self) -> HashMap<String, Vec<String>> {
+        let mut inboxes = lock(&self.inboxes);
+        inboxes.retain(|_, users| {
+            users.open.retain(|w| w.strong_count() > 0);
+            !users.open.is_empty()
+        });
+        let mut by_tenant: HashMap<String, Vec<String>> = HashMap::new();
+        for (tenant, user) in inboxes.keys() {
+            by_tenant
+                .entry(tenant.clone())
+                .or_default()
+                .push(user.clone());
+        }
+        by_tenant
+    }
+
+    /// The poll read `counts` (participant rows, active ones) for the user: wakes their
+    /// inboxes if that moved, or if it is the first look since an inbox opened.
+    fn memberships_polled(&self, tenant_id: &str, user_id: &str, counts: (i64, i64)) {
+        let mut inboxes = lock(&self.inboxes);
+        let Some(users) = inboxes.get_mut(&(tenant_id.to_owned(), user_id.to_owned())) else {
+            return;
+        };
+        if users.polled.replace(counts) != Some(counts) {
+            for inbox in users.open.iter().filter_map(Weak::upgrade) {
+                inbox.memberships_changed();
+            }
+        }
+    }
+
     /// The conversations watched here now, forgetting those no watch holds any more.
     fn watched(&self) -> Vec<Arc<Feed>> {
         let mut feeds = lock(&self.feeds);
@@ -273,6 +400,19 @@ impl Hub {
                 if let Some(feed) = by_id.get(id.as_str()) {
                     feed.polled(seq);
                 }
+            }
+        }
+        for (tenant_id, users) in self.inbox_users() {
+            let ids: Vec<&str> = users.iter().map(String::as_str).collect();
+            let counts = crate::store::participants::memberships(db, &tenant_id, &ids).await?;
+            let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            for (user, all, active) in &counts {
+                self.memberships_polled(&tenant_id, user, (*all, *active));
+                seen.insert(user.as_str());
+            }
+            // A user in no conversation at all has no row to count.
+            for user in ids.iter().filter(|u| !seen.contains(*u)) {
+                self.memberships_polled(&tenant_id, user, (0, 0));
             }
         }
         Ok(())
@@ -370,5 +510,32 @@ mod tests {
         drop((feed, other));
         hub.committed("c1");
         assert_eq!(hub.watched().len(), 0, "nobody watches c1 or c2");
+    }
+
+    /// A commit in a conversation an inbox shows marks it for the inbox; the poll's counts
+    /// of the user's memberships wake it at the first look and whenever they move, not when
+    /// they stay.
+    #[tokio::test]
+    async fn inboxes_learn_of_their_conversations_and_memberships() {
+        let hub = Hub::new(WatchConfig::default());
+        let inbox = hub.inbox("t", "u");
+        let feed = hub.feed("c1");
+        feed.listen(&inbox);
+        hub.committed("c1");
+        hub.committed("c2");
+        inbox.notified().await;
+        assert_eq!(inbox.take(), (vec!["c1".to_owned()], false));
+        hub.memberships_polled("t", "u", (1, 1));
+        assert_eq!(inbox.take(), (vec![], true), "the first look");
+        hub.memberships_polled("t", "u", (1, 1));
+        assert_eq!(inbox.take(), (vec![], false), "no news");
+        hub.memberships_polled("t", "u", (2, 1));
+        assert_eq!(inbox.take(), (vec![], true), "added somewhere");
+        hub.memberships_polled("t", "other", (5, 5));
+        assert_eq!(inbox.take(), (vec![], false), "another user's");
+        assert_eq!(hub.inbox_users().len(), 1);
+        drop(inbox);
+        hub.committed("c1");
+        assert!(hub.inbox_users().is_empty(), "a closed inbox is forgotten");
     }
 }

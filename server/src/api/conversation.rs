@@ -436,6 +436,19 @@ impl ConversationService for Conversations {
             .await
     }
 
+    type WatchInboxStream = super::inbox::InboxStream;
+
+    async fn watch_inbox(
+        &self,
+        request: Request<pb::WatchInboxRequest>,
+    ) -> Result<Response<Self::WatchInboxStream>, Status> {
+        self.0
+            .handle("WatchInbox", request, |p, req| {
+                super::inbox::open(self.0.clone(), p, req)
+            })
+            .await
+    }
+
     async fn create_conversation(
         &self,
         request: Request<pb::CreateConversationRequest>,

@@ -4,6 +4,7 @@
 mod conversation;
 mod convert;
 mod directory;
+mod inbox;
 mod notification;
 mod notification_stream;
 mod participant;

@@ -201,7 +201,7 @@ impl Streamer {
                     sent = tokio::time::timeout(send_timeout, tx.send(Ok(n))) => match sent {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return Err(Stop::Gone),
-                        Err(_) => return Err(Stop::End(Error::NotificationStreamTooSlow.into())),
+                        Err(_) => return Err(Stop::End(Error::StreamTooSlow("StreamNotifications").into())),
                     },
                     _ = self.closing.wait_for(|c| *c) => return Err(Stop::End(shutting_down())),
                 }

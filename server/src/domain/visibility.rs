@@ -38,6 +38,35 @@ impl ReadWindow {
     }
 }
 
+impl ReadWindow {
+    /// The highest seq of a conversation whose last seq is `last_seq` that the window may
+    /// hold: below the removal, if any; `None` when the window holds nothing (it starts above
+    /// it). Which items in it the viewer may read is [`ReadWindow::readable_top`]'s question.
+    pub fn top(&self, last_seq: i64) -> Option<i64> {
+        let top = match self.until {
+            Some(until) => last_seq.min(until - 1),
+            None => last_seq,
+        };
+        (top >= self.from && top > 0).then_some(top)
+    }
+
+    /// The highest seq the viewer may read (WatchInbox, SPEC §7), 0 when none: the window's
+    /// [`top`](ReadWindow::top), or, for a viewer who is not shown internal-only events (rule
+    /// 18), `shown_top`, the highest seq in `from..=top` that is not one (which the caller
+    /// looked up for such a window only).
+    pub fn readable_top(&self, last_seq: i64, shown_top: Option<i64>) -> i64 {
+        let Some(top) = self.top(last_seq) else {
+            return 0;
+        };
+        if !self.hide_internal_events {
+            return top;
+        }
+        shown_top
+            .filter(|seq| (self.from..=top).contains(seq))
+            .unwrap_or(0)
+    }
+}
+
 /// Who reads a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Viewer {
@@ -292,6 +321,45 @@ pub fn external_view_count<'a>(participants: impl IntoIterator<Item = &'a Partic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The highest readable seq (WatchInbox): the last seq for a window open at the top,
+    /// the one before the removal for a removed viewer, 0 below the window's start, and for a
+    /// viewer not shown internal-only events the last shown item, if it is in the window.
+    #[test]
+    fn the_readable_top_is_the_last_seq_the_window_admits() {
+        let open = ReadWindow {
+            from: 1,
+            until: None,
+            hide_internal_events: false,
+        };
+        assert_eq!(open.readable_top(9, None), 9);
+        assert_eq!(open.readable_top(0, None), 0, "an empty timeline");
+        let removed = ReadWindow {
+            until: Some(5),
+            ..open
+        };
+        assert_eq!(removed.top(9), Some(4));
+        assert_eq!(removed.readable_top(9, None), 4);
+        assert_eq!(removed.readable_top(3, None), 3, "not yet at the removal");
+        let since_join = ReadWindow { from: 7, ..open };
+        assert_eq!(since_join.readable_top(9, None), 9);
+        let late = ReadWindow {
+            from: 7,
+            until: Some(7),
+            ..open
+        };
+        assert_eq!(late.top(9), None, "removed where the window starts");
+        assert_eq!(late.readable_top(9, Some(6)), 0);
+        let external = ReadWindow {
+            from: 3,
+            hide_internal_events: true,
+            until: Some(8),
+        };
+        assert_eq!(external.readable_top(9, Some(6)), 6);
+        assert_eq!(external.readable_top(9, None), 0, "nothing shown");
+        assert_eq!(external.readable_top(9, Some(2)), 0, "below the window");
+        assert_eq!(external.readable_top(9, Some(8)), 0, "at the removal");
+    }
 
     /// A user whose directory entry this call has not read is never judged: rule 18 needs it.
     #[test]

@@ -163,19 +163,44 @@ pub async fn list_for_user(
     before: Option<&str>,
     limit: u64,
 ) -> Result<Vec<(Conversation, Participant)>, Error> {
-    let mut q = conversations::Entity::find()
-        .join_rev(JoinType::InnerJoin, participants_relation())
-        .filter(participants::Column::TenantId.eq(tenant_id))
-        .filter(participants::Column::UserId.eq(user_id));
+    let mut q = for_user(tenant_id, user_id);
     if !include_removed {
         q = q.filter(participants::Column::State.eq(ParticipantState::Active as i32));
     }
     if let Some(before) = before {
         q = q.filter(conversations::Column::Id.lt(before));
     }
-    q.order_by_desc(conversations::Column::Id)
-        .limit(limit)
-        .select_also(participants::Entity)
+    joined(q.order_by_desc(conversations::Column::Id).limit(limit), db).await
+}
+
+/// Those of conversations `ids` that `user_id` is or was a participant of, each with the
+/// user's participant row, in one statement.
+pub async fn of_user_among(
+    db: &super::Conn,
+    tenant_id: &str,
+    user_id: &str,
+    ids: &[String],
+) -> Result<Vec<(Conversation, Participant)>, Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let q =
+        for_user(tenant_id, user_id).filter(conversations::Column::Id.is_in(ids.iter().cloned()));
+    joined(q, db).await
+}
+
+fn for_user(tenant_id: &str, user_id: &str) -> sea_orm::Select<conversations::Entity> {
+    conversations::Entity::find()
+        .join_rev(JoinType::InnerJoin, participants_relation())
+        .filter(participants::Column::TenantId.eq(tenant_id))
+        .filter(participants::Column::UserId.eq(user_id))
+}
+
+async fn joined(
+    q: sea_orm::Select<conversations::Entity>,
+    db: &super::Conn,
+) -> Result<Vec<(Conversation, Participant)>, Error> {
+    q.select_also(participants::Entity)
         .all(db)
         .await?
         .into_iter()

@@ -503,6 +503,51 @@ async fn apply_target(
     Ok(plan.participant)
 }
 
+/// Users of one tenant whose [`memberships`] one statement reads.
+pub const MEMBERSHIPS_PER_STATEMENT: usize = 500;
+
+/// For each of `users` of tenant `tenant_id` who is or was in a conversation: how many
+/// conversations they have a participant row in, and in how many of them they are active.
+/// Between two reads a user added to a conversation moves the first, one removed or added
+/// again the second. It reads `participants_by_user`, as many entries as the users have rows.
+pub async fn memberships<C: super::EachRow>(
+    db: &C,
+    tenant_id: &str,
+    users: &[&str],
+) -> Result<Vec<(String, i64, i64)>, Error> {
+    use super::cells::{Cells, big_int, text};
+    let backend = db.get_database_backend();
+    let postgres = backend == sea_orm::DatabaseBackend::Postgres;
+    let mut out = Vec::with_capacity(users.len());
+    for chunk in users.chunks(MEMBERSHIPS_PER_STATEMENT) {
+        let marks: Vec<String> = (2..2 + chunk.len())
+            .map(|n| super::mark(postgres, n))
+            .collect();
+        let sql = format!(
+            "SELECT user_id, count(*), sum(CASE WHEN state = {} THEN 1 ELSE 0 END) \
+             FROM participants WHERE tenant_id = {} AND user_id IN ({}) GROUP BY user_id",
+            ParticipantState::Active as i32,
+            super::mark(postgres, 1),
+            marks.join(", ")
+        );
+        let mut values: Vec<sea_orm::Value> = vec![tenant_id.into()];
+        values.extend(chunk.iter().map(|u| sea_orm::Value::from(*u)));
+        db.each_row(
+            sea_orm::Statement::from_sql_and_values(backend, sql, values),
+            &mut |row: &dyn Cells| {
+                if let (Some(user), Some(all), Some(active)) =
+                    (text(row, 0)?, big_int(row, 1)?, big_int(row, 2)?)
+                {
+                    out.push((user, all, active));
+                }
+                Ok(())
+            },
+        )
+        .await?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -182,6 +182,54 @@ fn item_at(row: &dyn Cells, conversation_id: &str) -> Result<TimelineItem, DbErr
     })
 }
 
+/// Conversations whose [`shown_tops`] one statement looks up.
+pub const TOPS_PER_STATEMENT: usize = 100;
+
+/// For each `(conversation_id, from, top)`, the highest seq in `from..=top` that is not an
+/// internal-only event (what an external viewer is shown last, rule 18), if any. One statement
+/// per [`TOPS_PER_STATEMENT`] conversations, each a walk down its key from `top` past the
+/// internal-only events there.
+pub async fn shown_tops<C: EachRow>(
+    db: &C,
+    windows: &[(String, i64, i64)],
+) -> Result<std::collections::HashMap<String, i64>, Error> {
+    let backend = db.get_database_backend();
+    let postgres = backend == DatabaseBackend::Postgres;
+    let mut tops = std::collections::HashMap::with_capacity(windows.len());
+    for chunk in windows.chunks(TOPS_PER_STATEMENT) {
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 3);
+        let parts: Vec<String> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, (id, from, top))| {
+                values.extend([id.clone().into(), (*from).into(), (*top).into()]);
+                let (c, f, t) = (
+                    super::mark(postgres, 3 * i + 1),
+                    super::mark(postgres, 3 * i + 2),
+                    super::mark(postgres, 3 * i + 3),
+                );
+                format!(
+                    "SELECT * FROM (SELECT conversation_id, seq FROM timeline \
+                     WHERE conversation_id = {c} AND seq >= {f} AND seq <= {t} \
+                     AND internal_only = FALSE ORDER BY seq DESC LIMIT 1) AS top{i}"
+                )
+            })
+            .collect();
+        let sql = parts.join(" UNION ALL ");
+        db.each_row(
+            Statement::from_sql_and_values(backend, sql, values),
+            &mut |row: &dyn Cells| {
+                if let (Some(id), Some(seq)) = (text(row, 0)?, big_int(row, 1)?) {
+                    tops.insert(id, seq);
+                }
+                Ok(())
+            },
+        )
+        .await?;
+    }
+    Ok(tops)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,7 @@ mod tokens;
 mod update_and_roles;
 mod validation;
 mod viewers;
+mod watch_inbox;
 mod watch_timeline;
 mod write_conflicts;
 mod write_groups;
