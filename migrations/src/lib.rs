@@ -18,7 +18,7 @@ mod m20261204_000012_participants_unchecked_parent;
 mod m20261205_000013_users_person_index;
 mod m20261205_000014_outbox_acked_apart;
 mod m20261205_000015_timeline_by_type;
-mod m20261205_000016_notification_leases;
+pub mod m20261205_000016_notification_leases;
 
 /// Runs `sql` (several statements) if the database is `backend`'s, and nothing otherwise: for a
 /// migration that changes one engine's storage only.

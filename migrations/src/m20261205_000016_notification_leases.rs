@@ -5,14 +5,21 @@
 //! by which a stream finds what it still holds and gives it back when it ends.
 //!
 //! `notifications_acked` gets neither: an acknowledged notification is nobody's.
+//!
+//! On PostgreSQL `lease_holder`, an identifier, compares by bytes (`COLLATE "C"`, as migration
+//! 11 made every identifier column before it).
 
-use sea_orm_migration::prelude::*;
+use sea_orm_migration::{prelude::*, sea_orm::DatabaseBackend};
+
+/// The identifier columns this migration adds, with their types (see migration 11).
+pub const IDENTIFIERS: &[(&str, &[(&str, &str)])] =
+    &[("notifications", &[("lease_holder", "varchar(36)")])];
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
 const UP: &[&str] = &[
-    r#"ALTER TABLE "notifications" ADD COLUMN "lease_holder" varchar(36) NULL"#,
+    r#"ALTER TABLE "notifications" ADD COLUMN "lease_holder" varchar(36){collate} NULL"#,
     r#"ALTER TABLE "notifications" ADD COLUMN "lease_until" bigint NULL"#,
     r#"CREATE INDEX "notifications_by_holder" ON "notifications" ("lease_holder", "id")
          WHERE "lease_holder" IS NOT NULL"#,
@@ -31,8 +38,13 @@ impl MigrationTrait for Migration {
     }
 
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let collate = match manager.get_database_backend() {
+            DatabaseBackend::Postgres => r#" COLLATE "C""#,
+            _ => "",
+        };
         for sql in UP {
-            manager.get_connection().execute_unprepared(sql).await?;
+            let sql = sql.replace("{collate}", collate);
+            manager.get_connection().execute_unprepared(&sql).await?;
         }
         Ok(())
     }

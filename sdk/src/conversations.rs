@@ -4,7 +4,7 @@
 use parley::pb::{self, conversation_service_client::ConversationServiceClient as Stub};
 
 use crate::{
-    Client, TimelineWatch,
+    Client, InboxWatch, TimelineWatch,
     client::{CallOptions, call_options, rpc},
     error::Result,
     paging::{self, ItemStream, Page, paged},
@@ -559,6 +559,22 @@ impl Conversations {
     /// ```
     pub fn watch_timeline(&self, conversation_id: impl Into<String>) -> TimelineWatch {
         TimelineWatch::new(self.client.clone(), conversation_id.into())
+    }
+
+    /// The caller's inbox as a stream (WatchInbox): see [`InboxWatch`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: parley_sdk::Client) -> Result<(), parley_sdk::Error> {
+    /// use futures::TryStreamExt;
+    ///
+    /// let mut inbox = client.conversations().watch_inbox().include_removed(true);
+    /// while let Some(entry) = inbox.try_next().await? {
+    ///     println!("{} up to #{} ({:?})", entry.conversation_id, entry.seq, entry.viewer_state());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_inbox(&self) -> InboxWatch {
+        InboxWatch::new(self.client.clone())
     }
 
     /// One page of the timeline (messages and events) the caller may read.

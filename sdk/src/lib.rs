@@ -72,6 +72,7 @@ mod notifications;
 mod paging;
 mod participants;
 mod retry;
+mod streams;
 mod watch;
 
 /// The generated protobuf messages and gRPC stubs of `parley.v1`.
@@ -97,4 +98,5 @@ pub use participants::{
     ListParticipants, Outcome, ParticipantKind, ParticipantState, Participants, Role,
 };
 pub use retry::RetryPolicy;
+pub use streams::{Acker, Delivery, InboxEntry, InboxWatch, NotificationStream};
 pub use watch::TimelineWatch;

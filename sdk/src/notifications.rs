@@ -10,6 +10,7 @@ use crate::{
     error::Result,
     paging::{self, ItemStream, Page, paged},
     retry::Method,
+    streams::NotificationStream,
 };
 
 /// A notification's kind: `ParticipantAddedByOther`, `AddedToConversation` or `Invitation`.
@@ -69,6 +70,16 @@ pub struct Notifications {
 call_options!(Notifications);
 
 impl Notifications {
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The tenant's notifications as they come, each leased to this stream until
+    /// acknowledged (StreamNotifications): see [`NotificationStream`].
+    pub fn stream(&self) -> NotificationStream {
+        NotificationStream::new(self.clone())
+    }
+
     /// One page of the tenant's notifications.
     pub async fn list(&self, request: ListNotifications) -> Result<Page<pb::Notification>> {
         let message = pb::ListNotificationsRequest {

@@ -653,8 +653,12 @@ async fn ids_page_in_the_order_of_their_bytes(db: Db) {
     if tables.get_database_backend() != DatabaseBackend::Postgres {
         return;
     }
-    use parley_migration::m20261204_000011_identifier_collation::IDENTIFIERS;
-    for (table, columns) in IDENTIFIERS {
+    let identifiers: Vec<&(&str, &[(&str, &str)])> =
+        parley_migration::m20261204_000011_identifier_collation::IDENTIFIERS
+            .iter()
+            .chain(parley_migration::m20261205_000016_notification_leases::IDENTIFIERS)
+            .collect();
+    for (table, columns) in identifiers.iter().copied() {
         for (column, _) in *columns {
             assert_eq!(
                 collation(&tables, table, column).await,
@@ -692,7 +696,7 @@ async fn ids_page_in_the_order_of_their_bytes(db: Db) {
             "notifications_acked" => "notifications".to_owned(),
             _ => table,
         };
-        let identifier = IDENTIFIERS
+        let identifier = identifiers
             .iter()
             .any(|(t, cs)| *t == table && cs.iter().any(|(c, _)| *c == column));
         let word = words.contains(&(table.as_str(), column.as_str()));

@@ -34,6 +34,7 @@ mod sdk_errors;
 mod sdk_errors_roster;
 mod sdk_paging;
 mod sdk_retry;
+mod sdk_streams;
 mod sdk_watch;
 mod sqlite_writer;
 mod stream_notifications;
