@@ -129,6 +129,40 @@ pub struct Feed {
     wake: watch::Sender<u64>,
     /// The open inboxes that show this conversation.
     inboxes: Mutex<Vec<Weak<InboxWake>>>,
+    /// The watches of this conversation on the replica: who reads, and how far each got.
+    readers: Mutex<HashMap<u64, Reader>>,
+    /// The latest read made for all the watches at once (`api::watch`), which a watch woken
+    /// by the same commit uses instead of reading again; one such read at a time.
+    pub shared: tokio::sync::Mutex<Option<Arc<SharedRead>>>,
+}
+
+/// One watch of a conversation, as the conversation's feed knows it.
+#[derive(Clone, Debug)]
+struct Reader {
+    tenant_id: String,
+    /// The user the watch is judged as; `None` for a service acting as administrator.
+    user_id: Option<String>,
+    /// Every seq up to this one has been passed.
+    passed: i64,
+}
+
+/// A read of one conversation made once for all its watches on the replica: its newest items
+/// after `base`, as the conversation's administrator reads them (no viewer's window), and for
+/// each watching user what a read judges a caller by. Each watch then judges itself by the
+/// rules and keeps what it may read (`api::watch`).
+#[derive(Debug)]
+pub struct SharedRead {
+    pub tenant_id: String,
+    /// The feed's generation when the read began: every commit whose wake-up came before it is
+    /// in the read.
+    pub generation: u64,
+    /// The items read are those after this seq.
+    pub base: i64,
+    /// What the read found of each watching user (a service acting as administrator: `None`).
+    pub callers: HashMap<Option<String>, crate::store::WithCaller>,
+    pub items: Vec<crate::domain::model::TimelineItem>,
+    /// The read took a whole page: there may be items after its last.
+    pub full: bool,
 }
 
 impl Feed {
@@ -148,6 +182,51 @@ impl Feed {
             }
             None => false,
         });
+    }
+
+    /// Counts a watch of the conversation by `user_id` of `tenant_id`, which has passed every
+    /// seq up to `passed`; returns its key for [`Feed::moved`] and [`Feed::left`].
+    pub fn entered(&self, tenant_id: &str, user_id: Option<&str>, passed: i64) -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let key = NEXT.fetch_add(1, Ordering::Relaxed);
+        lock(&self.readers).insert(
+            key,
+            Reader {
+                tenant_id: tenant_id.to_owned(),
+                user_id: user_id.map(str::to_owned),
+                passed,
+            },
+        );
+        key
+    }
+
+    /// The watch `key` has passed every seq up to `passed`.
+    pub fn moved(&self, key: u64, passed: i64) {
+        if let Some(reader) = lock(&self.readers).get_mut(&key) {
+            reader.passed = passed;
+        }
+    }
+
+    /// The watch `key` ended.
+    pub fn left(&self, key: u64) {
+        lock(&self.readers).remove(&key);
+    }
+
+    /// The users watching for `tenant_id`, each once, and the lowest seq any of them passed.
+    pub fn readers(&self, tenant_id: &str) -> (Vec<Option<String>>, Option<i64>) {
+        let readers = lock(&self.readers);
+        let mut users: std::collections::HashSet<Option<String>> = Default::default();
+        let mut lowest: Option<i64> = None;
+        for reader in readers.values().filter(|r| r.tenant_id == tenant_id) {
+            users.insert(reader.user_id.clone());
+            lowest = Some(lowest.map_or(reader.passed, |l| l.min(reader.passed)));
+        }
+        (users.into_iter().collect(), lowest)
+    }
+
+    /// How many wake-ups the conversation has had here.
+    pub fn generation(&self) -> u64 {
+        *self.wake.borrow()
     }
 
     /// Tells `inbox` of every later wake-up of this conversation, while it lives.
@@ -300,6 +379,8 @@ impl Hub {
             polled: AtomicI64::new(0),
             wake: watch::channel(0).0,
             inboxes: Mutex::new(Vec::new()),
+            readers: Mutex::new(HashMap::new()),
+            shared: tokio::sync::Mutex::new(None),
         });
         feeds.insert(conversation_id.to_owned(), Arc::downgrade(&feed));
         feed

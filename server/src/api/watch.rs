@@ -1,12 +1,19 @@
 //! WatchTimeline (SPEC §7): one conversation's timeline as a stream, resumable by seq.
 //!
-//! A watch is a loop of reads. Each read is ListTimeline's: a read transaction that judges the
-//! caller afresh ([`State::read_access`], so a removal, a change of kind in the directory or a
-//! deactivation applies at the next read) and reads, within the viewer's window, the items
-//! after the last seq passed. The stream sends them, then waits for a wake-up from the
-//! [`crate::realtime::Hub`] (a commit here, or the replica's poll of the latest seqs) or for
-//! its heartbeat. It subscribes to wake-ups before its first read, so a commit is never
-//! between a read and the wait unnoticed.
+//! A watch is a loop of reads, each of which judges the caller afresh (so a removal, a change
+//! of kind in the directory or a deactivation applies at the next read) and keeps, within the
+//! viewer's window, the items after the last seq passed. The stream sends them, then waits for
+//! a wake-up from the [`crate::realtime::Hub`] (a commit here, or the replica's poll of the
+//! latest seqs) or for its heartbeat. It subscribes to wake-ups before its first read, so a
+//! commit is never between a read and the wait unnoticed.
+//!
+//! Its first read, a read after a full page and the heartbeat's are its own, ListTimeline's
+//! ([`State::read_access`] and the page in one read transaction). A wake-up is read once for
+//! all the watches of the conversation on the replica ([`read_shared`]): one read transaction
+//! takes every watching user's directory entry and seat (`store::callers_of`) and the items
+//! after the lowest seq any of them passed, unfiltered; each watch then judges itself with
+//! the same functions ([`super::judge_read`], the viewer's window) and keeps what it may read.
+//! A commit costs the database the same few statements with one watch open or a thousand.
 //!
 //! What the stream holds is bounded: at most a page of items read and
 //! [`crate::realtime::WatchConfig::buffer`] messages queued for the reader. A reader that
@@ -25,11 +32,12 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::{State, convert};
-use crate::domain::model::TimelineItem;
+use crate::domain::model::{Conversation, TimelineItem};
 use crate::domain::principal::Principal;
 use crate::domain::validate;
+use crate::domain::visibility::ReadWindow;
 use crate::error::Error;
-use crate::realtime::{Feed, Permit};
+use crate::realtime::{Feed, Permit, SharedRead};
 use crate::store::{self, timeline::Only};
 
 /// Items one read of a watch takes at most.
@@ -46,6 +54,8 @@ struct Read {
     passed: i64,
     /// The read ended at the caller's removal: nothing after `passed` is theirs to read.
     removed: bool,
+    /// The read stopped at the end of its page: read on at once.
+    more: bool,
 }
 
 /// The items after `after` that `p` may read in `conversation_id`, at most [`READ_PAGE`].
@@ -69,20 +79,139 @@ async fn read_after(
     )
     .await?;
     tx.commit().await?;
-    // The last seq the caller may ever read here: below their removal, if removed.
-    let last = match window.until {
-        Some(until) => conversation.last_seq.min(until - 1),
-        None => conversation.last_seq,
-    };
     let full = items.len() as u64 == READ_PAGE;
-    // Writes to one conversation commit in seq order (each holds the conversation's row until
-    // it commits), so an item read means every seq below it is committed.
-    let newest = items.last().map_or(after, |item| item.seq).max(after);
-    let passed = if full { newest } else { last.max(newest) };
-    Ok(Read {
+    let newest = items.last().map_or(after, |item| item.seq);
+    Ok(Read::of(items, &conversation, window, after, newest, full))
+}
+
+impl Read {
+    /// What a read found for a viewer with `window` who had passed `after`: `items`, those of
+    /// the read they may read after `after`; `newest`, the highest seq the read looked at
+    /// (an item read means every seq below it is committed: writes to one conversation commit
+    /// in seq order, each holding the conversation's row until it commits); `full`, whether
+    /// the read stopped at its page's end rather than at the conversation's last seq.
+    fn of(
+        items: Vec<TimelineItem>,
+        conversation: &Conversation,
+        window: ReadWindow,
+        after: i64,
+        newest: i64,
+        full: bool,
+    ) -> Self {
+        // The last seq the caller may ever read here: below their removal, if removed.
+        let last = match window.until {
+            Some(until) => conversation.last_seq.min(until - 1),
+            None => conversation.last_seq,
+        };
+        let newest = newest.max(after);
+        let passed = if full { newest } else { last.max(newest) };
+        Read {
+            items,
+            passed,
+            removed: window.until.is_some() && !full,
+            more: full,
+        }
+    }
+}
+
+/// Reads the items after `after` for the watches of `feed` woken at `generation`, once for all
+/// of them: the first watch to ask makes the read (every watching user's standing and the
+/// items after the lowest seq any watch passed, in one snapshot), the others woken by the
+/// same commits take it. Each then judges itself by the rules ([`judge_read`]) and keeps what
+/// it may read. A watch the read does not serve (it began before the watch's wake-up, above
+/// the watch's place, or without its user) reads alone.
+async fn read_shared(
+    state: &State,
+    p: &Principal,
+    feed: &Feed,
+    conversation_id: &str,
+    generation: u64,
+    after: i64,
+) -> Result<Read, Error> {
+    let user = p.actor().user_id().map(str::to_owned);
+    let serves = |r: &SharedRead| {
+        r.tenant_id == p.tenant_id
+            && r.generation >= generation
+            && r.base <= after
+            && r.callers.contains_key(&user)
+            // A page that ended below the watch's place tells it nothing.
+            && !(r.full && r.items.last().is_none_or(|item| item.seq <= after))
+    };
+    let shared = {
+        let mut slot = feed.shared.lock().await;
+        match slot.as_ref().filter(|r| serves(r)) {
+            Some(read) => read.clone(),
+            None => {
+                let read = Arc::new(read_for_all(state, p, feed, conversation_id, after).await?);
+                *slot = Some(read.clone());
+                read
+            }
+        }
+    };
+    let Some(caller) = shared.callers.get(&user).filter(|_| serves(&shared)) else {
+        return read_after(state, p, conversation_id, after).await;
+    };
+    let (conversation, viewer) = super::judge_read(p, conversation_id, caller.clone())?;
+    let window = viewer.window();
+    let items = shared
+        .items
+        .iter()
+        .filter(|item| item.seq > after && window.admits(item))
+        .cloned()
+        .collect();
+    let newest = shared.items.last().map_or(shared.base, |item| item.seq);
+    Ok(Read::of(
         items,
-        passed,
-        removed: window.until.is_some() && !full,
+        &conversation,
+        window,
+        after,
+        newest,
+        shared.full,
+    ))
+}
+
+/// The read behind [`read_shared`]: for every user watching `feed` (and `p`'s), what judges
+/// them, and the conversation's items after the lowest seq passed, at most [`READ_PAGE`].
+async fn read_for_all(
+    state: &State,
+    p: &Principal,
+    feed: &Feed,
+    conversation_id: &str,
+    after: i64,
+) -> Result<SharedRead, Error> {
+    let generation = feed.generation();
+    let (mut users, lowest) = feed.readers(&p.tenant_id);
+    let user = p.actor().user_id().map(str::to_owned);
+    if !users.contains(&user) {
+        users.push(user);
+    }
+    let base = lowest.map_or(after, |l| l.min(after));
+    let tx = store::begin_read(&state.db).await?;
+    let ids: Vec<Option<&str>> = users.iter().map(Option::as_deref).collect();
+    let callers = store::callers_of(&tx, &p.tenant_id, conversation_id, &ids).await?;
+    let everything = ReadWindow {
+        from: 1,
+        until: None,
+        hide_internal_events: false,
+    };
+    let items = store::timeline::list(
+        &tx,
+        conversation_id,
+        everything,
+        Only::All,
+        false,
+        Some(base),
+        READ_PAGE,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(SharedRead {
+        tenant_id: p.tenant_id.clone(),
+        generation,
+        base,
+        callers: users.into_iter().zip(callers).collect(),
+        full: items.len() as u64 == READ_PAGE,
+        items,
     })
 }
 
@@ -105,6 +234,7 @@ pub(crate) async fn open(
     let mut wake = feed.subscribe();
     wake.borrow_and_update();
     let first = read_after(&state, &p, &id, req.after_seq).await?;
+    let key = feed.entered(&p.tenant_id, p.actor().user_id(), first.passed);
     let config = state.hub.config().clone();
     let (tx, rx) = mpsc::channel(config.buffer.max(1));
     let ending = Arc::new(Mutex::new(None));
@@ -115,7 +245,8 @@ pub(crate) async fn open(
         tx,
         wake,
         closing: state.hub.closing(),
-        _feed: feed,
+        feed,
+        key,
         _permit: permit,
     };
     tokio::spawn(watch.run(first, ending.clone()));
@@ -134,8 +265,16 @@ struct Watch {
     tx: mpsc::Sender<Result<pb::WatchTimelineResponse, Status>>,
     wake: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
-    _feed: Arc<Feed>,
+    feed: Arc<Feed>,
+    /// The watch's key among the feed's readers.
+    key: u64,
     _permit: Permit,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.feed.left(self.key);
+    }
 }
 
 /// Why a watch's sending stopped.
@@ -176,15 +315,17 @@ impl Watch {
                     Error::ParticipantRemoved(self.conversation_id.clone()).into(),
                 ));
             }
-            // After a full page, read on at once; else wait for news or for the heartbeat,
-            // which reads anyway (a directory change applies, a lost wake-up is made good).
-            if read.items.len() as u64 != READ_PAGE {
+            // After a full page, read on at once; else wait for news, which the watches of
+            // the conversation read once for all, or for the heartbeat, which reads alone
+            // anyway (a directory change applies, a lost wake-up is made good).
+            let mut woken = None;
+            if !read.more {
                 tokio::select! {
                     changed = self.wake.changed() => {
                         if changed.is_err() {
                             return Err(Stop::End(shutting_down()));
                         }
-                        self.wake.borrow_and_update();
+                        woken = Some(*self.wake.borrow_and_update());
                     }
                     () = tokio::time::sleep_until(last_sent + config.heartbeat) => {}
                     _ = self.closing.wait_for(|c| *c) => return Err(Stop::End(shutting_down())),
@@ -192,9 +333,15 @@ impl Watch {
                     () = self.tx.closed() => return Err(Stop::Gone),
                 }
             }
-            read = read_after(&self.state, &self.p, &self.conversation_id, read.passed)
-                .await
-                .map_err(|e| Stop::End(e.into()))?;
+            let (state, p, id) = (&self.state, &self.p, &self.conversation_id);
+            read = match woken {
+                Some(generation) => {
+                    read_shared(state, p, &self.feed, id, generation, read.passed).await
+                }
+                None => read_after(state, p, id, read.passed).await,
+            }
+            .map_err(|e| Stop::End(e.into()))?;
+            self.feed.moved(self.key, read.passed);
             if read.items.is_empty() && !read.removed && last_sent.elapsed() >= config.heartbeat {
                 let message = pb::WatchTimelineResponse {
                     kind: Some(pb::watch_timeline_response::Kind::Heartbeat(

@@ -1645,6 +1645,62 @@ pub async fn conversation_with_caller<C: EachRow>(
     read.ok_or_else(|| Error::Internal("a one-row select returned no row".into()))?
 }
 
+/// Callers whose [`callers_of`] one statement reads.
+pub const CALLERS_PER_STATEMENT: usize = 100;
+
+/// [`conversation_with_caller`] for several callers of one conversation at once (the watches
+/// of a conversation, read together): for each of `user_ids`, in their order, what that
+/// statement reads for it. One statement per [`CALLERS_PER_STATEMENT`] callers, each the
+/// one-caller statement's select, joined by `UNION ALL` and told apart by their position.
+pub async fn callers_of<C: EachRow>(
+    db: &C,
+    tenant_id: &str,
+    conversation_id: &str,
+    user_ids: &[Option<&str>],
+) -> Result<Vec<WithCaller>, Error> {
+    let backend = db.get_database_backend();
+    let postgres = backend == DatabaseBackend::Postgres;
+    let mut out: Vec<Option<WithCaller>> = Vec::with_capacity(user_ids.len());
+    out.resize_with(user_ids.len(), || None);
+    for (chunk_at, chunk) in user_ids.chunks(CALLERS_PER_STATEMENT).enumerate() {
+        let base = chunk_at * CALLERS_PER_STATEMENT;
+        let (tenant, id) = (mark(postgres, 1), mark(postgres, 2));
+        let selects: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "SELECT CAST({i} AS BIGINT) AS k, {} {}",
+                    caller_columns(),
+                    caller_joins(&tenant, &id, &mark(postgres, 3 + i))
+                )
+            })
+            .collect();
+        let mut values: Vec<sea_orm::Value> = vec![tenant_id.into(), conversation_id.into()];
+        values.extend(chunk.iter().map(|u| u.map(str::to_owned).into()));
+        let mut failed = None;
+        db.each_row(
+            Statement::from_sql_and_values(backend, selects.join(" UNION ALL "), values),
+            &mut |row| {
+                let k = cells::big_int(row, 0)?
+                    .and_then(|k| usize::try_from(k).ok())
+                    .filter(|k| *k < chunk.len())
+                    .ok_or_else(|| DbErr::Custom("a caller row without its position".into()))?;
+                match WithCaller::from_cells(row, 1)? {
+                    Ok(read) => out[base + k] = Some(read),
+                    Err(e) => failed = Some(e),
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
+    out.into_iter()
+        .map(|read| read.ok_or_else(|| Error::Internal("a caller's row is missing".into())))
+        .collect()
+}
+
 /// The statement of [`conversation_with_caller`], values bound.
 pub fn with_caller_statement(
     backend: DatabaseBackend,

@@ -501,6 +501,122 @@ async fn shutdown_ends_watches_with_unavailable(db: Db) {
     assert_eq!(seqs(&rest), vec![last + 1]);
 }
 
+/// Watches of one conversation by different viewers read together (one read per commit for
+/// all of them) and each gets what it may read: the owner, an external participant (no
+/// internal roster event), a SINCE_JOIN newcomer (nothing before joining), a service acting
+/// as administrator (everything), and a participant removed midway (up to the removal, then
+/// PARTICIPANT_REMOVED). Each ends with exactly its ListTimeline.
+async fn watches_read_together_each_get_their_own(db: Db) {
+    let app = spawn_app_with(db, quick_watches).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let policy = pb::Policy {
+        new_participant_history: pb::policy::History::SinceJoin as i32,
+        ..Default::default()
+    };
+    let c = alice
+        .create_group_with("together", &["bob", "ext1"], Some(policy))
+        .await
+        .expect("create");
+    alice.send(&c.id, "before carol").await.expect("send");
+    alice.add_users(&c.id, &["carol"]).await.expect("add carol");
+    let (bob, ext1, carol) = (
+        app.user(TENANT, "bob"),
+        app.external(TENANT, "ext1"),
+        app.user(TENANT, "carol"),
+    );
+    let admin = app.service(TENANT);
+    let viewers = [
+        ("alice", &alice),
+        ("bob", &bob),
+        ("ext1", &ext1),
+        ("carol", &carol),
+        ("admin", &admin),
+    ];
+    let mut streams = Vec::new();
+    for (_, viewer) in viewers {
+        streams.push(watch(viewer, &c.id, 0).await.expect("watch"));
+    }
+    for i in 0..5 {
+        alice.send(&c.id, &format!("m{i}")).await.expect("send");
+        if i == 2 {
+            alice.remove(&c.id, "bob").await.expect("remove bob");
+        }
+    }
+    alice.add_users(&c.id, &["dave"]).await.expect("add dave");
+    alice.send(&c.id, "last").await.expect("send");
+    let end = alice.last_seq(&c.id).await;
+    for ((name, viewer), mut stream) in viewers.into_iter().zip(streams) {
+        let expected = viewer.timeline(&c.id).await.expect("timeline");
+        if name == "bob" {
+            let (got, _, status) = until_end(&mut stream).await;
+            assert_error(
+                &status,
+                Code::PermissionDenied,
+                ErrorReason::ParticipantRemoved,
+            );
+            assert_eq!(got, expected, "bob, up to his removal");
+        } else {
+            let got = items_until(&mut stream, expected.last().map_or(0, |i| i.seq)).await;
+            assert_eq!(got, expected, "{name}");
+        }
+    }
+    let ext_seqs = seqs(&ext1.timeline(&c.id).await.expect("timeline"));
+    assert!(ext_seqs.len() < seqs(&admin.timeline(&c.id).await.expect("all")).len());
+    assert!(end > 0);
+}
+
+/// A commit costs the database the same few statements whether one watch of the
+/// conversation is open or twenty (each a different user): the watches read together.
+async fn twenty_watches_cost_one_read(db: Db) {
+    const WATCHERS: usize = 20;
+    let app = spawn_app_with(db, |config| {
+        quick_watches(config);
+        // No heartbeat reads during the measurement.
+        config.watch.heartbeat = Duration::from_secs(600);
+    })
+    .await;
+    seed_standard(&app).await;
+    let users = seed_many(&app, "w", WATCHERS).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("many", &[]).await.expect("create");
+    let ids: Vec<&str> = users.iter().map(String::as_str).collect();
+    alice
+        .add_users(&c.id, &ids)
+        .await
+        .expect("add the watchers");
+    // The statements one message costs, the watches' reads included, with `n` watches open.
+    let cost = |n: usize| {
+        let (app, alice, users, c) = (&app, &alice, &users, &c);
+        async move {
+            let mut streams = Vec::new();
+            for user in &users[..n] {
+                let viewer = app.user(TENANT, user);
+                let top = alice.last_seq(&c.id).await;
+                streams.push(watch(&viewer, &c.id, top).await.expect("watch"));
+            }
+            // Let the watches settle (their first reads, the poll's first look).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let before = app.statement_count();
+            let m = alice.send(&c.id, "news").await.expect("send");
+            for stream in &mut streams {
+                let got = items_until(stream, m.seq).await;
+                assert_eq!(seqs(&got), vec![m.seq]);
+            }
+            app.statement_count() - before
+        }
+    };
+    let one = cost(1).await;
+    let twenty = cost(WATCHERS).await;
+    eprintln!("{db:?}: statements for one message: 1 watch {one}, {WATCHERS} watches {twenty}");
+    // Reading alone, each watch would run its own read (3 or more statements each); the
+    // margin leaves room for the replica's poll, which may fall inside the measurement.
+    assert!(
+        twenty <= one + 6,
+        "{WATCHERS} watches cost {twenty} statements, one cost {one}"
+    );
+}
+
 both_dbs!(
     backlog_then_live_items_in_order,
     writes_on_another_replica_arrive_once_in_order,
@@ -511,4 +627,6 @@ both_dbs!(
     a_watch_is_refused_clearly,
     a_slow_reader_is_ended,
     shutdown_ends_watches_with_unavailable,
+    watches_read_together_each_get_their_own,
+    twenty_watches_cost_one_read,
 );
