@@ -133,7 +133,7 @@ pub struct Feed {
     readers: Mutex<HashMap<u64, Reader>>,
     /// The latest read made for all the watches at once (`api::watch`), which a watch woken
     /// by the same commit uses instead of reading again; one such read at a time.
-    pub shared: tokio::sync::Mutex<Option<Arc<SharedRead>>>,
+    pub shared: Arc<tokio::sync::Mutex<Option<Arc<SharedRead>>>>,
 }
 
 /// One watch of a conversation, as the conversation's feed knows it.
@@ -380,7 +380,7 @@ impl Hub {
             wake: watch::channel(0).0,
             inboxes: Mutex::new(Vec::new()),
             readers: Mutex::new(HashMap::new()),
-            shared: tokio::sync::Mutex::new(None),
+            shared: Arc::new(tokio::sync::Mutex::new(None)),
         });
         feeds.insert(conversation_id.to_owned(), Arc::downgrade(&feed));
         feed

@@ -144,6 +144,7 @@ async fn read_shared(
             None => {
                 let read = Arc::new(read_for_all(state, p, feed, conversation_id, after).await?);
                 *slot = Some(read.clone());
+                forget_later(feed, &read);
                 read
             }
         }
@@ -168,6 +169,27 @@ async fn read_shared(
         newest,
         shared.full,
     ))
+}
+
+/// How long a read made for all the watches of a conversation is kept for those woken by the
+/// same commits: long enough for every one of them to take it (they wait for it at once),
+/// short enough that a quiet conversation does not hold a page of items for nothing.
+const SHARED_READ_KEPT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Lets go of `read` in `feed`'s slot after [`SHARED_READ_KEPT`], unless a newer one took its
+/// place.
+fn forget_later(feed: &Feed, read: &Arc<SharedRead>) {
+    let (slot, read) = (feed.shared.clone(), Arc::downgrade(read));
+    tokio::spawn(async move {
+        tokio::time::sleep(SHARED_READ_KEPT).await;
+        let mut slot = slot.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|kept| std::ptr::eq(Arc::as_ptr(kept), read.as_ptr()))
+        {
+            *slot = None;
+        }
+    });
 }
 
 /// The read behind [`read_shared`]: for every user watching `feed` (and `p`'s), what judges
@@ -411,5 +433,50 @@ impl<T> Stream for Messages<T> {
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    fn shared(generation: u64) -> Arc<SharedRead> {
+        Arc::new(SharedRead {
+            tenant_id: "t".into(),
+            generation,
+            base: 0,
+            callers: HashMap::new(),
+            items: Vec::new(),
+            full: false,
+        })
+    }
+
+    /// A read kept for the watches of a conversation is let go of after a while, unless a
+    /// newer one took its place (which is kept its own while).
+    #[tokio::test]
+    async fn shared_reads_are_let_go_of() {
+        let hub = crate::realtime::Hub::new(crate::realtime::WatchConfig::default());
+        let feed = hub.feed("c1");
+        let first = shared(1);
+        *feed.shared.lock().await = Some(first.clone());
+        forget_later(&feed, &first);
+        drop(first);
+        tokio::time::sleep(SHARED_READ_KEPT + Duration::from_millis(200)).await;
+        assert!(feed.shared.lock().await.is_none(), "let go of");
+
+        let old = shared(2);
+        *feed.shared.lock().await = Some(old.clone());
+        forget_later(&feed, &old);
+        let newer = shared(3);
+        *feed.shared.lock().await = Some(newer.clone());
+        tokio::time::sleep(SHARED_READ_KEPT + Duration::from_millis(200)).await;
+        let kept = feed.shared.lock().await.as_ref().map(|r| r.generation);
+        assert_eq!(
+            kept,
+            Some(3),
+            "a newer read is not let go of with the old one"
+        );
     }
 }
