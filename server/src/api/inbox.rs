@@ -10,12 +10,13 @@
 //! - each conversation it shows has its feed, as a WatchTimeline's: a commit on this replica
 //!   or the replica's poll of latest seqs marks the conversation, and the stream reads the
 //!   user's row and the conversation again, for the marked ones only (one statement, plus one
+//!   for the user's directory entry, by which the user is judged afresh at each read, and one
 //!   for what an external user is shown);
 //! - the replica's poll counts the user's participant rows (all, active): a count that moves
 //!   means an addition or a removal anywhere, and the stream reads the whole inbox again;
 //! - every [`crate::realtime::WatchConfig::heartbeat`] it reads the whole inbox again anyway,
-//!   judging the user afresh by the directory (rule 18: a change of kind applies), and making
-//!   good any wake-up lost.
+//!   so that a change of the user's kind in the directory (rule 18) moves a quiet inbox too,
+//!   and any wake-up lost is made good.
 
 use std::{
     collections::HashMap,
@@ -200,6 +201,8 @@ impl Inbox {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // Rule 18 applies at once: the user is judged by the directory at each read.
+        self.state.resolve_directory(&mut self.p).await?;
         let rows = store::conversations::of_user_among(
             &self.state.db,
             &self.p.tenant_id,

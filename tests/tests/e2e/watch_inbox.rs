@@ -251,9 +251,52 @@ async fn an_inbox_is_refused_clearly(db: Db) {
     quiet(&mut as_bob, "bob is in one conversation").await;
 }
 
+/// Rule 18 at once: a user the directory makes external is judged so at the inbox's next
+/// read; their inbox then stops at the last item an external viewer is shown.
+async fn a_change_of_kind_applies_at_the_next_read(db: Db) {
+    let app = spawn_app_with(db, quick_watches).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let bob = app.user(TENANT, "bob");
+    let c = alice
+        .create_group("kinds", &["bob", "ext1"])
+        .await
+        .expect("create");
+    let m = alice.send(&c.id, "hello").await.expect("send");
+    let mut stream = inbox(&bob, false).await.expect("inbox");
+    assert_eq!(
+        next(&mut stream).await,
+        (c.id.clone(), m.seq, State::Active)
+    );
+    let mut bob_entry = app.service(TENANT).get_user("bob").await.expect("bob");
+    bob_entry.kind = pb::user::Kind::External as i32;
+    app.service(TENANT)
+        .upsert(bob_entry)
+        .await
+        .expect("bob is external now");
+    alice
+        .add_users(&c.id, &["carol"])
+        .await
+        .expect("add internal");
+    let shown = bob.last_seq(&c.id).await;
+    assert_eq!(
+        shown, m.seq,
+        "an external viewer is not shown carol's addition"
+    );
+    assert!(shown < alice.last_seq(&c.id).await);
+    // Bob was shown nothing new: his inbox does not move.
+    quiet(&mut stream, "an internal roster event, bob judged external").await;
+    let n = alice.send(&c.id, "again").await.expect("send");
+    assert_eq!(
+        next(&mut stream).await,
+        (c.id.clone(), n.seq, State::Active)
+    );
+}
+
 both_dbs!(
     the_inbox_is_the_state_then_each_change,
     an_external_inbox_skips_internal_roster_events,
     changes_on_another_replica_arrive_within_a_second,
     an_inbox_is_refused_clearly,
+    a_change_of_kind_applies_at_the_next_read,
 );
