@@ -41,15 +41,21 @@ pub fn conversation(view: &ConversationView) -> pb::Conversation {
 }
 
 pub fn participant(p: &Participant) -> pb::Participant {
+    participant_into(p.clone())
+}
+
+/// [`participant`] taking the row, whose strings move into the message: a page of
+/// participants is converted without copying each of its ids again.
+pub fn participant_into(p: Participant) -> pb::Participant {
     pb::Participant {
-        conversation_id: p.conversation_id.clone(),
-        user_id: p.user_id.clone(),
+        conversation_id: p.conversation_id,
+        user_id: p.user_id,
         kind: p.kind as i32,
         role: p.role as i32,
         state: p.state as i32,
-        added_by: p.added_by.clone(),
+        added_by: p.added_by,
         join_time: Some(timestamp(p.join_time)),
-        removed_by: p.removed_by.clone().unwrap_or_default(),
+        removed_by: p.removed_by.unwrap_or_default(),
         remove_time: p.remove_time.map(timestamp),
         history_from: p.history_from,
     }

@@ -279,7 +279,7 @@ impl Participants {
             |x| x.user_id.clone(),
         );
         Ok(pb::ListParticipantsResponse {
-            participants: list.iter().map(convert::participant).collect(),
+            participants: list.into_iter().map(convert::participant_into).collect(),
             next_page_token,
         })
     }
