@@ -245,8 +245,6 @@ impl Feed {
 /// One open WatchInbox's wake-ups: which of its conversations moved, and whether the user's
 /// memberships may have changed, since it last looked.
 pub struct InboxWake {
-    pub tenant_id: String,
-    pub user_id: String,
     dirty: Mutex<std::collections::HashSet<String>>,
     membership: std::sync::atomic::AtomicBool,
     notify: tokio::sync::Notify,
@@ -413,8 +411,6 @@ impl Hub {
     /// may have come between the inbox's first read and that look.
     pub fn inbox(&self, tenant_id: &str, user_id: &str) -> Arc<InboxWake> {
         let wake = Arc::new(InboxWake {
-            tenant_id: tenant_id.to_owned(),
-            user_id: user_id.to_owned(),
             dirty: Mutex::default(),
             membership: Default::default(),
             notify: tokio::sync::Notify::new(),

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::State;
-use super::watch::{Messages, shutting_down};
+use super::watch::{Messages, Stop, send_or_stop, shutting_down};
 use crate::domain::model::{Conversation, Participant, ParticipantState};
 use crate::domain::principal::{Actor, Principal};
 use crate::domain::visibility;
@@ -101,12 +101,6 @@ struct Inbox {
     _permit: Permit,
 }
 
-/// Why an inbox's sending stopped.
-enum Stop {
-    Gone,
-    End(Status),
-}
-
 impl Inbox {
     async fn run(
         mut self,
@@ -114,10 +108,7 @@ impl Inbox {
         tx: mpsc::Sender<Result<pb::WatchInboxResponse, Status>>,
         ending: Arc<Mutex<Option<Status>>>,
     ) {
-        let status = match self.serve(first, &tx).await {
-            Err(Stop::Gone) | Ok(()) => Status::cancelled("the reader went away"),
-            Err(Stop::End(status)) => status,
-        };
+        let status = Stop::status(self.serve(first, &tx).await);
         *crate::lock(&ending) = Some(status);
     }
 
@@ -132,18 +123,15 @@ impl Inbox {
         let mut last_full = tokio::time::Instant::now();
         loop {
             for message in changes.drain(..) {
-                tokio::select! {
-                    sent = tokio::time::timeout(config.send_timeout, tx.send(Ok(message))) => {
-                        match sent {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return Err(Stop::Gone),
-                            Err(_) => {
-                                return Err(Stop::End(Error::StreamTooSlow("WatchInbox").into()));
-                            }
-                        }
-                    }
-                    _ = closing.wait_for(|c| *c) => return Err(Stop::End(shutting_down())),
-                }
+                send_or_stop(
+                    tx,
+                    message,
+                    config.send_timeout,
+                    &mut closing,
+                    || Error::StreamTooSlow("WatchInbox"),
+                    shutting_down,
+                )
+                .await?;
             }
             let timed_out = tokio::select! {
                 () = self.wake.notified() => false,

@@ -29,7 +29,7 @@ use parley::pb;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
-use super::watch::Messages;
+use super::watch::{Messages, Stop, send_or_stop};
 use super::{State, convert, require_service};
 use crate::domain::model::now_micros;
 use crate::domain::principal::Principal;
@@ -161,14 +161,6 @@ struct Streamer {
     _permit: Permit,
 }
 
-/// Why a stream's sending stopped.
-enum Stop {
-    /// The reader went away: nobody to tell.
-    Gone,
-    /// End the stream with this status.
-    End(Status),
-}
-
 impl Streamer {
     /// Sends until the stream must end, gives back what it holds, then leaves its final
     /// status in `ending` and lets go of the queue.
@@ -178,10 +170,7 @@ impl Streamer {
         tx: mpsc::Sender<Result<pb::Notification, Status>>,
         ending: Arc<Mutex<Option<Status>>>,
     ) {
-        let status = match self.serve(first, &tx).await {
-            Err(Stop::Gone) | Ok(()) => Status::cancelled("the reader went away"),
-            Err(Stop::End(status)) => status,
-        };
+        let status = Stop::status(self.serve(first, &tx).await);
         self.give_back().await;
         *crate::lock(&ending) = Some(status);
         drop(tx);
@@ -197,14 +186,15 @@ impl Streamer {
         let mut batch = first;
         loop {
             for n in batch.drain(..) {
-                tokio::select! {
-                    sent = tokio::time::timeout(send_timeout, tx.send(Ok(n))) => match sent {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return Err(Stop::Gone),
-                        Err(_) => return Err(Stop::End(Error::StreamTooSlow("StreamNotifications").into())),
-                    },
-                    _ = self.closing.wait_for(|c| *c) => return Err(Stop::End(shutting_down())),
-                }
+                send_or_stop(
+                    tx,
+                    n,
+                    send_timeout,
+                    &mut self.closing,
+                    || Error::StreamTooSlow("StreamNotifications"),
+                    shutting_down,
+                )
+                .await?;
             }
             // Wait for news: a write here, or the poll interval for writes elsewhere.
             let polled = tokio::select! {

@@ -299,22 +299,49 @@ impl Drop for Watch {
     }
 }
 
-/// Why a watch's sending stopped.
-enum Stop {
+/// Why a stream's sending stopped (WatchTimeline, WatchInbox, StreamNotifications).
+pub(crate) enum Stop {
     /// The reader went away: nobody to tell.
     Gone,
     /// End the stream with this status.
     End(Status),
 }
 
+impl Stop {
+    /// The status a stream whose sending ended with `result` ends with.
+    pub(crate) fn status(result: Result<(), Stop>) -> Status {
+        match result {
+            Err(Stop::Gone) | Ok(()) => Status::cancelled("the reader went away"),
+            Err(Stop::End(status)) => status,
+        }
+    }
+}
+
+/// Queues `message` for a stream's reader, waiting at most `send_timeout` for room: past it
+/// the stream ends with `too_slow`, and with `shutdown` if the server closes meanwhile.
+pub(crate) async fn send_or_stop<T>(
+    tx: &mpsc::Sender<Result<T, Status>>,
+    message: T,
+    send_timeout: std::time::Duration,
+    closing: &mut watch::Receiver<bool>,
+    too_slow: impl FnOnce() -> Error,
+    shutdown: fn() -> Status,
+) -> Result<(), Stop> {
+    tokio::select! {
+        sent = tokio::time::timeout(send_timeout, tx.send(Ok(message))) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Stop::Gone),
+            Err(_) => Err(Stop::End(too_slow().into())),
+        },
+        _ = closing.wait_for(|c| *c) => Err(Stop::End(shutdown())),
+    }
+}
+
 impl Watch {
     /// Sends reads and heartbeats until the stream must end, then leaves its final status in
     /// `ending` for [`Messages`] and lets go of the queue (and of its place among the watches).
     async fn run(mut self, first: Read, ending: Arc<Mutex<Option<Status>>>) {
-        let status = match self.serve(first).await {
-            Err(Stop::Gone) | Ok(()) => Status::cancelled("the reader went away"),
-            Err(Stop::End(status)) => status,
-        };
+        let status = Stop::status(self.serve(first).await);
         *crate::lock(&ending) = Some(status);
     }
 
@@ -382,24 +409,25 @@ impl Watch {
         message: pb::WatchTimelineResponse,
         config: &crate::realtime::WatchConfig,
     ) -> Result<(), Stop> {
-        tokio::select! {
-            sent = tokio::time::timeout(config.send_timeout, self.tx.send(Ok(message))) => {
-                match sent {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(_)) => Err(Stop::Gone),
-                    Err(_) => Err(Stop::End(
-                        Error::WatchTooSlow(self.conversation_id.clone()).into(),
-                    )),
-                }
-            }
-            _ = self.closing.wait_for(|c| *c) => Err(Stop::End(shutting_down())),
-        }
+        let id = &self.conversation_id;
+        send_or_stop(
+            &self.tx,
+            message,
+            config.send_timeout,
+            &mut self.closing,
+            || Error::WatchTooSlow(id.clone()),
+            shutting_down,
+        )
+        .await
     }
 }
 
-/// The status streams end with when the server shuts down: the client resumes elsewhere.
+/// The status watches and inboxes end with when the server shuts down: the client opens the
+/// stream again elsewhere.
 pub(crate) fn shutting_down() -> Status {
-    Status::unavailable("the server is shutting down; resume the watch from its last seq")
+    Status::unavailable(
+        "the server is shutting down; open the stream again on another replica (a watch from its last seq)",
+    )
 }
 
 /// The stream tonic sends: the queued messages, then the final status the task that queued

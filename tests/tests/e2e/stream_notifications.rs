@@ -74,29 +74,6 @@ async fn ack(caller: &Caller, ids: &[String]) -> i32 {
         .acked
 }
 
-/// The tenant's unacknowledged notifications (ListNotifications), oldest first.
-async fn unacked(caller: &Caller) -> Vec<pb::Notification> {
-    let (mut out, mut token) = (Vec::new(), String::new());
-    loop {
-        let msg = pb::ListNotificationsRequest {
-            page_size: 1000,
-            page_token: token,
-            include_acked: false,
-        };
-        let page = caller
-            .notif()
-            .list_notifications(caller.req(msg))
-            .await
-            .expect("ListNotifications")
-            .into_inner();
-        out.extend(page.notifications);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
-}
-
 fn ids(notes: &[pb::Notification]) -> Vec<String> {
     notes.iter().map(|n| n.id.clone()).collect()
 }
@@ -124,7 +101,7 @@ async fn a_notification_is_one_streams_at_a_time(db: Db) {
         .expect("create");
     invite(&alice, "inv", 2).await;
     let service = app.service(TENANT);
-    let listed = unacked(&service).await;
+    let listed = app.unacked_notifications(TENANT).await;
     assert_eq!(listed.len(), 4, "{listed:?}");
 
     let mut first = stream(&service, 10, 30).await.expect("first stream");
@@ -147,13 +124,16 @@ async fn a_notification_is_one_streams_at_a_time(db: Db) {
         "given back when its stream ended"
     );
     assert_eq!(ack(&service, &ids(&again)).await, 2);
-    assert!(unacked(&service).await.is_empty());
+    assert!(app.unacked_notifications(TENANT).await.is_empty());
     quiet(&mut second, "nothing is left").await;
 
     // A new notification reaches an open stream.
     alice.create_group("u", &["dave"]).await.expect("create");
     let live = next(&mut second).await;
-    assert_eq!(ids(&unacked(&service).await), vec![live.id.clone()]);
+    assert_eq!(
+        ids(&app.unacked_notifications(TENANT).await),
+        vec![live.id.clone()]
+    );
 }
 
 /// A stream holds at most `max_in_flight` unacknowledged notifications; an acknowledgement
@@ -164,7 +144,7 @@ async fn a_stream_holds_at_most_max_in_flight(db: Db) {
     let alice = app.user(TENANT, "alice");
     invite(&alice, "bounded", 5).await;
     let service = app.service(TENANT);
-    let listed = unacked(&service).await;
+    let listed = app.unacked_notifications(TENANT).await;
     assert_eq!(listed.len(), 5);
     let mut s = stream(&service, 2, 30).await.expect("stream");
     let got = take(&mut s, 2).await;
@@ -194,7 +174,7 @@ async fn an_ended_lease_is_delivered_again(db: Db) {
     };
     assert_eq!(again.id, n.id);
     assert_eq!(ack(&service, std::slice::from_ref(&n.id)).await, 1);
-    assert!(unacked(&service).await.is_empty());
+    assert!(app.unacked_notifications(TENANT).await.is_empty());
 }
 
 /// Only services stream the outbox; bad settings are refused field by field, and a refused
@@ -318,7 +298,7 @@ async fn three_consumers_over_two_replicas_drain_the_outbox(db: Db) {
         TOTAL,
         "each acknowledged once"
     );
-    assert!(unacked(&service).await.is_empty());
+    assert!(app.unacked_notifications(TENANT).await.is_empty());
     let drained = drained.lock().expect("drained");
     let mut times: HashMap<&str, Vec<usize>> = HashMap::new();
     for (k, id) in &drained.received {
