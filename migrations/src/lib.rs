@@ -19,6 +19,7 @@ mod m20261205_000013_users_person_index;
 mod m20261205_000014_outbox_acked_apart;
 mod m20261205_000015_timeline_by_type;
 pub mod m20261205_000016_notification_leases;
+mod m20261205_000017_timeline_unchecked_parent;
 
 /// Runs `sql` (several statements) if the database is `backend`'s, and nothing otherwise: for a
 /// migration that changes one engine's storage only.
@@ -56,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000014_outbox_acked_apart::Migration),
             Box::new(m20261205_000015_timeline_by_type::Migration),
             Box::new(m20261205_000016_notification_leases::Migration),
+            Box::new(m20261205_000017_timeline_unchecked_parent::Migration),
         ]
     }
 }

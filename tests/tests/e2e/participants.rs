@@ -643,10 +643,11 @@ async fn email_invitees_matching_a_user(db: Db) {
     );
 }
 
-/// A participant's row is written only for a conversation found and locked: adding to one that
-/// does not exist is NOT_FOUND and writes no row. SQLite's schema refuses such a row as well; on
-/// PostgreSQL no key checks it row by row (migration 12, a quarter of AddParticipants(1000)'s
-/// work there), and migrating down puts the key back, up takes it away again.
+/// A participant's row and a timeline item are written only for a conversation found and
+/// locked: adding to one that does not exist is NOT_FOUND and writes no row. SQLite's schema
+/// refuses such a row as well; on PostgreSQL no key checks them row by row (migrations 12 and
+/// 17: a quarter of AddParticipants(1000)'s work there, a trigger's query per call for every
+/// mutation), and migrating down puts the keys back, up takes them away again.
 async fn a_participant_row_needs_its_conversation(db: Db) {
     use parley_migration::{Migrator, MigratorTrait};
     use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
@@ -681,6 +682,11 @@ async fn a_participant_row_needs_its_conversation(db: Db) {
         0,
         "{db:?}: nothing written"
     );
+    assert_eq!(
+        count("SELECT count(*) FROM timeline WHERE conversation_id = '01a24282-647b-70f1-99b9-65c7b7e81c6b'").await,
+        0,
+        "{db:?}: no item written"
+    );
     let orphan = r#"INSERT INTO participants (conversation_id, user_id, tenant_id, kind, role,
         state, added_by, join_time, history_from) VALUES ('no-such-conversation', 'bob', 't',
         1, 0, 0, 'ann', 5, 0)"#;
@@ -694,7 +700,10 @@ async fn a_participant_row_needs_its_conversation(db: Db) {
     }
     let keys = "SELECT count(*) FROM pg_constraint \
                 WHERE conrelid = 'participants'::regclass AND contype = 'f'";
+    let item_keys = "SELECT count(*) FROM pg_constraint \
+                     WHERE conrelid = 'timeline'::regclass AND contype = 'f'";
     assert_eq!(count(keys).await, 0, "no key on participants");
+    assert_eq!(count(item_keys).await, 0, "no key on the timeline");
     // Down through migration 12, whatever migrations came after it.
     let names: Vec<String> = Migrator::migrations()
         .iter()
@@ -707,6 +716,11 @@ async fn a_participant_row_needs_its_conversation(db: Db) {
     let steps = u32::try_from(names.len() - twelve).expect("a few migrations");
     Migrator::down(&tables, Some(steps)).await.expect("down");
     assert_eq!(count(keys).await, 1, "down puts the key back");
+    assert_eq!(
+        count(item_keys).await,
+        1,
+        "down puts the timeline's key back"
+    );
     let refused = tables.execute_unprepared(orphan).await;
     assert!(
         refused.is_err_and(|e| e.to_string().contains("foreign key")),
@@ -714,6 +728,7 @@ async fn a_participant_row_needs_its_conversation(db: Db) {
     );
     Migrator::up(&tables, None).await.expect("up");
     assert_eq!(count(keys).await, 0, "up takes it away");
+    assert_eq!(count(item_keys).await, 0, "up takes the timeline's away");
 }
 
 both_dbs!(
