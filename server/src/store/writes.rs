@@ -40,6 +40,11 @@ pub const PG_MAX_PARAMETERS: usize = 65_535;
 enum Write {
     Update(Box<UpdateStatement>),
     Rows(Rows),
+    /// A statement whose text is made once per engine ([`Writes::fixed`]).
+    Fixed {
+        sql: [&'static str; 2],
+        values: Vec<Value>,
+    },
 }
 
 impl Write {
@@ -47,6 +52,17 @@ impl Write {
         match self {
             Write::Update(s) => StatementBuilder::build(s.as_ref(), &backend),
             Write::Rows(r) => r.build(backend),
+            Write::Fixed {
+                sql: [sqlite, postgres],
+                values,
+            } => {
+                let sql = if backend == DatabaseBackend::Postgres {
+                    postgres
+                } else {
+                    sqlite
+                };
+                Statement::from_sql_and_values(backend, sql, values)
+            }
         }
     }
 }
@@ -109,8 +125,9 @@ impl Rows {
                 sql.push_str(", ");
             }
             if backend == DatabaseBackend::Postgres {
-                sql.push('$');
-                sql.push_str(&(i + 1).to_string());
+                use std::fmt::Write as _;
+                // Writing to a String cannot fail.
+                let _ = write!(sql, "${}", i + 1);
             } else {
                 sql.push('?');
             }
@@ -122,13 +139,21 @@ impl Rows {
 
     /// `INSERT INTO "table" ("a", "b", …)`, what every form of these rows' insert begins with.
     fn head(&self) -> String {
-        let columns = self
-            .columns
-            .iter()
-            .map(|c| format!("\"{c}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!("INSERT INTO \"{}\" ({columns})", self.table)
+        let length = self.columns.iter().map(|c| c.len() + 4).sum::<usize>();
+        let mut head = String::with_capacity(self.table.len() + length + 16);
+        head.push_str("INSERT INTO \"");
+        head.push_str(self.table);
+        head.push_str("\" (");
+        for (i, c) in self.columns.iter().enumerate() {
+            if i > 0 {
+                head.push_str(", ");
+            }
+            head.push('"');
+            head.push_str(c);
+            head.push('"');
+        }
+        head.push(')');
+        head
     }
 
     /// The insert of one row of these columns, with SQLite's unnumbered parameters.
@@ -300,6 +325,13 @@ impl Writes {
         self.list.push(Write::Update(Box::new(s)));
     }
 
+    /// A statement of text made once, `sql` on SQLite (parameters `?`) then on PostgreSQL
+    /// (`$1`, `$2`, …), with `values` in the order of its parameters: for the writes every
+    /// mutation makes, whose text sea-query would build anew per call.
+    pub fn fixed(&mut self, sql: [&'static str; 2], values: Vec<Value>) {
+        self.list.push(Write::Fixed { sql, values });
+    }
+
     /// Inserts `models`, every column of each set, followed by `tail` (`ON CONFLICT …`, or
     /// nothing). A column left unset would be written `NULL`.
     pub fn insert_models<A>(&mut self, models: impl IntoIterator<Item = A>, tail: &'static str)
@@ -459,56 +491,75 @@ fn with_query(mut group: Vec<Statement>) -> Statement {
     if group.is_empty() {
         return last;
     }
-    let mut sql = String::from("WITH ");
+    let length = group.iter().map(|s| s.sql.len() + 16).sum::<usize>() + last.sql.len() + 16;
+    let mut sql = String::with_capacity(length);
+    sql.push_str("WITH ");
     let mut values: Vec<Value> = Vec::new();
     for (i, s) in group.into_iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!("\"w{i}\" AS ("));
-        sql.push_str(&renumbered(&s.sql, values.len()));
+        sql.push_str("\"w");
+        sql.push_str(&i.to_string());
+        sql.push_str("\" AS (");
+        push_renumbered(&mut sql, &s.sql, values.len());
         sql.push(')');
         values.extend(s.values.map(|v| v.0).unwrap_or_default());
     }
     sql.push(' ');
-    sql.push_str(&renumbered(&last.sql, values.len()));
+    push_renumbered(&mut sql, &last.sql, values.len());
     values.extend(last.values.map(|v| v.0).unwrap_or_default());
     Statement::from_sql_and_values(backend, sql, values)
 }
 
 /// `sql` with each parameter `$n` outside quotes renumbered `$(n + offset)`.
+#[cfg(test)]
 fn renumbered(sql: &str, offset: usize) -> String {
-    if offset == 0 {
-        return sql.to_owned();
-    }
     let mut out = String::with_capacity(sql.len() + 16);
-    let mut quote: Option<char> = None;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match quote {
-            Some(q) => {
-                if c == q {
-                    quote = None;
+    push_renumbered(&mut out, sql, offset);
+    out
+}
+
+/// Appends `sql` to `out` with each parameter `$n` outside quotes renumbered `$(n + offset)`.
+/// The text between parameters and quotes is copied a run at a time: built character by
+/// character, renumbering AddParticipants(1)'s statement was about 2 % of the server's CPU
+/// per call on PostgreSQL.
+fn push_renumbered(out: &mut String, sql: &str, offset: usize) {
+    use std::fmt::Write as _;
+    if offset == 0 {
+        out.push_str(sql);
+        return;
+    }
+    let bytes = sql.as_bytes();
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            q @ (b'\'' | b'"') => {
+                // Up to the closing quote (or the end), copied as it is.
+                i += 1;
+                while i < bytes.len() && bytes[i] != q {
+                    i += 1;
                 }
-                out.push(c);
+                i += 1;
             }
-            None if c == '\'' || c == '"' => {
-                quote = Some(c);
-                out.push(c);
-            }
-            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => {
-                let mut digits = String::new();
-                while let Some(d) = chars.next_if(char::is_ascii_digit) {
-                    digits.push(d);
+            b'$' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                out.push_str(&sql[copied..i]);
+                let digits = i + 1;
+                let mut end = digits;
+                while end < bytes.len() && bytes[end].is_ascii_digit() {
+                    end += 1;
                 }
-                let n: usize = digits.parse().unwrap_or(0);
-                out.push('$');
-                out.push_str(&(n + offset).to_string());
+                let n: usize = sql[digits..end].parse().unwrap_or(0);
+                // Writing to a String cannot fail.
+                let _ = write!(out, "${}", n + offset);
+                copied = end;
+                i = end;
             }
-            None => out.push(c),
+            _ => i += 1,
         }
     }
-    out
+    out.push_str(&sql[copied.min(sql.len())..]);
 }
 
 #[cfg(test)]
@@ -832,6 +883,11 @@ mod tests {
             renumbered("SELECT $1, '$2', \"$3\", $10 WHERE x = $2", 5),
             "SELECT $6, '$2', \"$3\", $15 WHERE x = $7"
         );
+        // A `$` without digits, a parameter at the very end, an unclosed quote, no offset.
+        assert_eq!(renumbered("SELECT $a, $ , $9", 1), "SELECT $a, $ , $10");
+        assert_eq!(renumbered("SELECT $1 || '$2", 3), "SELECT $4 || '$2");
+        assert_eq!(renumbered("SELECT $1", 0), "SELECT $1");
+        assert_eq!(renumbered("", 4), "");
     }
 
     #[test]
