@@ -54,8 +54,8 @@ struct DatabaseArgs {
     /// Database connections kept open when idle (default: 1).
     #[arg(long, env = "PARLEY_DB_MIN_CONNECTIONS")]
     db_min_connections: Option<u32>,
-    /// PostgreSQL only: the most of those connections that reads hold at once (default: twice
-    /// the cores, at most --db-max-connections). Reads keep the engine's CPU busy, and past a
+    /// PostgreSQL only: the most of those connections that reads hold at once (default: three
+    /// times the cores, at most --db-max-connections). Reads keep the engine's CPU busy, and past a
     /// couple per core its processes only take turns; writes use every connection.
     #[arg(long, env = "PARLEY_PG_MAX_READS", value_parser = clap::value_parser!(u32).range(1..))]
     pg_max_reads: Option<u32>,

@@ -179,7 +179,10 @@ impl Pool {
     /// with 16 in flight cost PostgreSQL 1.37-1.43 times the load generator's CPU per call
     /// through 4 connections, 1.67-1.80 through 8 or 16, and the server 1.86-1.94 against
     /// 2.09-2.16; AddParticipants(1) through 4 connections ran at 0.6-0.7 of its rate through
-    /// 8, hence a limit on reads rather than a smaller pool.
+    /// 8, hence a limit on reads rather than a smaller pool. On another 2-core machine later,
+    /// PostgreSQL's CPU per call was the same through 4, 6 and 8 connections, and 6 served
+    /// about 5 % more calls than 4 (fewer calls waiting for a turn), hence three per core by
+    /// default (`DbPool::pg_reads`).
     pub fn reader(&self, permits: usize) -> Arc<Self> {
         Arc::new(Self {
             pool: self.pool.clone(),
