@@ -2014,9 +2014,8 @@ mod tests {
     use super::*;
     use sea_orm::{ActiveModelTrait, Iterable};
 
-    /// A participant's row as values stands in the order of the table's columns: the value at
-    /// each position is the one the row's model holds for the column there.
-    /// New ids are the hyphenated lower-case UUIDs they always were, and keep their order.
+    /// A saved conversation writes every column of its row but those that never change, and
+    /// the statement's parameters are as many as its values.
     #[test]
     fn a_saved_conversation_writes_every_column_but_its_identity() {
         use sea_orm::{IdenStatic, Iterable};
@@ -2043,6 +2042,7 @@ mod tests {
         assert!(postgres.contains("\"shared_update_time\" = $16") && postgres.ends_with("= $17"));
     }
 
+    /// New ids are the hyphenated lower-case UUIDs they always were, and keep their order.
     #[test]
     fn new_ids_are_ordered_lower_case_uuids() {
         let (a, b) = (new_id(), new_id());

@@ -358,9 +358,9 @@ pub async fn page_with_caller<C: EachRow>(
                     conversation_id,
                     tenant_id,
                 )?);
-            // A page row becomes a Participant, which carries no tenant: its model's is left
-            // empty rather than copied 50 times a page.
             } else if let Some(m) = super::seat_at(row, at, conversation_id, "")? {
+                // A page row becomes a Participant, which carries no tenant: its model's is
+                // left empty rather than copied for every row.
                 rows.push(m);
             }
             Ok(())
