@@ -180,6 +180,19 @@ pub trait EachRow: ConnectionTrait {
         }
         Ok(())
     }
+
+    /// Runs `stmt` as [`Self::each_row`] does. On PostgreSQL, as a transaction's first
+    /// statement, it goes in one message with the transaction's opening, kept prepared under
+    /// `name`, a name for this statement's text alone (`pg::PgTx::each_opening`).
+    async fn each_row_opening(
+        &self,
+        name: &'static str,
+        stmt: Statement,
+        each: &mut RowSink<'_>,
+    ) -> Result<(), DbErr> {
+        let _ = name;
+        self.each_row(stmt, each).await
+    }
 }
 
 #[async_trait::async_trait]

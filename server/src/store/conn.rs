@@ -252,4 +252,16 @@ impl EachRow for Tx {
             Tx::Pg(tx) => tx.each(&stmt, each).await,
         }
     }
+
+    async fn each_row_opening(
+        &self,
+        name: &'static str,
+        stmt: Statement,
+        each: &mut RowSink<'_>,
+    ) -> Result<(), DbErr> {
+        match self {
+            Tx::Pg(tx) => tx.each_opening(name, &stmt, each).await,
+            other => other.each_row(stmt, each).await,
+        }
+    }
 }

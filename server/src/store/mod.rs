@@ -415,6 +415,16 @@ impl cells::EachRow for WriteTx {
         self.open_alone().await?;
         self.tx().each_row(stmt, each).await
     }
+
+    async fn each_row_opening(
+        &self,
+        name: &'static str,
+        stmt: Statement,
+        each: &mut cells::RowSink<'_>,
+    ) -> Result<(), DbErr> {
+        self.open_alone().await?;
+        self.tx().each_row_opening(name, stmt, each).await
+    }
 }
 
 impl WriteTx {
@@ -1978,7 +1988,8 @@ pub async fn lock_with_caller(
         [tenant_id.into(), conversation_id.into(), user_id.into()],
     );
     let mut read = None;
-    tx.each_row(statement, &mut |row| {
+    // A write's first statement: on PostgreSQL it goes with the transaction's `BEGIN`.
+    tx.each_row_opening("parley_lock_with_caller", statement, &mut |row| {
         read = Some(WithCaller::from_cells(row, 0)?);
         Ok(())
     })

@@ -288,7 +288,66 @@ async fn other_tenants_see_nothing(db: Db) {
     assert_eq!(alice.snapshot(id).await, before, "nothing was written");
 }
 
+/// Ids are values wherever they go, including into the text of a statement (on PostgreSQL a
+/// write's first statement is sent as SQL text with its values written in, `pg::each_opening`):
+/// a tenant and users whose ids hold quotes, backslashes and SQL work as any other, and a
+/// tenant whose id is another's with a piece cut off is another tenant.
+async fn ids_holding_quotes_and_backslashes_are_only_values(db: Db) {
+    let app = spawn_app(db).await;
+    let (tenant, cut) = (r"o'brien\';--", r"o'brien\");
+    let (alice, bob, carol) = (
+        r"al'ice\",
+        r"b\'ob",
+        "carol');DROP/**/TABLE/**/participants;--",
+    );
+    seed_users(
+        &app,
+        tenant,
+        &[
+            (alice, Kind::Internal),
+            (bob, Kind::Internal),
+            (carol, Kind::Internal),
+        ],
+    )
+    .await;
+    let owner = app.user(tenant, alice);
+    let conversation = owner.create_group("quotes", &[bob]).await.expect("create");
+    let id = conversation.id.as_str();
+    owner.add_users(id, &[carol]).await.expect("add");
+    owner.remove(id, bob).await.expect("remove");
+    let active: Vec<String> = owner
+        .participants_in(id, pb::participant::State::Active)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|p| p.user_id)
+        .collect();
+    let mut expected = vec![alice.to_owned(), carol.to_owned()];
+    expected.sort();
+    assert_eq!(active, expected);
+    // Each of them writes as themselves, the statement's first value a quoted one.
+    app.user(tenant, carol)
+        .send(id, "it's \\ fine")
+        .await
+        .expect("carol sends");
+    // A tenant whose id is this one's cut short before its quote is another tenant.
+    seed_users(&app, cut, &[(alice, Kind::Internal), (bob, Kind::Internal)]).await;
+    let before = owner.snapshot(id).await;
+    expect_err(
+        app.user(cut, alice).add_users(id, &[bob]).await,
+        Code::NotFound,
+        ErrorReason::ConversationNotFound,
+    );
+    expect_err(
+        app.user(cut, alice).remove(id, carol).await,
+        Code::NotFound,
+        ErrorReason::ConversationNotFound,
+    );
+    assert_eq!(owner.snapshot(id).await, before, "nothing was written");
+}
+
 both_dbs!(
+    ids_holding_quotes_and_backslashes_are_only_values,
     health_needs_no_token,
     reflection_lists_the_services,
     tokens_are_checked,
