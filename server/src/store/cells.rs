@@ -181,18 +181,23 @@ pub trait EachRow: ConnectionTrait {
         Ok(())
     }
 
-    /// Runs `stmt` as [`Self::each_row`] does. On PostgreSQL, as a transaction's first
-    /// statement, it goes in one message with the transaction's opening, kept prepared under
-    /// `name`, a name for this statement's text alone (`pg::PgTx::each_opening`).
-    async fn each_row_opening(
-        &self,
-        name: &'static str,
-        stmt: Statement,
-        each: &mut RowSink<'_>,
-    ) -> Result<(), DbErr> {
-        let _ = name;
-        self.each_row(stmt, each).await
+    /// Runs each of `statements` in order as [`Self::each_row`] does. On PostgreSQL, as a
+    /// transaction's first statements, they go in one message with the transaction's opening
+    /// (`pg::PgTx::each_opening`).
+    async fn each_row_opening(&self, statements: Vec<Opening<'_, '_>>) -> Result<(), DbErr> {
+        for Opening { stmt, each, .. } in statements {
+            self.each_row(stmt, each).await?;
+        }
+        Ok(())
     }
+}
+
+/// A statement of [`EachRow::each_row_opening`], and where its rows go. On PostgreSQL it is
+/// kept prepared on each connection under `name`, a name for this statement's text alone.
+pub struct Opening<'a, 'b> {
+    pub name: &'static str,
+    pub stmt: Statement,
+    pub each: &'a mut RowSink<'b>,
 }
 
 #[async_trait::async_trait]

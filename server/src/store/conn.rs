@@ -255,13 +255,16 @@ impl EachRow for Tx {
 
     async fn each_row_opening(
         &self,
-        name: &'static str,
-        stmt: Statement,
-        each: &mut RowSink<'_>,
+        mut statements: Vec<super::cells::Opening<'_, '_>>,
     ) -> Result<(), DbErr> {
         match self {
-            Tx::Pg(tx) => tx.each_opening(name, &stmt, each).await,
-            other => other.each_row(stmt, each).await,
+            Tx::Pg(tx) => tx.each_opening(&mut statements).await,
+            other => {
+                for super::cells::Opening { stmt, each, .. } in statements {
+                    other.each_row(stmt, each).await?;
+                }
+                Ok(())
+            }
         }
     }
 }

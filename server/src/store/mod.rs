@@ -416,14 +416,9 @@ impl cells::EachRow for WriteTx {
         self.tx().each_row(stmt, each).await
     }
 
-    async fn each_row_opening(
-        &self,
-        name: &'static str,
-        stmt: Statement,
-        each: &mut cells::RowSink<'_>,
-    ) -> Result<(), DbErr> {
+    async fn each_row_opening(&self, statements: Vec<cells::Opening<'_, '_>>) -> Result<(), DbErr> {
         self.open_alone().await?;
-        self.tx().each_row_opening(name, stmt, each).await
+        self.tx().each_row_opening(statements).await
     }
 }
 
@@ -1970,16 +1965,32 @@ pub async fn lock_with_caller(
     principal: &Principal,
     conversation_id: &str,
 ) -> Result<Locked, Error> {
+    Ok(lock_with_caller_then(tx, principal, conversation_id, None)
+        .await?
+        .0)
+}
+
+/// [`lock_with_caller`], with `then` run right after its statement (in the same message, on
+/// PostgreSQL, as the transaction's opening). Also returns whether `then` ran after the
+/// conversation was locked: when it did not (it did not run, or the caller's row was not found
+/// and the conversation was locked after it), whatever it read is to be read again.
+pub async fn lock_with_caller_then(
+    tx: &WriteTx,
+    principal: &Principal,
+    conversation_id: &str,
+    then: Option<cells::Opening<'_, '_>>,
+) -> Result<(Locked, bool), Error> {
     let tenant_id = principal.tenant_id.as_str();
     let actor = principal.actor();
     let Some(user_id) = actor.user_id() else {
         let conversation = lock_conversation(tx, tenant_id, conversation_id).await?;
         let principal = judged(principal, None)?.into_owned();
-        return Ok(Locked {
+        let locked = Locked {
             conversation,
             caller: None,
             principal,
-        });
+        };
+        return Ok((locked, false));
     };
     let backend = tx.get_database_backend();
     let statement = Statement::from_sql_and_values(
@@ -1988,12 +1999,26 @@ pub async fn lock_with_caller(
         [tenant_id.into(), conversation_id.into(), user_id.into()],
     );
     let mut read = None;
-    // A write's first statement: on PostgreSQL it goes with the transaction's `BEGIN`.
-    tx.each_row_opening("parley_lock_with_caller", statement, &mut |row| {
+    let mut lock = |row: &dyn cells::Cells| {
         read = Some(WithCaller::from_cells(row, 0)?);
         Ok(())
-    })
-    .await?;
+    };
+    // A write's first statements: on PostgreSQL they go with the transaction's `BEGIN`.
+    let mut statements = vec![cells::Opening {
+        name: "parley_lock_with_caller",
+        stmt: statement,
+        each: &mut lock,
+    }];
+    let then_ran = then.is_some();
+    if let Some(then) = then {
+        statements.push(cells::Opening {
+            name: then.name,
+            stmt: then.stmt,
+            // Its rows' sink, for as long as the lock's.
+            each: then.each,
+        });
+    }
+    tx.each_row_opening(statements).await?;
     let Some(read) = read.transpose()? else {
         // No seat, or no such conversation: the directory still answers first.
         let entry = directory::get_user(tx, tenant_id, user_id).await?;
@@ -2002,22 +2027,24 @@ pub async fn lock_with_caller(
         let conversation = lock_conversation(tx, tenant_id, conversation_id).await?;
         // Read after the lock: a seat added by a writer this call waited for is seen.
         let caller = get_participant(tx, conversation_id, user_id).await?;
-        return Ok(Locked {
+        let locked = Locked {
             conversation,
             caller,
             principal,
-        });
+        };
+        return Ok((locked, false));
     };
     let principal = judged(principal, read.user.as_ref())?.into_owned();
     let conversation = read
         .conversation
         .ok_or_else(|| Error::Internal("a locked seat without its conversation".into()))?;
     let caller = read.participant;
-    Ok(Locked {
+    let locked = Locked {
         conversation,
         caller,
         principal,
-    })
+    };
+    Ok((locked, then_ran))
 }
 
 #[cfg(test)]

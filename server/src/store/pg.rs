@@ -29,7 +29,7 @@ use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _, PgConnection};
 use sea_orm::{DbErr, ExecResult, QueryResult, RuntimeErr, Statement, Value};
 use sea_query_sqlx::SqlxValues;
 
-use super::cells::{Cells, Kind, RowSink};
+use super::cells::{Cells, Kind, Opening, RowSink};
 use super::lite::Callback;
 
 /// A pooled connection and whether a transaction of it may still be open.
@@ -427,11 +427,11 @@ impl PgTx {
         .await
     }
 
-    /// Runs `stmt` as [`Self::each`] does; but when it is the transaction's first statement,
-    /// the opening of the transaction still to be sent ([`Pool::begin_deferred`]), the two go
-    /// as one message: `BEGIN; EXECUTE name(…)`, `stmt` kept prepared on the connection under
-    /// `name` by SQL's `PREPARE` (in that message, the first time). `name` must stand for one
-    /// statement text only.
+    /// Runs `statements` in order as [`Self::each`] does; but as the transaction's first
+    /// statements, the opening of the transaction still to be sent ([`Pool::begin_deferred`]),
+    /// they go with it as one message: `BEGIN; EXECUTE a(…); EXECUTE b(…)`, each statement kept
+    /// prepared on the connection under its name by SQL's `PREPARE` (in that message, the first
+    /// time).
     ///
     /// sqlx sends a statement with values only once every answer due has been read, so a
     /// transaction's `BEGIN` was a round trip of its own, and each costs both sides CPU: one
@@ -439,58 +439,67 @@ impl PgTx {
     /// from 2.66-2.71k to 2.41-2.47k calls/s (3 alternations; the server's CPU per call +20 us,
     /// PostgreSQL's +50 us). A message of SQL text carries its values as literals and takes its
     /// rows as text, which sqlx decodes as it does binary ones; values of other kinds than text,
-    /// integers and booleans (or a text holding a NUL, which no literal can) go the usual way.
-    pub async fn each_opening(
-        &self,
-        name: &'static str,
-        stmt: &Statement,
-        each: &mut RowSink<'_>,
-    ) -> Result<(), DbErr> {
+    /// integers and booleans (or a text holding a NUL, which no literal can) go the usual way,
+    /// one statement at a time.
+    pub async fn each_opening(&self, statements: &mut [Opening<'_, '_>]) -> Result<(), DbErr> {
         let mut conn = self.conn()?.lock().await;
-        let (Some(begin), Some(values)) = (conn.deferred, literals(stmt)) else {
+        let values: Option<Vec<Literals>> = statements.iter().map(|s| literals(&s.stmt)).collect();
+        let (Some(begin), Some(values)) = (conn.deferred, values) else {
             drop(conn);
-            return self.each(stmt, each).await;
+            for s in statements.iter_mut() {
+                self.each(&s.stmt, s.each).await?;
+            }
+            return Ok(());
         };
-        let prepare = !conn.named.contains(&name);
-        let mut sql = String::with_capacity(
-            begin.len() + 32 + values.text.len() + if prepare { stmt.sql.len() + 64 } else { 0 },
-        );
+        let mut sql = String::with_capacity(256);
         sql.push_str(begin);
-        sql.push_str("; ");
-        if prepare {
+        let mut prepared: Vec<&'static str> = Vec::new();
+        for (s, v) in statements.iter().zip(&values) {
+            if conn.named.contains(&s.name) || prepared.contains(&s.name) {
+                continue;
+            }
             // Not undone by a rollback: a prepared statement lives as long as its session.
-            sql.push_str("PREPARE ");
-            sql.push_str(name);
-            if !values.types.is_empty() {
+            sql.push_str("; PREPARE ");
+            sql.push_str(s.name);
+            if !v.types.is_empty() {
                 sql.push('(');
-                sql.push_str(&values.types);
+                sql.push_str(&v.types);
                 sql.push(')');
             }
             sql.push_str(" AS ");
-            sql.push_str(&stmt.sql);
-            sql.push_str("; ");
+            sql.push_str(&s.stmt.sql);
+            prepared.push(s.name);
         }
-        sql.push_str("EXECUTE ");
-        sql.push_str(name);
-        if !values.text.is_empty() {
-            sql.push('(');
-            sql.push_str(&values.text);
-            sql.push(')');
+        for (s, v) in statements.iter().zip(&values) {
+            sql.push_str("; EXECUTE ");
+            sql.push_str(s.name);
+            if !v.text.is_empty() {
+                sql.push('(');
+                sql.push_str(&v.text);
+                sql.push(')');
+            }
         }
         conn.deferred = None;
         conn.in_transaction = true;
-        // Until its answer is read whole, whether the message prepared the statement is unknown.
+        // Until its answer is read whole, whether the message prepared the statements is
+        // unknown.
         conn.doubtful = true;
-        timed(
-            self.callback.clone(),
-            stmt,
-            text_rows(&mut conn.raw, &sql, each),
-        )
-        .await?;
-        conn.doubtful = false;
-        if prepare {
-            conn.named.push(name);
+        let start = Instant::now();
+        // Before the statements' results: the opening's, and each preparation's.
+        let skip = 1 + prepared.len();
+        let out = text_rows(&mut conn.raw, &sql, skip, statements).await;
+        if let Some(callback) = self.callback.clone() {
+            for s in statements.iter() {
+                callback(&sea_orm::metric::Info {
+                    elapsed: start.elapsed(),
+                    statement: &s.stmt,
+                    failed: out.is_err(),
+                });
+            }
         }
+        out?;
+        conn.doubtful = false;
+        conn.named.extend(prepared);
         Ok(())
     }
 }
@@ -555,16 +564,33 @@ fn escaped(s: &str) -> Option<String> {
     Some(out)
 }
 
-/// Runs `sql`, statements without values in one message, and calls `each` with each row any
-/// of them returns (in text, which sqlx decodes as it does binary).
+/// Runs `sql`, statements without values in one message, the results of its first `skip`
+/// returning no rows, and hands the rows of each after them to the statement of `statements`
+/// in its place (rows in text, which sqlx decodes as it does binary).
 async fn text_rows(
     conn: &mut PgConnection,
     sql: &str,
-    each: &mut RowSink<'_>,
+    skip: usize,
+    statements: &mut [Opening<'_, '_>],
 ) -> Result<(), DbErr> {
-    let mut rows = sqlx::Executor::fetch(conn, sqlx::AssertSqlSafe(sql));
-    while let Some(row) = rows.try_next().await.map_err(query_err)? {
-        each(&row)?;
+    let mut results = sqlx::Executor::fetch_many(conn, sqlx::AssertSqlSafe(sql));
+    // The results ended so far.
+    let mut ended: usize = 0;
+    while let Some(result) = results.try_next().await.map_err(query_err)? {
+        match result {
+            sqlx::Either::Left(_) => ended += 1,
+            sqlx::Either::Right(row) => {
+                let at = ended.checked_sub(skip).and_then(|i| statements.get_mut(i));
+                let Some(statement) = at else {
+                    return Err(DbErr::Custom(format!(
+                        "a row in result {} of a message of {} statements",
+                        ended + 1,
+                        skip + statements.len()
+                    )));
+                };
+                (statement.each)(&row)?;
+            }
+        }
     }
     Ok(())
 }
