@@ -14,6 +14,10 @@
 //! end is rolled back at once ([`PgTx`]), and one whose end failed before the connection
 //! serves again ([`Manager`]'s `recycle`).
 //!
+//! A write transaction's `BEGIN` goes in one message with its first statements
+//! ([`PgTx::each_opening`]): those are kept prepared on the connection by SQL's `PREPARE` and run
+//! by `EXECUTE` with their values written as literals, as sqlx pipelines nothing.
+//!
 //! Results are sea-orm's own ([`QueryResult`], [`ExecResult`] from sqlx's), and errors sea-orm's
 //! ([`DbErr`] around the sqlx error), so the rest of the store reads them as it read them from
 //! sea-orm's connections; rows read by position ([`super::cells::EachRow`]) are sqlx's own,

@@ -289,7 +289,8 @@ async fn other_tenants_see_nothing(db: Db) {
 }
 
 /// Ids are values wherever they go, including into the text of a statement (on PostgreSQL a
-/// write's first statement is sent as SQL text with its values written in, `pg::each_opening`):
+/// write's first statements are sent as SQL text with their values written in,
+/// `pg::PgTx::each_opening`):
 /// a tenant and users whose ids hold quotes, backslashes and SQL work as any other, and a
 /// tenant whose id is another's with a piece cut off is another tenant.
 async fn ids_holding_quotes_and_backslashes_are_only_values(db: Db) {
