@@ -463,25 +463,13 @@ impl PgTx {
                 continue;
             }
             // Not undone by a rollback: a prepared statement lives as long as its session.
-            sql.push_str("; PREPARE ");
-            sql.push_str(s.name);
-            if !v.types.is_empty() {
-                sql.push('(');
-                sql.push_str(&v.types);
-                sql.push(')');
-            }
+            push_call(&mut sql, "; PREPARE ", s.name, &v.types);
             sql.push_str(" AS ");
             sql.push_str(&s.stmt.sql);
             prepared.push(s.name);
         }
         for (s, v) in statements.iter().zip(&values) {
-            sql.push_str("; EXECUTE ");
-            sql.push_str(s.name);
-            if !v.text.is_empty() {
-                sql.push('(');
-                sql.push_str(&v.text);
-                sql.push(')');
-            }
+            push_call(&mut sql, "; EXECUTE ", s.name, &v.text);
         }
         conn.deferred = None;
         conn.in_transaction = true;
@@ -505,6 +493,17 @@ impl PgTx {
         conn.doubtful = false;
         conn.named.extend(prepared);
         Ok(())
+    }
+}
+
+/// Appends `command` and `name`, followed by `list` in parentheses unless it is empty.
+fn push_call(sql: &mut String, command: &str, name: &str, list: &str) {
+    sql.push_str(command);
+    sql.push_str(name);
+    if !list.is_empty() {
+        sql.push('(');
+        sql.push_str(list);
+        sql.push(')');
     }
 }
 
