@@ -111,6 +111,9 @@ pub struct Config {
     pub sqlite_synchronous: crate::store::SqliteSync,
     /// The bounds and timings of the streams of SPEC §7.
     pub watch: crate::realtime::WatchConfig,
+    /// The export of the timeline to NATS JetStream (SPEC §7); `None`: off, nothing connects
+    /// to NATS.
+    pub export: Option<crate::export::ExportConfig>,
 }
 
 /// A replica's database connections: how many, and how PostgreSQL plans on them.
@@ -196,6 +199,7 @@ impl Config {
             db_pool: DbPool::default(),
             sqlite_synchronous: crate::store::SqliteSync::default(),
             watch: crate::realtime::WatchConfig::default(),
+            export: None,
         }
     }
 }

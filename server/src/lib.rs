@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod export;
 pub mod metrics;
 pub mod realtime;
 pub mod store;
@@ -40,6 +41,8 @@ pub struct App {
     tls: Option<tonic::transport::Identity>,
     /// The metrics endpoint, bound in `prepare`, and what it serves.
     metrics: Option<(metrics::Endpoint, Arc<metrics::Metrics>)>,
+    /// The connection to JetStream, when export is on.
+    export: Option<Arc<export::Link>>,
 }
 
 impl App {
@@ -82,6 +85,10 @@ impl App {
             )),
             None => None,
         };
+        let export = match &config.export {
+            Some(export) => Some(Arc::new(export::Link::connect(export.clone()).await?)),
+            None => None,
+        };
         Ok(Self {
             config,
             db,
@@ -89,6 +96,7 @@ impl App {
             key,
             tls,
             metrics,
+            export,
         })
     }
 
@@ -122,11 +130,31 @@ impl App {
             }
             None => (None, None),
         };
-        let state = Arc::new(
-            api::State::new(self.config, self.db, self.verifier, &self.key).with_metrics(metrics),
-        );
+        let export_metrics = metrics
+            .as_ref()
+            .map(|m| m.export().clone())
+            .unwrap_or_default();
+        let mut state =
+            api::State::new(self.config, self.db, self.verifier, &self.key).with_metrics(metrics);
+        let exporter = self.export.map(|link| {
+            let marks = Arc::new(export::Marks::default());
+            state.export = Some(marks.clone());
+            Arc::new(export::Exporter {
+                link,
+                marks,
+                writer: state.writer.clone(),
+                db: state.db.clone(),
+                metrics: export_metrics,
+                holder: uuid::Uuid::new_v4().simple().to_string(),
+            })
+        });
+        let state = Arc::new(state);
+        let exporting = exporter.map(|e| tokio::spawn(e.run(state.hub.closing())));
         let result = api::serve(state, listener, self.tls, shutdown).await;
         if let Some(task) = endpoint {
+            task.abort();
+        }
+        if let Some(task) = exporting {
             task.abort();
         }
         result

@@ -196,6 +196,19 @@ struct ServeArgs {
     /// How long a watch waits for a reader that takes nothing before WATCH_TOO_SLOW.
     #[arg(long, env = "PARLEY_WATCH_SEND_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     watch_send_timeout: Duration,
+    /// Export every timeline item to NATS JetStream at this URL (stream PARLEY, subjects
+    /// parley.<tenant>.<conversation>); unset: no export, nothing connects to NATS.
+    #[arg(long, env = "PARLEY_NATS_URL")]
+    nats_url: Option<String>,
+    /// The duplicate window Parley sets on the PARLEY stream.
+    #[arg(long, env = "PARLEY_EXPORT_DUPLICATE_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    export_duplicate_window: Duration,
+    /// How long a replica holds a conversation it exports (another takes it over after).
+    #[arg(long, env = "PARLEY_EXPORT_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    export_lease: Duration,
+    /// The pause between two passes of the export's sweep of all conversations.
+    #[arg(long, env = "PARLEY_EXPORT_SWEEP_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    export_sweep_interval: Duration,
 }
 
 #[derive(Args)]
@@ -283,6 +296,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             send_timeout: args.watch_send_timeout,
             ..Default::default()
         },
+        export: args
+            .nats_url
+            .map(|url| parley_server::export::ExportConfig {
+                duplicate_window: args.export_duplicate_window,
+                lease: args.export_lease,
+                sweep_interval: args.export_sweep_interval,
+                ..parley_server::export::ExportConfig::new(url)
+            }),
     };
     let listen = config.listen;
     let app = App::prepare(config).await?;

@@ -119,6 +119,7 @@ pub struct Metrics {
     writer_queue_depth: Gauge,
     /// The SQLite writer whose queue the gauge samples (`None` on PostgreSQL).
     writer: Option<crate::store::Writer>,
+    export: crate::export::ExportMetrics,
 }
 
 impl Metrics {
@@ -171,6 +172,34 @@ impl Metrics {
             "sqlite_writer_queue_depth",
             "Writes waiting for the SQLite writer (0 on PostgreSQL)",
         );
+        let export = crate::export::ExportMetrics::default();
+        registry.register(
+            "export_backlog_items",
+            "Timeline items not yet acknowledged by JetStream, as of the export sweep's last pass",
+            export.backlog_items.clone(),
+        );
+        registry.register(
+            "export_backlog_conversations",
+            "Conversations with items not yet acknowledged by JetStream, as of the export \
+             sweep's last pass",
+            export.backlog_conversations.clone(),
+        );
+        registry.register_with_unit(
+            "export_backlog_age",
+            "Age of the oldest timeline item not yet acknowledged by JetStream",
+            Unit::Seconds,
+            export.backlog_age.clone(),
+        );
+        registry.register(
+            "export_published_items",
+            "Timeline items JetStream acknowledged from this replica",
+            export.published.clone(),
+        );
+        registry.register(
+            "export_failures",
+            "Export rounds or publishes to JetStream that failed",
+            export.failures.clone(),
+        );
         Self {
             registry,
             calls,
@@ -182,6 +211,7 @@ impl Metrics {
             watch_streams,
             writer_queue_depth,
             writer: None,
+            export,
         }
     }
 
@@ -204,6 +234,11 @@ impl Metrics {
         self.latency
             .get_or_create(&MethodLabels { method })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// The export's metrics, for the exporter to move.
+    pub fn export(&self) -> &crate::export::ExportMetrics {
+        &self.export
     }
 
     /// The open watch streams gauge, for the streams to move.

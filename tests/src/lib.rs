@@ -519,6 +519,7 @@ impl TestApp {
 mod caller;
 mod errors;
 mod fixtures;
+pub mod nats;
 pub use caller::{Caller, Snapshot};
 pub use errors::*;
 pub use fixtures::*;

@@ -2,7 +2,7 @@
 //! the store (which applies the domain rules inside its transaction) and encode the reply.
 
 mod conversation;
-mod convert;
+pub(crate) mod convert;
 mod directory;
 mod inbox;
 mod notification;
@@ -63,6 +63,9 @@ pub struct State {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The open watches of this replica and what wakes them.
     pub hub: Arc<crate::realtime::Hub>,
+    /// What the replica's exporter is told of each commit that added timeline items, when
+    /// export is on.
+    pub export: Option<Arc<crate::export::Marks>>,
 }
 
 type RateLimiter<K> = governor::DefaultKeyedRateLimiter<K>;
@@ -135,6 +138,7 @@ impl State {
             service_limiter,
             metrics: None,
             hub,
+            export: None,
         }
     }
 
@@ -605,6 +609,8 @@ pub(crate) struct Mutation {
     hub: Arc<crate::realtime::Hub>,
     /// The conversation whose watches on this replica the commit wakes.
     woken: Option<String>,
+    /// The replica's exporter, told of the conversations the commit added items to.
+    export: Option<Arc<crate::export::Marks>>,
 }
 
 fn decode<R: prost::Message + Default>(bytes: &[u8]) -> Result<R, Error> {
@@ -679,6 +685,7 @@ impl State {
             db: self.db.clone(),
             hub: self.hub.clone(),
             woken: conversation_id.map(str::to_owned),
+            export: self.export.clone(),
         })))
     }
 }
@@ -698,6 +705,7 @@ impl Mutation {
             db,
             hub,
             woken,
+            export,
         } = self;
         if let Some(key) = &key
             && !requests::record(&tx, key, reply.encode_to_vec()).await?
@@ -715,7 +723,11 @@ impl Mutation {
             };
         }
         let outbox = tx.outbox_changed();
+        let appended = tx.appended();
         tx.commit().await?;
+        if let Some(export) = export {
+            export.mark(appended);
+        }
         if let Some(conversation_id) = woken {
             hub.committed(&conversation_id);
         }

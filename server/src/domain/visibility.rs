@@ -2,7 +2,8 @@
 //! the viewer is ([`viewer`]), which part of the timeline they read ([`Viewer::window`]), what
 //! they see of the conversation record ([`Viewer::conversation`]) and of its roster
 //! ([`Viewer::roster`], [`Viewer::may_see`]). Writes ask it which changes external viewers can
-//! see ([`touch`]) and what a removed participant keeps ([`freeze`]).
+//! see ([`touch`]) and what a removed participant keeps ([`freeze`]); the export asks it how
+//! to label an item for the services that index it ([`audience`]).
 
 use super::model::{
     Conversation, FrozenView, Micros, Participant, ParticipantKind, ParticipantState, Role,
@@ -310,6 +311,41 @@ pub fn touch(c: &mut Conversation, now: Micros, items: &[TimelineItem]) {
     }
 }
 
+/// Who may see a timeline item, as the export labels it (`Parley-Visibility`, SPEC §7) so
+/// that an indexer outside Parley can apply rule 18.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// Every participant whose window holds it: messages, and events external viewers see.
+    All,
+    /// Internal viewers only: an event about internal participants alone (rule 18).
+    Internal,
+}
+
+impl Audience {
+    /// The header's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// Who may see `item` (rule 18): what an external viewer's window ([`ReadWindow::admits`])
+/// hides is for internal viewers only.
+pub fn audience(item: &TimelineItem) -> Audience {
+    let external = ReadWindow {
+        from: i64::MIN,
+        until: None,
+        hide_internal_events: true,
+    };
+    if external.admits(item) {
+        Audience::All
+    } else {
+        Audience::Internal
+    }
+}
+
 /// How many of `participants` an external viewer is shown (external ones and the owner).
 pub fn external_view_count<'a>(participants: impl IntoIterator<Item = &'a Participant>) -> i32 {
     participants
@@ -469,6 +505,26 @@ mod tests {
         assert_eq!(internal.conversation.participant_count, 5);
         assert_eq!(internal.etag, c.etag());
         assert_ne!(view.etag, internal.etag, "the two etags never coincide");
+    }
+
+    /// An exported item is for internal viewers alone exactly when external viewers do not see
+    /// it.
+    #[test]
+    fn exported_items_are_labelled_with_who_may_see_them() {
+        assert_eq!(audience(&event(3, true)), Audience::Internal);
+        assert_eq!(audience(&event(4, false)), Audience::All);
+        let message = TimelineItem {
+            conversation_id: "c".into(),
+            seq: 5,
+            create_time: 0,
+            entry: super::super::model::Entry::Message {
+                id: "m".into(),
+                sender_id: "u".into(),
+                body: "hi".into(),
+            },
+        };
+        assert_eq!(audience(&message), Audience::All);
+        assert_eq!(Audience::Internal.as_str(), "internal");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod conn;
 pub mod conversations;
 pub mod directory;
 pub mod entities;
+pub mod export;
 pub mod invitations;
 pub mod lite;
 pub mod outbox;
@@ -364,6 +365,8 @@ pub struct WriteTx {
     opening: std::sync::Mutex<Option<&'static str>>,
     /// The write changed the notification outbox (see [`WriteTx::outbox_changed`]).
     outbox: std::sync::atomic::AtomicBool,
+    /// The conversations the write added timeline items to (see [`WriteTx::appended`]).
+    appended: std::sync::Mutex<Vec<String>>,
 }
 
 struct Member {
@@ -433,6 +436,25 @@ impl WriteTx {
     /// Whether the write added notifications to the outbox or acknowledged some.
     pub fn outbox_changed(&self) -> bool {
         self.outbox.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes the conversations the write added timeline items to, which the replica's
+    /// exporter learns once it commits.
+    pub fn touch_timeline(&self, conversation_ids: Vec<String>) {
+        if conversation_ids.is_empty() {
+            return;
+        }
+        let mut appended = crate::lock(&self.appended);
+        for id in conversation_ids {
+            if !appended.contains(&id) {
+                appended.push(id);
+            }
+        }
+    }
+
+    /// The conversations the write added timeline items to, each once; emptied.
+    pub fn appended(&self) -> Vec<String> {
+        std::mem::take(&mut *crate::lock(&self.appended))
     }
 
     /// On an in-process SQLite transaction, runs `sql` once per row of `values`, each row
@@ -697,6 +719,7 @@ impl Writer {
                     member: None,
                     opening: std::sync::Mutex::new(None),
                     outbox: Default::default(),
+                    appended: Default::default(),
                 })
             }
         }
@@ -775,6 +798,7 @@ impl Writer {
             }),
             opening: std::sync::Mutex::new(opening),
             outbox: Default::default(),
+            appended: Default::default(),
         })
     }
 
@@ -1508,6 +1532,9 @@ pub(crate) fn item_row(item: &TimelineItem) -> entities::timeline::ActiveModel {
 
 /// Appends items to a conversation's timeline, a statement per [`ROWS_PER_INSERT`] items.
 pub(crate) fn append_items(w: &mut Writes, items: &[TimelineItem]) {
+    for item in items {
+        w.appends_to(&item.conversation_id);
+    }
     for batch in items.chunks(ROWS_PER_INSERT) {
         w.insert_models(batch.iter().map(item_row), "");
     }

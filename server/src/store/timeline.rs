@@ -24,7 +24,7 @@ pub enum Only {
 
 /// The columns a page reads, in the order [`item_at`] reads them (not the conversation's id,
 /// which the call knows).
-const COLUMNS: &str = "seq, item_type, message_id, sender_id, body, event_type, actor_id, \
+pub(crate) const COLUMNS: &str = "seq, item_type, message_id, sender_id, body, event_type, actor_id, \
                        subject_ids, internal_only, create_time";
 
 /// Up to `limit` items of the window, after (in list order) the seq `after`.
@@ -148,7 +148,7 @@ fn list_sql(postgres: bool, newest_first: bool, only: Only, hide_internal: bool)
 }
 
 /// The item of conversation `conversation_id` held by `row`, in the order of [`COLUMNS`].
-fn item_at(row: &dyn Cells, conversation_id: &str) -> Result<TimelineItem, DbErr> {
+pub(crate) fn item_at(row: &dyn Cells, conversation_id: &str) -> Result<TimelineItem, DbErr> {
     let missing =
         |i: usize| move || DbErr::Custom(format!("a timeline entry's column {i} is NULL"));
     let seq = big_int(row, 0)?.ok_or_else(missing(0))?;

@@ -309,6 +309,8 @@ pub struct Writes {
     list: Vec<Write>,
     /// Some of the writes add notifications to the outbox.
     notifies: bool,
+    /// The conversations the writes add timeline items to, each once.
+    appended: Vec<String>,
 }
 
 impl Writes {
@@ -319,6 +321,14 @@ impl Writes {
     /// Notes that the writes add notifications to the outbox (see [`WriteTx::touch_outbox`]).
     pub fn notifies(&mut self) {
         self.notifies = true;
+    }
+
+    /// Notes that the writes add timeline items to `conversation_id` (see
+    /// [`WriteTx::appended`]).
+    pub fn appends_to(&mut self, conversation_id: &str) {
+        if !self.appended.iter().any(|c| c == conversation_id) {
+            self.appended.push(conversation_id.to_owned());
+        }
     }
 
     pub fn update(&mut self, s: UpdateStatement) {
@@ -393,6 +403,7 @@ impl Writes {
         if self.notifies {
             tx.touch_outbox();
         }
+        tx.touch_timeline(self.appended);
         if self.list.is_empty() {
             return Ok(());
         }

@@ -17,6 +17,7 @@ mod conversations;
 mod database_outage;
 mod directory;
 mod directory_import;
+mod export;
 mod housekeeping;
 mod invitation_links;
 mod invitations;

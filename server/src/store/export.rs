@@ -1,0 +1,278 @@
+//! The export's bookkeeping (SPEC §7, Export; migration 18): which items of which
+//! conversations are still to be published to JetStream, who is publishing them, and how far
+//! each conversation got.
+//!
+//! The timeline is the outbox: every item is written in the transaction that makes it, and
+//! `conversations.last_seq` moves with it, so a conversation owes JetStream every item after
+//! its `export_cursors.done_seq` (no row: all of them). The write path writes nothing more for
+//! export; only the exporter writes `export_cursors`, and only after JetStream acknowledged.
+//! Every function here is one statement, whatever the number of conversations it is given
+//! (up to [`PER_STATEMENT`]).
+
+use std::collections::HashMap;
+
+use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, Value, sea_query::ArrayType};
+
+use super::cells::{Cells, EachRow, Kind, big_int, text};
+use crate::domain::model::TimelineItem;
+use crate::error::Error;
+
+/// The most conversations one statement of this module takes.
+pub const PER_STATEMENT: usize = 500;
+
+/// A conversation as the sweep found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scanned {
+    pub conversation_id: String,
+    /// Its latest seq.
+    pub last_seq: i64,
+    /// Every item up to this one is exported.
+    pub done_seq: i64,
+    /// When its first item not exported was made, if it has one.
+    pub oldest: Option<i64>,
+}
+
+/// Up to `limit` conversations after `after` in key order, each with how far it is exported;
+/// one statement over the key of `conversations`, then one look-up of `export_cursors` (and,
+/// for a conversation that owes items, of its first owed item) per row.
+pub async fn scan(db: &super::Conn, after: &str, limit: u64) -> Result<Vec<Scanned>, Error> {
+    let backend = db.get_database_backend();
+    let m = |i| super::mark(backend == DatabaseBackend::Postgres, i);
+    let sql = format!(
+        "SELECT \"c\".\"id\", \"c\".\"last_seq\", COALESCE(\"x\".\"done_seq\", 0), \
+         \"t\".\"create_time\" \
+         FROM (SELECT \"id\", \"last_seq\" FROM \"conversations\" WHERE \"id\" > {} \
+         ORDER BY \"id\" LIMIT {}) AS \"c\" \
+         LEFT JOIN \"export_cursors\" AS \"x\" ON \"x\".\"conversation_id\" = \"c\".\"id\" \
+         LEFT JOIN \"timeline\" AS \"t\" ON \"c\".\"last_seq\" > COALESCE(\"x\".\"done_seq\", 0) \
+         AND \"t\".\"conversation_id\" = \"c\".\"id\" \
+         AND \"t\".\"seq\" = COALESCE(\"x\".\"done_seq\", 0) + 1 \
+         ORDER BY \"c\".\"id\"",
+        m(1),
+        m(2)
+    );
+    let values: [Value; 2] = [
+        after.into(),
+        i64::try_from(limit).unwrap_or(i64::MAX).into(),
+    ];
+    let mut out = Vec::new();
+    db.each_row(
+        Statement::from_sql_and_values(backend, sql, values),
+        &mut |row: &dyn Cells| {
+            out.push(Scanned {
+                conversation_id: text(row, 0)?.unwrap_or_default(),
+                last_seq: big_int(row, 1)?.unwrap_or_default(),
+                done_seq: big_int(row, 2)?.unwrap_or_default(),
+                oldest: big_int(row, 3)?,
+            });
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(out)
+}
+
+/// A conversation this exporter now holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    pub conversation_id: String,
+    pub done_seq: i64,
+    /// Who held it before this claim: `None` if nobody (or a holder who gave it back after
+    /// recording what it published), `holder` itself for a renewal, anyone else a holder that
+    /// did not give it back (killed, or its lease ran out), who may have published past
+    /// `done_seq`.
+    pub prior: Option<String>,
+}
+
+/// Takes the conversations `ids` for `holder` until `until`, those that nobody holds or whose
+/// lease ended by `now` (or that `holder` holds already); returns those taken. Two claims at
+/// once, from any replicas, take each conversation at most once: the statement locks the rows
+/// it changes.
+pub async fn claim<C: ConnectionTrait>(
+    tx: &C,
+    holder: &str,
+    ids: &[String],
+    now: i64,
+    until: i64,
+) -> Result<Vec<Claimed>, Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let backend = tx.get_database_backend();
+    let postgres = backend == DatabaseBackend::Postgres;
+    let mut values: Vec<Value> = vec![holder.into(), until.into(), now.into()];
+    let rows = if postgres {
+        values.push(strings(ids));
+        "SELECT \"id\", 0, $1, NULL, $2 FROM unnest($4::text[]) AS \"i\" (\"id\") WHERE true"
+            .to_owned()
+    } else {
+        let mut rows = String::from("VALUES ");
+        for (n, id) in ids.iter().enumerate() {
+            if n > 0 {
+                rows.push_str(", ");
+            }
+            rows.push_str(&format!("(?{}, 0, ?1, NULL, ?2)", n + 4));
+            values.push(id.as_str().into());
+        }
+        rows
+    };
+    let now_mark = super::mark(postgres, 3);
+    let sql = format!(
+        "INSERT INTO \"export_cursors\" \
+         (\"conversation_id\", \"done_seq\", \"holder\", \"prior\", \"lease_until\") {rows} \
+         ON CONFLICT (\"conversation_id\") DO UPDATE SET \
+         \"prior\" = \"export_cursors\".\"holder\", \"holder\" = \"excluded\".\"holder\", \
+         \"lease_until\" = \"excluded\".\"lease_until\" \
+         WHERE \"export_cursors\".\"holder\" IS NULL \
+         OR \"export_cursors\".\"holder\" = \"excluded\".\"holder\" \
+         OR \"export_cursors\".\"lease_until\" <= {now_mark} \
+         RETURNING \"conversation_id\", \"done_seq\", \"prior\""
+    );
+    let found = tx
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    found
+        .iter()
+        .map(|r| {
+            Ok(Claimed {
+                conversation_id: r.try_get_by_index(0)?,
+                done_seq: r.try_get_by_index(1)?,
+                prior: r.try_get_by_index(2)?,
+            })
+        })
+        .collect()
+}
+
+/// Records for each `(conversation, seq)` that JetStream acknowledged every item up to `seq`,
+/// and gives the conversation back (`holder` NULL: the next claim knows `done_seq` is whole),
+/// where `holder` still holds it. Returns how many rows changed.
+pub async fn record<C: ConnectionTrait>(
+    tx: &C,
+    holder: &str,
+    done: &[(String, i64)],
+) -> Result<u64, Error> {
+    if done.is_empty() {
+        return Ok(0);
+    }
+    let backend = tx.get_database_backend();
+    let postgres = backend == DatabaseBackend::Postgres;
+    let mut values: Vec<Value> = vec![holder.into()];
+    let rows = if postgres {
+        values.push(strings(done.iter().map(|(id, _)| id)));
+        values.push(Value::Array(
+            ArrayType::BigInt,
+            Some(Box::new(
+                done.iter().map(|(_, s)| Value::from(*s)).collect(),
+            )),
+        ));
+        "SELECT * FROM unnest($2::text[], $3::int8[])".to_owned()
+    } else {
+        let mut rows = String::from("VALUES ");
+        for (n, (id, seq)) in done.iter().enumerate() {
+            if n > 0 {
+                rows.push_str(", ");
+            }
+            rows.push_str(&format!("(?{}, ?{})", 2 * n + 2, 2 * n + 3));
+            values.push(id.as_str().into());
+            values.push((*seq).into());
+        }
+        rows
+    };
+    let sql = format!(
+        "WITH \"d\" (\"id\", \"seq\") AS ({rows}) \
+         UPDATE \"export_cursors\" SET \"done_seq\" = \"d\".\"seq\", \"holder\" = NULL, \
+         \"prior\" = NULL, \"lease_until\" = NULL FROM \"d\" \
+         WHERE \"export_cursors\".\"conversation_id\" = \"d\".\"id\" \
+         AND \"export_cursors\".\"holder\" = {}",
+        super::mark(postgres, 1)
+    );
+    Ok(tx
+        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?
+        .rows_affected())
+}
+
+/// The items of each `(conversation, after, upto)` with `after < seq <= upto`, in seq order
+/// per conversation, with the conversation's tenant: one statement, a range of the
+/// timeline's key per conversation.
+pub async fn items<C: EachRow>(
+    db: &C,
+    wanted: &[(String, i64, i64)],
+) -> Result<HashMap<String, (String, Vec<TimelineItem>)>, Error> {
+    let mut out: HashMap<String, (String, Vec<TimelineItem>)> = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let backend = db.get_database_backend();
+    let postgres = backend == DatabaseBackend::Postgres;
+    let columns = super::timeline::COLUMNS
+        .split(", ")
+        .map(|c| format!("\"t\".\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut values: Vec<Value> = Vec::new();
+    let rows = if postgres {
+        values.push(strings(wanted.iter().map(|(id, _, _)| id)));
+        for pick in [|w: &(String, i64, i64)| w.1, |w: &(String, i64, i64)| w.2] {
+            values.push(Value::Array(
+                ArrayType::BigInt,
+                Some(Box::new(
+                    wanted.iter().map(|w| Value::from(pick(w))).collect(),
+                )),
+            ));
+        }
+        "SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[])".to_owned()
+    } else {
+        let mut rows = String::from("VALUES ");
+        for (n, (id, after, upto)) in wanted.iter().enumerate() {
+            if n > 0 {
+                rows.push_str(", ");
+            }
+            rows.push_str(&format!("(?{}, ?{}, ?{})", 3 * n + 1, 3 * n + 2, 3 * n + 3));
+            values.extend([id.as_str().into(), (*after).into(), (*upto).into()]);
+        }
+        rows
+    };
+    let sql = format!(
+        "WITH \"w\" (\"id\", \"after\", \"upto\") AS ({rows}) \
+         SELECT \"c\".\"tenant_id\", \"t\".\"conversation_id\", {columns} FROM \"w\" \
+         JOIN \"conversations\" AS \"c\" ON \"c\".\"id\" = \"w\".\"id\" \
+         JOIN \"timeline\" AS \"t\" ON \"t\".\"conversation_id\" = \"w\".\"id\" \
+         AND \"t\".\"seq\" > \"w\".\"after\" AND \"t\".\"seq\" <= \"w\".\"upto\" \
+         ORDER BY \"t\".\"conversation_id\", \"t\".\"seq\""
+    );
+    db.each_row(
+        Statement::from_sql_and_values(backend, sql, values),
+        &mut |row: &dyn Cells| {
+            let tenant = text(row, 0)?.unwrap_or_default();
+            let conversation = text(row, 1)?.unwrap_or_default();
+            let item = super::timeline::item_at(&Shifted(row, 2), &conversation)?;
+            out.entry(conversation)
+                .or_insert_with(|| (tenant, Vec::new()))
+                .1
+                .push(item);
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(out)
+}
+
+/// A row read from column `.1` on, as if that were its first.
+struct Shifted<'a>(&'a dyn Cells, usize);
+
+impl Cells for Shifted<'_> {
+    fn value(&self, i: usize, kind: Kind) -> Result<Value, sea_orm::DbErr> {
+        self.0.value(i + self.1, kind)
+    }
+}
+
+/// `ids` as one PostgreSQL `text[]` parameter.
+fn strings<'a>(ids: impl IntoIterator<Item = &'a String>) -> Value {
+    Value::Array(
+        ArrayType::String,
+        Some(Box::new(
+            ids.into_iter().map(|s| Value::from(s.as_str())).collect(),
+        )),
+    )
+}
