@@ -4,21 +4,30 @@
 //! **What is owed.** The timeline is the outbox: an item is written in the transaction that
 //! makes it, so a conversation owes JetStream every item after its `done_seq` in
 //! `export_cursors` (`store::export`, migration 18), which moves only after JetStream
-//! acknowledged the publish. The write path writes nothing more for export.
+//! acknowledged the publish. The write path writes nothing more for export: measured on
+//! PostgreSQL, an outbox row written with each item (an upsert per conversation per write)
+//! cost AddParticipants(1) 4-5 % of its throughput by itself.
 //!
-//! **Who publishes.** Each replica's exporter keeps the conversations it knows to owe items:
-//! those its own writes added items to (told at commit, [`Marks::mark`]), and those a sweep of
+//! **Who publishes.** Each replica's exporter keeps the conversations it knows to owe items
+//! ([`Marks`]): those its own commits added items to, handed the items themselves at commit
+//! ([`Marks::mark`], at most [`MAX_ITEMS_IN_HAND`] in all), and those a sweep of
 //! `conversations` finds behind (`last_seq > done_seq`): writes of replicas that died, and the
 //! history when export is first turned on. The sweep reads [`SWEEP_PAGE`] conversations per
 //! statement, a page every [`SWEEP_PAUSE`], a pass every `--export-sweep-interval`: its cost
 //! per second does not grow with the table, the time a pass takes does.
 //!
-//! **A round** takes up to [`ROUND`] owed conversations and, in one statement each: leases
-//! them in `export_cursors` (a conversation another replica holds is tried again after
-//! [`BUSY_RETRY`]), reads up to [`BATCH`] items of each, then publishes each conversation's
-//! items in seq order, one in flight per conversation and the conversations in parallel, and
-//! records what JetStream acknowledged while giving the conversations back.
+//! **A round**, at most one per [`PACE`], takes up to [`ROUND`] owed conversations. Those this
+//! replica does not hold yet are leased in `export_cursors` in one statement (one another
+//! replica holds is tried again after [`BUSY_RETRY`]). Items in hand that follow what is
+//! done are published as they are; for the others up to [`BATCH`] items each are read in one
+//! statement. Each conversation's items go in seq order, one in flight, the conversations in
+//! parallel. So a replica busy with its own writes reads and writes nothing per round.
 //!
+//! **Progress** is kept in memory and written every [`FLUSH`], in one statement for all the
+//! conversations that moved, which also renews their leases and gives back those idle for
+//! [`IDLE`] (all of them at shutdown). A conversation written from several replicas is held by
+//! one at a time; the others' items reach it at its next read, or when it is given back.
+
 //! **Nothing twice.** Each message carries `Nats-Msg-Id: <tenant>/<conversation>/<seq>`, and
 //! the stream's duplicate window (`--export-duplicate-window`, 2 minutes by default) drops a
 //! second copy. A conversation whose previous holder did not give it back (killed, lease run
@@ -54,8 +63,9 @@ pub const SUBJECTS: &str = "parley.>";
 pub const ROUND: usize = 256;
 /// Items of one conversation one round publishes at most.
 pub const BATCH: i64 = 100;
-/// How long a round waits after the first commit it is told of, for others to join it.
-pub const GATHER: Duration = Duration::from_millis(5);
+/// The least time between the starts of two rounds: commits told in between join the next
+/// one, so a busy replica runs at most 50 rounds a second, each with more in it.
+pub const PACE: Duration = Duration::from_millis(20);
 /// When a conversation another replica holds is tried again.
 pub const BUSY_RETRY: Duration = Duration::from_millis(250);
 /// The longest wait before trying a failing conversation again.
@@ -154,7 +164,7 @@ pub fn seq_of_message_id(id: &str) -> Option<i64> {
 }
 
 /// The export's metrics (`parley_export_*`), registered whether export is on or not.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ExportMetrics {
     /// Items owed to JetStream, as of the sweep's last pass.
     pub backlog_items: Gauge,
@@ -166,7 +176,27 @@ pub struct ExportMetrics {
     pub published: Counter,
     /// Publishes that failed.
     pub failures: Counter,
+    /// Time from an item's write to JetStream's acknowledgement of it.
+    pub lag: prometheus_client::metrics::histogram::Histogram,
 }
+
+impl Default for ExportMetrics {
+    fn default() -> Self {
+        Self {
+            backlog_items: Gauge::default(),
+            backlog_conversations: Gauge::default(),
+            backlog_age: Gauge::default(),
+            published: Counter::default(),
+            failures: Counter::default(),
+            lag: prometheus_client::metrics::histogram::Histogram::new(LAG_BUCKETS),
+        }
+    }
+}
+
+/// Upper bounds of the lag buckets, in seconds: 1 ms to 60 s.
+const LAG_BUCKETS: [f64; 16] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
 
 /// A conversation known to owe items.
 #[derive(Clone, Debug)]
@@ -179,52 +209,101 @@ struct Owed {
     failures: u32,
     /// Look up what the stream holds before publishing.
     unsure: bool,
+    /// The conversation's tenant, when a commit here told it.
+    tenant: Option<String>,
+    /// Items committed here, as the commits handed them (any order, possibly repeated).
+    items: Vec<TimelineItem>,
+    /// Read what is owed from the database: the items in hand may not be all of it (found
+    /// by the sweep, a batch cut short, a failure, items dropped past [`MAX_ITEMS_IN_HAND`]).
+    read: bool,
 }
 
 impl Owed {
+    /// Owed items to be read from the database.
+    fn read(since: i64) -> Self {
+        Self {
+            since,
+            at: Instant::now(),
+            failures: 0,
+            unsure: false,
+            tenant: None,
+            items: Vec::new(),
+            read: true,
+        }
+    }
+
     fn merge(&mut self, other: Owed) {
         self.since = self.since.min(other.since);
         self.at = self.at.min(other.at);
         self.failures = self.failures.max(other.failures);
         self.unsure |= other.unsure;
+        self.read |= other.read;
+        if self.tenant.is_none() {
+            self.tenant = other.tenant;
+        }
+        self.items.extend(other.items);
     }
 }
+
+/// Items a replica keeps in hand from its commits, in all: past it, a commit's items are read
+/// back from the database instead, so memory stays bounded while NATS is down.
+pub const MAX_ITEMS_IN_HAND: usize = 20_000;
+/// Conversations a replica keeps owed in memory: past half of it, the sweep waits.
+pub const MAX_OWED: usize = 20_000;
 
 /// The conversations a replica's exporter knows to owe items.
 #[derive(Default)]
 pub struct Marks {
     owed: Mutex<HashMap<String, Owed>>,
     wake: tokio::sync::Notify,
+    /// Items in hand, in all the entries of `owed`.
+    in_hand: std::sync::atomic::AtomicUsize,
 }
 
 impl Marks {
-    /// Writes committed on this replica added items to `conversation_ids`.
-    pub fn mark(&self, conversation_ids: Vec<String>) {
-        if conversation_ids.is_empty() {
+    /// A write committed on this replica added `items` to conversations of `tenant_id`.
+    pub fn mark(&self, tenant_id: &str, items: Vec<TimelineItem>) {
+        use std::sync::atomic::Ordering;
+        if items.is_empty() {
             return;
         }
         let now = now_micros();
+        let keep = self.in_hand.load(Ordering::Relaxed) + items.len() <= MAX_ITEMS_IN_HAND;
         {
             let mut owed = lock(&self.owed);
-            for id in conversation_ids {
-                owed.entry(id).or_insert(Owed {
-                    since: now,
-                    at: Instant::now(),
-                    failures: 0,
-                    unsure: false,
-                });
+            for item in items {
+                let entry = owed
+                    .entry(item.conversation_id.clone())
+                    .or_insert_with(|| Owed {
+                        tenant: Some(tenant_id.to_owned()),
+                        read: false,
+                        ..Owed::read(now)
+                    });
+                if keep {
+                    entry.items.push(item);
+                    self.in_hand.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    entry.read = true;
+                }
             }
         }
         self.wake.notify_one();
     }
 
     fn put(&self, id: String, owed: Owed) {
+        self.in_hand
+            .fetch_add(owed.items.len(), std::sync::atomic::Ordering::Relaxed);
         match lock(&self.owed).entry(id) {
             std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(owed),
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(owed);
             }
         }
+    }
+
+    /// Conversations owed now.
+    fn len(&self) -> usize {
+        lock(&self.owed).len()
     }
 
     /// Up to `limit` conversations due now, taken out; or when the next one is due.
@@ -240,10 +319,14 @@ impl Marks {
         if due.is_empty() {
             return Err(owed.values().map(|o| o.at).min());
         }
-        Ok(due
+        let taken: Vec<(String, Owed)> = due
             .into_iter()
             .filter_map(|id| owed.remove(&id).map(|o| (id, o)))
-            .collect())
+            .collect();
+        let items: usize = taken.iter().map(|(_, o)| o.items.len()).sum();
+        self.in_hand
+            .fetch_sub(items, std::sync::atomic::Ordering::Relaxed);
+        Ok(taken)
     }
 
     /// The oldest owed item this replica knows of (microseconds), if any.
@@ -379,11 +462,12 @@ impl Link {
 
     /// Publishes `items` (one conversation's, in seq order) one at a time, each after the
     /// previous one's acknowledgement; returns the last seq acknowledged and the error that
-    /// stopped it, if any.
+    /// stopped it, if any. Each acknowledgement's lag from the item's write goes to `lag`.
     async fn publish(
         &self,
         tenant_id: &str,
         items: &[TimelineItem],
+        lag: &prometheus_client::metrics::histogram::Histogram,
     ) -> (Option<i64>, Option<String>) {
         let mut acked = None;
         for item in items {
@@ -414,11 +498,35 @@ impl Link {
             if let Err(e) = result {
                 return (acked, Some(e));
             }
+            lag.observe((now_micros() - item.create_time).max(0) as f64 / 1e6);
             acked = Some(item.seq);
         }
         (acked, None)
     }
 }
+
+/// A conversation this replica holds the lease of.
+#[derive(Clone, Debug)]
+struct Held {
+    /// Its tenant, once read.
+    tenant: Option<String>,
+    /// JetStream acknowledged every item up to this one.
+    done: i64,
+    /// What `export_cursors` says (it trails `done` by up to [`FLUSH`]).
+    recorded: i64,
+    /// The lease as last written.
+    lease_until: Instant,
+    /// The last round that took it.
+    active: Instant,
+    /// Look up what the stream holds before the next publish.
+    unsure: bool,
+}
+
+/// How often a replica writes how far its conversations got, renews their leases and gives
+/// back those idle for [`IDLE`].
+pub const FLUSH: Duration = Duration::from_secs(1);
+/// How long a conversation with nothing to export stays held.
+pub const IDLE: Duration = Duration::from_secs(2);
 
 /// What one replica's exporter needs.
 pub struct Exporter {
@@ -429,195 +537,342 @@ pub struct Exporter {
     pub metrics: ExportMetrics,
     /// This replica's name in `export_cursors.holder`.
     pub holder: String,
+    /// The conversations it holds.
+    held: Mutex<HashMap<String, Held>>,
 }
 
 impl Exporter {
-    /// Runs the rounds and the sweep until `closing` turns true.
+    pub fn new(
+        link: Arc<Link>,
+        marks: Arc<Marks>,
+        writer: store::Writer,
+        db: store::Conn,
+        metrics: ExportMetrics,
+    ) -> Self {
+        Self {
+            link,
+            marks,
+            writer,
+            db,
+            metrics,
+            holder: uuid::Uuid::new_v4().simple().to_string(),
+            held: Mutex::default(),
+        }
+    }
+
+    /// Runs the rounds, the flushes and the sweep until `closing` turns true, then records
+    /// what was published and gives every conversation back.
     pub async fn run(self: Arc<Self>, mut closing: tokio::sync::watch::Receiver<bool>) {
         let sweep = tokio::spawn(self.clone().sweep(closing.clone()));
-        let mut last_log: Option<Instant> = None;
+        let mut log = LogGate::default();
+        let mut flush = tokio::time::interval(FLUSH);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pace = tokio::time::interval(PACE);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            pace.tick().await;
             let due = match self.marks.take(ROUND) {
                 Ok(due) => due,
                 Err(next) => {
                     let sleep = next.map_or(Duration::from_secs(3600), |at| {
                         at.saturating_duration_since(Instant::now())
                     });
+                    enum Woken {
+                        Marked,
+                        Due,
+                        Flush,
+                        Closing,
+                    }
                     let woken = tokio::select! {
-                        _ = self.marks.wake.notified() => true,
-                        _ = tokio::time::sleep(sleep) => false,
-                        _ = closing.wait_for(|c| *c) => break,
+                        _ = self.marks.wake.notified() => Woken::Marked,
+                        _ = tokio::time::sleep(sleep) => Woken::Due,
+                        _ = flush.tick() => Woken::Flush,
+                        _ = closing.wait_for(|c| *c) => Woken::Closing,
                     };
-                    if woken {
-                        tokio::time::sleep(GATHER).await;
+                    match woken {
+                        Woken::Marked => {}
+                        Woken::Due => {}
+                        Woken::Flush => self.flush(false, &mut log).await,
+                        Woken::Closing => break,
                     }
                     continue;
                 }
             };
             if let Err(e) = self.link.ensure_stream().await {
-                self.failed(due, &e.to_string(), &mut last_log);
+                self.failed(due, &e.to_string(), &mut log);
                 continue;
             }
-            if let Err(e) = self.round(due.clone(), &mut last_log).await {
-                self.failed(due, &e.to_string(), &mut last_log);
+            if let Err(e) = self.round(due.clone(), &mut log).await {
+                self.failed(due, &e.to_string(), &mut log);
+            }
+            // A busy exporter still flushes on time.
+            if tokio::time::timeout(Duration::ZERO, flush.tick())
+                .await
+                .is_ok()
+            {
+                self.flush(false, &mut log).await;
             }
         }
         sweep.abort();
+        self.flush(true, &mut log).await;
     }
 
     /// Puts `due` back to be tried after a backoff, and logs (at most every [`LOG_EVERY`]).
-    fn failed(&self, due: Vec<(String, Owed)>, error: &str, last_log: &mut Option<Instant>) {
-        let mut failures = 0;
+    fn failed(&self, due: Vec<(String, Owed)>, error: &str, log: &mut LogGate) {
         for (id, mut owed) in due {
             owed.failures = owed.failures.saturating_add(1);
             owed.at = Instant::now() + backoff(owed.failures);
             owed.unsure = true;
-            failures = failures.max(owed.failures);
+            owed.read = true;
+            owed.items = Vec::new();
             self.marks.put(id, owed);
         }
         self.metrics.failures.inc();
-        if last_log.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
-            *last_log = Some(Instant::now());
-            let age = self
-                .marks
-                .oldest()
-                .map_or(0.0, |since| (now_micros() - since) as f64 / 1e6);
-            tracing::warn!(
-                error,
-                backlog_items = self.metrics.backlog_items.get(),
-                backlog_conversations = self.metrics.backlog_conversations.get(),
-                backlog_age_seconds = age,
-                "the export to NATS is failing; writes go on and the backlog waits in the database"
-            );
+        self.warn(log, error);
+    }
+
+    /// Logs that the export fails, with the backlog, at most every [`LOG_EVERY`].
+    fn warn(&self, log: &mut LogGate, error: &str) {
+        if !log.open() {
+            return;
         }
+        let age = self
+            .marks
+            .oldest()
+            .map_or(0.0, |since| (now_micros() - since).max(0) as f64 / 1e6);
+        tracing::warn!(
+            error,
+            backlog_items = self.metrics.backlog_items.get(),
+            backlog_conversations = self.metrics.backlog_conversations.get(),
+            backlog_age_seconds = age,
+            "the export to NATS is failing; writes go on and the backlog waits in the database"
+        );
     }
 
     /// One round over `due` (see the module documentation).
     async fn round(
         &self,
         due: Vec<(String, Owed)>,
-        last_log: &mut Option<Instant>,
+        log: &mut LogGate,
     ) -> Result<(), crate::error::Error> {
-        let ids: Vec<String> = due.iter().map(|(id, _)| id.clone()).collect();
         let now = now_micros();
-        let lease = i64::try_from(self.link.config.lease.as_micros()).unwrap_or(i64::MAX);
-        let tx = self.writer.begin().await?;
-        let claimed =
-            cursors::claim(&tx, &self.holder, &ids, now, now.saturating_add(lease)).await?;
-        tx.commit().await?;
-        let mut due: HashMap<String, Owed> = due.into_iter().collect();
-        let claimed: HashMap<String, cursors::Claimed> = claimed
-            .into_iter()
-            .map(|c| (c.conversation_id.clone(), c))
-            .collect();
-        // Held elsewhere: tried again soon, in case the holder gives it back before seeing
-        // this replica's items.
-        for (id, owed) in due.iter_mut().filter(|(id, _)| !claimed.contains_key(*id)) {
-            let mut owed = owed.clone();
-            owed.at = Instant::now() + BUSY_RETRY;
-            self.marks.put(id.clone(), owed);
-        }
-        if claimed.is_empty() {
-            return Ok(());
-        }
-        let wanted: Vec<(String, i64, i64)> = claimed
-            .values()
-            .map(|c| (c.conversation_id.clone(), c.done_seq, c.done_seq + BATCH))
-            .collect();
-        let mut found = cursors::items(&self.db, &wanted).await?;
-        let runs = claimed.values().map(|c| {
-            let owed = due.get(&c.conversation_id).cloned();
-            let (tenant, items) = found.remove(&c.conversation_id).unwrap_or_default();
-            let taken_over = c.prior.as_deref().is_some_and(|p| p != self.holder);
-            let unsure = taken_over || owed.as_ref().is_some_and(|o| o.unsure);
-            async move {
-                let mut done = c.done_seq;
-                if unsure && !items.is_empty() {
-                    match self.link.stored_top(&tenant, &c.conversation_id).await {
-                        Ok(top) => done = done.max(top),
-                        Err(e) => {
-                            return Run {
-                                id: c.conversation_id.clone(),
-                                read: items.len(),
-                                done,
-                                error: Some(e),
-                                next_since: items.first().map(|i| i.create_time),
-                            };
-                        }
-                    }
-                }
-                let pending: Vec<TimelineItem> =
-                    items.iter().filter(|i| i.seq > done).cloned().collect();
-                let (acked, error) = self.link.publish(&tenant, &pending).await;
-                if let Some(seq) = acked {
-                    done = seq;
-                }
-                let next_since = items.iter().find(|i| i.seq > done).map(|i| i.create_time);
-                Run {
-                    id: c.conversation_id.clone(),
-                    read: items.len(),
-                    done,
-                    error,
-                    next_since,
-                }
-            }
-        });
-        let runs = futures::future::join_all(runs).await;
-        let published: u64 = runs
-            .iter()
-            .map(|r| {
-                let start = claimed.get(&r.id).map_or(0, |c| c.done_seq);
-                u64::try_from(r.done - start).unwrap_or(0)
-            })
-            .sum();
-        self.metrics.published.inc_by(published);
-        // Every conversation claimed is given back, moved or not.
-        let record: Vec<(String, i64)> = runs.iter().map(|r| (r.id.clone(), r.done)).collect();
-        let tx = self.writer.begin().await?;
-        cursors::record(&tx, &self.holder, &record).await?;
-        tx.commit().await?;
-        let mut first_error = None;
-        for run in runs {
-            let base = due.remove(&run.id);
-            if let Some(error) = run.error {
-                let mut owed = base.unwrap_or(Owed {
-                    since: now,
-                    at: Instant::now(),
-                    failures: 0,
-                    unsure: false,
-                });
-                owed.failures = owed.failures.saturating_add(1);
-                owed.at = Instant::now() + backoff(owed.failures);
-                owed.unsure = true;
-                owed.since = run.next_since.unwrap_or(owed.since);
-                self.metrics.failures.inc();
-                first_error.get_or_insert(error);
-                self.marks.put(run.id, owed);
-            } else if run.read as i64 >= BATCH {
-                // More may follow the batch.
-                self.marks.put(
-                    run.id,
-                    Owed {
-                        since: run.next_since.unwrap_or(now),
-                        at: Instant::now(),
-                        failures: 0,
-                        unsure: false,
+        let lease = self.link.config.lease;
+        // Conversations held with a lease that outlasts the round need no claim (the flush
+        // renews a lease with less than half of it left).
+        let margin = Instant::now() + lease / 4;
+        let unheld: Vec<String> = {
+            let held = lock(&self.held);
+            due.iter()
+                .filter(|(id, _)| held.get(id).is_none_or(|h| h.lease_until <= margin))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        if !unheld.is_empty() {
+            let until = now.saturating_add(micros(lease));
+            let tx = self.writer.begin().await?;
+            let claimed = cursors::claim(&tx, &self.holder, &unheld, now, until).await?;
+            tx.commit().await?;
+            let mut held = lock(&self.held);
+            for c in claimed {
+                // A holder still on the row is one whose record of what it published may
+                // not have landed: another replica, or this one having forgotten it.
+                let known = held.remove(&c.conversation_id);
+                let unsure = c.prior.as_deref().is_some_and(|p| p != self.holder)
+                    || (c.prior.is_some() && known.is_none());
+                held.insert(
+                    c.conversation_id,
+                    Held {
+                        tenant: known.as_ref().and_then(|k| k.tenant.clone()),
+                        done: c.done_seq.max(known.as_ref().map_or(0, |k| k.done)),
+                        recorded: c.done_seq,
+                        lease_until: Instant::now() + lease,
+                        active: Instant::now(),
+                        unsure: unsure || known.is_some_and(|k| k.unsure),
                     },
                 );
             }
         }
-        if let Some(error) = first_error
-            && last_log.is_none_or(|at| at.elapsed() >= LOG_EVERY)
+        // What to publish: the conversations held now, each after what it has done.
+        let mut work: Vec<(String, Held, Owed)> = Vec::new();
         {
-            *last_log = Some(Instant::now());
-            tracing::warn!(
-                error,
-                backlog_items = self.metrics.backlog_items.get(),
-                backlog_conversations = self.metrics.backlog_conversations.get(),
-                "a publish to NATS failed; the conversation is tried again, writes go on"
-            );
+            let held = lock(&self.held);
+            for (id, owed) in due {
+                match held.get(&id) {
+                    Some(h) if h.lease_until > margin => {
+                        let mut h = h.clone();
+                        h.unsure |= owed.unsure;
+                        work.push((id, h, owed));
+                    }
+                    // Held elsewhere: tried again soon, in case the holder gives it back
+                    // before seeing this replica's items.
+                    _ => {
+                        let mut owed = owed;
+                        owed.at = Instant::now() + BUSY_RETRY;
+                        self.marks.put(id, owed);
+                    }
+                }
+            }
+        }
+        if work.is_empty() {
+            return Ok(());
+        }
+        // Items in hand that follow what is done without a gap are published as they are;
+        // the others are read from the database, one statement for all.
+        let mut sources: Vec<(String, Held, Owed, Option<InHand>)> = Vec::with_capacity(work.len());
+        for (id, h, mut owed) in work {
+            let mut items = std::mem::take(&mut owed.items);
+            items.sort_by_key(|i| i.seq);
+            items.dedup_by_key(|i| i.seq);
+            items.retain(|i| i.seq > h.done);
+            let follows = items
+                .iter()
+                .enumerate()
+                .all(|(n, i)| i.seq == h.done + 1 + n as i64);
+            let tenant = owed.tenant.clone().or_else(|| h.tenant.clone());
+            let in_hand = match tenant {
+                Some(tenant) if !owed.read && follows => Some((tenant, items)),
+                _ => None,
+            };
+            sources.push((id, h, owed, in_hand));
+        }
+        let wanted: Vec<(String, i64, i64)> = sources
+            .iter()
+            .filter(|(_, _, _, in_hand)| in_hand.is_none())
+            .map(|(id, h, _, _)| (id.clone(), h.done, h.done + BATCH))
+            .collect();
+        let mut found = match cursors::items(&self.db, &wanted).await {
+            Ok(found) => found,
+            Err(e) => {
+                let due = sources
+                    .into_iter()
+                    .map(|(id, _, owed, _)| (id, owed))
+                    .collect();
+                self.failed(due, &e.to_string(), log);
+                return Ok(());
+            }
+        };
+        let runs = sources.into_iter().map(|(id, h, owed, in_hand)| {
+            let from_db = in_hand.is_none();
+            let (tenant, items) = in_hand.or_else(|| found.remove(&id)).unwrap_or_default();
+            async move {
+                let mut done = h.done;
+                let mut error = None;
+                if h.unsure && !items.is_empty() {
+                    match self.link.stored_top(&tenant, &id).await {
+                        Ok(top) => done = done.max(top),
+                        Err(e) => error = Some(e),
+                    }
+                }
+                if error.is_none() {
+                    let pending: Vec<TimelineItem> =
+                        items.iter().filter(|i| i.seq > done).cloned().collect();
+                    let (acked, failed) = self
+                        .link
+                        .publish(&tenant, &pending, &self.metrics.lag)
+                        .await;
+                    if let Some(seq) = acked {
+                        self.metrics
+                            .published
+                            .inc_by(u64::try_from(seq - done).unwrap_or(0));
+                        done = seq;
+                    }
+                    error = failed;
+                }
+                let next_since = items.iter().find(|i| i.seq > done).map(|i| i.create_time);
+                let tenant = (!tenant.is_empty()).then_some(tenant);
+                let full = from_db && items.len() as i64 >= BATCH;
+                (id, h, owed, full, done, error, next_since, tenant)
+            }
+        });
+        let mut first_error = None;
+        for (id, h, owed, full, done, error, next_since, tenant) in
+            futures::future::join_all(runs).await
+        {
+            if let Some(h) = lock(&self.held).get_mut(&id) {
+                h.done = h.done.max(done);
+                h.active = Instant::now();
+                h.unsure = error.is_some();
+                if h.tenant.is_none() {
+                    h.tenant = tenant;
+                }
+            }
+            let _ = h;
+            if let Some(error) = error {
+                let mut owed = owed;
+                owed.failures = owed.failures.saturating_add(1);
+                owed.at = Instant::now() + backoff(owed.failures);
+                owed.unsure = true;
+                owed.read = true;
+                owed.since = next_since.unwrap_or(owed.since);
+                self.metrics.failures.inc();
+                first_error.get_or_insert(error);
+                self.marks.put(id, owed);
+            } else if full {
+                // More may follow the batch.
+                self.marks.put(id, Owed::read(next_since.unwrap_or(now)));
+            }
+        }
+        if let Some(error) = first_error {
+            self.warn(log, &error);
         }
         Ok(())
+    }
+
+    /// Writes how far each held conversation got, renews the leases of those in use and
+    /// gives back those idle for [`IDLE`] (all of them when `all`); one statement. A
+    /// conversation no longer held (its lease ran out and another replica took it) is
+    /// forgotten here.
+    async fn flush(&self, all: bool, log: &mut LogGate) {
+        let now = Instant::now();
+        let lines: Vec<cursors::Settled> = {
+            let held = lock(&self.held);
+            let owed = lock(&self.marks.owed);
+            held.iter()
+                .filter_map(|(id, h)| {
+                    let keep =
+                        !all && (now.duration_since(h.active) < IDLE || owed.contains_key(id));
+                    let renew = h.lease_until < now + self.link.config.lease / 2;
+                    (h.done > h.recorded || !keep || renew).then(|| cursors::Settled {
+                        conversation_id: id.clone(),
+                        done_seq: h.done,
+                        keep,
+                    })
+                })
+                .collect()
+        };
+        if lines.is_empty() {
+            return;
+        }
+        let until = now_micros().saturating_add(micros(self.link.config.lease));
+        let mut settled = Vec::new();
+        for chunk in lines.chunks(cursors::PER_STATEMENT) {
+            let result = async {
+                let tx = self.writer.begin().await?;
+                let still = cursors::settle(&tx, &self.holder, chunk, until).await?;
+                tx.commit().await?;
+                Ok::<_, crate::error::Error>(still)
+            }
+            .await;
+            match result {
+                Ok(still) => settled.push((chunk, still)),
+                Err(e) => {
+                    self.metrics.failures.inc();
+                    self.warn(log, &format!("recording the export's progress: {e}"));
+                }
+            }
+        }
+        let mut held = lock(&self.held);
+        for (chunk, still) in settled {
+            let still: std::collections::HashSet<String> = still.into_iter().collect();
+            for line in chunk {
+                if !still.contains(&line.conversation_id) || !line.keep {
+                    held.remove(&line.conversation_id);
+                } else if let Some(h) = held.get_mut(&line.conversation_id) {
+                    h.recorded = line.done_seq;
+                    h.lease_until = now + self.link.config.lease;
+                }
+            }
+        }
     }
 
     /// Walks `conversations` forever at a bounded rate, handing those behind to the rounds
@@ -628,6 +883,13 @@ impl Exporter {
             let (mut items, mut conversations, mut oldest) = (0_i64, 0_i64, None::<i64>);
             let mut whole = true;
             loop {
+                // A backlog larger than memory is taken a part at a time.
+                while self.marks.len() >= MAX_OWED / 2 {
+                    tokio::select! {
+                        _ = tokio::time::sleep(SWEEP_PAUSE) => {}
+                        _ = closing.wait_for(|c| *c) => return,
+                    }
+                }
                 let page = match cursors::scan(&self.db, &after, SWEEP_PAGE).await {
                     Ok(page) => page,
                     Err(e) => {
@@ -636,25 +898,30 @@ impl Exporter {
                         break;
                     }
                 };
-                for row in &page {
-                    if row.last_seq <= row.done_seq {
-                        continue;
+                let mut found = 0;
+                {
+                    let held = lock(&self.held);
+                    for row in &page {
+                        // What this replica holds it knows better than the table.
+                        let done = held
+                            .get(&row.conversation_id)
+                            .map_or(row.done_seq, |h| h.done.max(row.done_seq));
+                        if row.last_seq <= done {
+                            continue;
+                        }
+                        items += row.last_seq - done;
+                        conversations += 1;
+                        found += 1;
+                        let since = match row.oldest {
+                            Some(t) if done == row.done_seq => t,
+                            _ => now_micros(),
+                        };
+                        oldest = Some(oldest.map_or(since, |o| o.min(since)));
+                        self.marks
+                            .put(row.conversation_id.clone(), Owed::read(since));
                     }
-                    items += row.last_seq - row.done_seq;
-                    conversations += 1;
-                    let since = row.oldest.unwrap_or_else(now_micros);
-                    oldest = Some(oldest.map_or(since, |o| o.min(since)));
-                    self.marks.put(
-                        row.conversation_id.clone(),
-                        Owed {
-                            since,
-                            at: Instant::now(),
-                            failures: 0,
-                            unsure: false,
-                        },
-                    );
                 }
-                if !page.is_empty() {
+                if found > 0 {
                     self.marks.wake.notify_one();
                 }
                 match page.last() {
@@ -693,16 +960,26 @@ impl Exporter {
     }
 }
 
-/// What one round did for one conversation.
-struct Run {
-    id: String,
-    /// Items read.
-    read: usize,
-    /// Every item up to this one is in the stream.
-    done: i64,
-    error: Option<String>,
-    /// When the first item not yet in the stream was made, if one was read.
-    next_since: Option<i64>,
+/// A conversation's tenant and the items in hand to publish for it.
+type InHand = (String, Vec<TimelineItem>);
+
+/// Lets a warning through at most every [`LOG_EVERY`].
+#[derive(Default)]
+struct LogGate(Option<Instant>);
+
+impl LogGate {
+    fn open(&mut self) -> bool {
+        if self.0.is_some_and(|at| at.elapsed() < LOG_EVERY) {
+            return false;
+        }
+        self.0 = Some(Instant::now());
+        true
+    }
+}
+
+/// `d` in microseconds.
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// The wait before trying again after `failures` failed rounds in a row: 100 ms doubling, up
@@ -747,18 +1024,37 @@ mod tests {
         assert_eq!(backoff(40), MAX_BACKOFF);
     }
 
-    /// A mark is taken once; a conversation put back for later is not due before its time,
-    /// and merging keeps the earliest time and the oldest item.
+    fn message(conversation_id: &str, seq: i64) -> TimelineItem {
+        TimelineItem {
+            conversation_id: conversation_id.into(),
+            seq,
+            create_time: 0,
+            entry: Entry::Message {
+                id: format!("m{seq}"),
+                sender_id: "u".into(),
+                body: "b".into(),
+            },
+        }
+    }
+
+    /// A mark is taken once with its items; a conversation put back for later is not due
+    /// before its time, and merging keeps the earliest time, the oldest item and every item.
     #[test]
     fn marks_are_taken_once_and_put_back_for_later() {
         let marks = Marks::default();
-        marks.mark(vec!["c1".into(), "c2".into(), "c1".into()]);
+        marks.mark(
+            "t",
+            vec![message("c1", 1), message("c2", 1), message("c1", 2)],
+        );
         let mut taken = marks.take(10).expect("due");
         taken.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             taken.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
             ["c1", "c2"]
         );
+        assert_eq!(taken[0].1.items.len(), 2, "both of c1's items in hand");
+        assert_eq!(taken[0].1.tenant.as_deref(), Some("t"));
+        assert!(!taken[0].1.read, "nothing to read back");
         assert!(marks.take(10).is_err(), "taken out");
         let later = Instant::now() + Duration::from_secs(60);
         let (id, mut owed) = taken.remove(0);
@@ -767,9 +1063,34 @@ mod tests {
         marks.put(id.clone(), owed.clone());
         assert_eq!(marks.take(10).err(), Some(Some(later)));
         assert_eq!(marks.oldest(), Some(5));
-        owed.at = Instant::now();
-        owed.since = 9;
-        marks.put(id, owed);
-        assert_eq!(marks.take(10).expect("due now").len(), 1);
+        let mut again = Owed::read(9);
+        again.items.push(message("c1", 3));
+        marks.put(id, again);
+        let back = marks.take(10).expect("due now");
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].1.items.len(), 3);
+        assert!(back[0].1.read, "a read asked for stays asked for");
+        assert_eq!(back[0].1.since, 5);
+    }
+
+    /// Past the bound on items in hand, a commit's items are left to be read back.
+    #[test]
+    fn items_in_hand_are_bounded() {
+        let marks = Marks::default();
+        let many: Vec<TimelineItem> = (1..=MAX_ITEMS_IN_HAND as i64)
+            .map(|seq| message("c1", seq))
+            .collect();
+        marks.mark("t", many);
+        marks.mark("t", vec![message("c2", 1)]);
+        let mut taken = marks.take(10).expect("due");
+        taken.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(taken[0].1.items.len(), MAX_ITEMS_IN_HAND);
+        assert!(
+            taken[1].1.items.is_empty() && taken[1].1.read,
+            "c2 is read back"
+        );
+        marks.mark("t", vec![message("c3", 1)]);
+        let taken = marks.take(10).expect("due");
+        assert_eq!(taken[0].1.items.len(), 1, "room again once taken");
     }
 }

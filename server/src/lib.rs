@@ -139,14 +139,13 @@ impl App {
         let exporter = self.export.map(|link| {
             let marks = Arc::new(export::Marks::default());
             state.export = Some(marks.clone());
-            Arc::new(export::Exporter {
+            Arc::new(export::Exporter::new(
                 link,
                 marks,
-                writer: state.writer.clone(),
-                db: state.db.clone(),
-                metrics: export_metrics,
-                holder: uuid::Uuid::new_v4().simple().to_string(),
-            })
+                state.writer.clone(),
+                state.db.clone(),
+                export_metrics,
+            ))
         });
         let state = Arc::new(state);
         let exporting = exporter.map(|e| tokio::spawn(e.run(state.hub.closing())));
@@ -154,7 +153,13 @@ impl App {
         if let Some(task) = endpoint {
             task.abort();
         }
-        if let Some(task) = exporting {
+        // The hub closed when shutdown began: the exporter records what it published and
+        // gives its conversations back, unless that takes longer than a publish may.
+        if let Some(mut task) = exporting
+            && tokio::time::timeout(export::NATS_TIMEOUT, &mut task)
+                .await
+                .is_err()
+        {
             task.abort();
         }
         result

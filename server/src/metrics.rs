@@ -195,6 +195,12 @@ impl Metrics {
             "Timeline items JetStream acknowledged from this replica",
             export.published.clone(),
         );
+        registry.register_with_unit(
+            "export_lag",
+            "Time from a timeline item's write to JetStream's acknowledgement of its publish",
+            Unit::Seconds,
+            export.lag.clone(),
+        );
         registry.register(
             "export_failures",
             "Export rounds or publishes to JetStream that failed",

@@ -334,6 +334,22 @@ impl TestApp {
         }
     }
 
+    /// Starts another replica of this server with its configuration adjusted by `configure`
+    /// (e.g. export turned on).
+    pub async fn replica_with(
+        &self,
+        configure: impl FnOnce(&mut parley_server::Config),
+    ) -> Replica {
+        let mut config = self.config.clone();
+        configure(&mut config);
+        let server = start_server(config).await;
+        Replica {
+            addr: server.addr,
+            channel: server.channel,
+            shutdown: Some(server.shutdown),
+        }
+    }
+
     /// Starts another replica on a runtime of its own, which the test can kill.
     pub async fn killable_replica(&self) -> KillableReplica {
         let config = self.config.clone();

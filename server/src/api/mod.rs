@@ -609,8 +609,8 @@ pub(crate) struct Mutation {
     hub: Arc<crate::realtime::Hub>,
     /// The conversation whose watches on this replica the commit wakes.
     woken: Option<String>,
-    /// The replica's exporter, told of the conversations the commit added items to.
-    export: Option<Arc<crate::export::Marks>>,
+    /// The replica's exporter, handed the items the commit added, and the caller's tenant.
+    export: Option<(Arc<crate::export::Marks>, String)>,
 }
 
 fn decode<R: prost::Message + Default>(bytes: &[u8]) -> Result<R, Error> {
@@ -685,7 +685,10 @@ impl State {
             db: self.db.clone(),
             hub: self.hub.clone(),
             woken: conversation_id.map(str::to_owned),
-            export: self.export.clone(),
+            export: self
+                .export
+                .as_ref()
+                .map(|marks| (marks.clone(), p.tenant_id.clone())),
         })))
     }
 }
@@ -725,8 +728,8 @@ impl Mutation {
         let outbox = tx.outbox_changed();
         let appended = tx.appended();
         tx.commit().await?;
-        if let Some(export) = export {
-            export.mark(appended);
+        if let Some((marks, tenant_id)) = export {
+            marks.mark(&tenant_id, appended);
         }
         if let Some(conversation_id) = woken {
             hub.committed(&conversation_id);

@@ -143,53 +143,82 @@ pub async fn claim<C: ConnectionTrait>(
         .collect()
 }
 
-/// Records for each `(conversation, seq)` that JetStream acknowledged every item up to `seq`,
-/// and gives the conversation back (`holder` NULL: the next claim knows `done_seq` is whole),
-/// where `holder` still holds it. Returns how many rows changed.
-pub async fn record<C: ConnectionTrait>(
+/// One conversation's line of [`settle`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub conversation_id: String,
+    /// JetStream acknowledged every item up to this seq.
+    pub done_seq: i64,
+    /// Hold it on (the lease renewed); `false`: give it back (`holder` NULL: the next claim
+    /// knows `done_seq` is whole).
+    pub keep: bool,
+}
+
+/// Records how far each conversation is exported, renewing the lease of those kept until
+/// `until` and giving back the others, where `holder` still holds them; returns the
+/// conversations it still held (the others were taken over after their lease ended).
+pub async fn settle<C: ConnectionTrait>(
     tx: &C,
     holder: &str,
-    done: &[(String, i64)],
-) -> Result<u64, Error> {
-    if done.is_empty() {
-        return Ok(0);
+    lines: &[Settled],
+    until: i64,
+) -> Result<Vec<String>, Error> {
+    if lines.is_empty() {
+        return Ok(Vec::new());
     }
     let backend = tx.get_database_backend();
     let postgres = backend == DatabaseBackend::Postgres;
-    let mut values: Vec<Value> = vec![holder.into()];
+    let mut values: Vec<Value> = vec![holder.into(), until.into()];
     let rows = if postgres {
-        values.push(strings(done.iter().map(|(id, _)| id)));
+        values.push(strings(lines.iter().map(|l| &l.conversation_id)));
         values.push(Value::Array(
             ArrayType::BigInt,
             Some(Box::new(
-                done.iter().map(|(_, s)| Value::from(*s)).collect(),
+                lines.iter().map(|l| Value::from(l.done_seq)).collect(),
             )),
         ));
-        "SELECT * FROM unnest($2::text[], $3::int8[])".to_owned()
+        values.push(Value::Array(
+            ArrayType::Bool,
+            Some(Box::new(
+                lines.iter().map(|l| Value::from(l.keep)).collect(),
+            )),
+        ));
+        "SELECT * FROM unnest($3::text[], $4::int8[], $5::bool[])".to_owned()
     } else {
         let mut rows = String::from("VALUES ");
-        for (n, (id, seq)) in done.iter().enumerate() {
+        for (n, line) in lines.iter().enumerate() {
             if n > 0 {
                 rows.push_str(", ");
             }
-            rows.push_str(&format!("(?{}, ?{})", 2 * n + 2, 2 * n + 3));
-            values.push(id.as_str().into());
-            values.push((*seq).into());
+            rows.push_str(&format!("(?{}, ?{}, ?{})", 3 * n + 3, 3 * n + 4, 3 * n + 5));
+            values.extend([
+                line.conversation_id.as_str().into(),
+                line.done_seq.into(),
+                line.keep.into(),
+            ]);
         }
         rows
     };
+    let m = |i| super::mark(postgres, i);
     let sql = format!(
-        "WITH \"d\" (\"id\", \"seq\") AS ({rows}) \
-         UPDATE \"export_cursors\" SET \"done_seq\" = \"d\".\"seq\", \"holder\" = NULL, \
-         \"prior\" = NULL, \"lease_until\" = NULL FROM \"d\" \
+        "WITH \"d\" (\"id\", \"seq\", \"keep\") AS ({rows}) \
+         UPDATE \"export_cursors\" SET \"done_seq\" = \"d\".\"seq\", \
+         \"holder\" = CASE WHEN \"d\".\"keep\" THEN \"export_cursors\".\"holder\" END, \
+         \"prior\" = CASE WHEN \"d\".\"keep\" THEN \"export_cursors\".\"prior\" END, \
+         \"lease_until\" = CASE WHEN \"d\".\"keep\" THEN {} END FROM \"d\" \
          WHERE \"export_cursors\".\"conversation_id\" = \"d\".\"id\" \
-         AND \"export_cursors\".\"holder\" = {}",
-        super::mark(postgres, 1)
+         AND \"export_cursors\".\"holder\" = {} \
+         RETURNING \"export_cursors\".\"conversation_id\"",
+        m(2),
+        m(1)
     );
-    Ok(tx
-        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await?
-        .rows_affected())
+    let found = tx
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    found
+        .iter()
+        .map(|r| Ok(r.try_get_by_index::<String>(0)?))
+        .collect()
 }
 
 /// The items of each `(conversation, after, upto)` with `after < seq <= upto`, in seq order

@@ -365,8 +365,8 @@ pub struct WriteTx {
     opening: std::sync::Mutex<Option<&'static str>>,
     /// The write changed the notification outbox (see [`WriteTx::outbox_changed`]).
     outbox: std::sync::atomic::AtomicBool,
-    /// The conversations the write added timeline items to (see [`WriteTx::appended`]).
-    appended: std::sync::Mutex<Vec<String>>,
+    /// The timeline items the write added (see [`WriteTx::appended`]).
+    appended: std::sync::Mutex<Vec<TimelineItem>>,
 }
 
 struct Member {
@@ -438,22 +438,16 @@ impl WriteTx {
         self.outbox.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Notes the conversations the write added timeline items to, which the replica's
-    /// exporter learns once it commits.
-    pub fn touch_timeline(&self, conversation_ids: Vec<String>) {
-        if conversation_ids.is_empty() {
-            return;
-        }
-        let mut appended = crate::lock(&self.appended);
-        for id in conversation_ids {
-            if !appended.contains(&id) {
-                appended.push(id);
-            }
+    /// Notes the timeline items the write added, which the replica's exporter is handed
+    /// once it commits.
+    pub fn touch_timeline(&self, items: Vec<TimelineItem>) {
+        if !items.is_empty() {
+            crate::lock(&self.appended).extend(items);
         }
     }
 
-    /// The conversations the write added timeline items to, each once; emptied.
-    pub fn appended(&self) -> Vec<String> {
+    /// The timeline items the write added; emptied.
+    pub fn appended(&self) -> Vec<TimelineItem> {
         std::mem::take(&mut *crate::lock(&self.appended))
     }
 
@@ -1532,9 +1526,7 @@ pub(crate) fn item_row(item: &TimelineItem) -> entities::timeline::ActiveModel {
 
 /// Appends items to a conversation's timeline, a statement per [`ROWS_PER_INSERT`] items.
 pub(crate) fn append_items(w: &mut Writes, items: &[TimelineItem]) {
-    for item in items {
-        w.appends_to(&item.conversation_id);
-    }
+    w.appends(items);
     for batch in items.chunks(ROWS_PER_INSERT) {
         w.insert_models(batch.iter().map(item_row), "");
     }

@@ -309,8 +309,8 @@ pub struct Writes {
     list: Vec<Write>,
     /// Some of the writes add notifications to the outbox.
     notifies: bool,
-    /// The conversations the writes add timeline items to, each once.
-    appended: Vec<String>,
+    /// The timeline items the writes add.
+    appended: Vec<crate::domain::model::TimelineItem>,
 }
 
 impl Writes {
@@ -323,12 +323,9 @@ impl Writes {
         self.notifies = true;
     }
 
-    /// Notes that the writes add timeline items to `conversation_id` (see
-    /// [`WriteTx::appended`]).
-    pub fn appends_to(&mut self, conversation_id: &str) {
-        if !self.appended.iter().any(|c| c == conversation_id) {
-            self.appended.push(conversation_id.to_owned());
-        }
+    /// Notes that the writes add `items` to the timeline (see [`WriteTx::appended`]).
+    pub fn appends(&mut self, items: &[crate::domain::model::TimelineItem]) {
+        self.appended.extend_from_slice(items);
     }
 
     pub fn update(&mut self, s: UpdateStatement) {

@@ -196,6 +196,43 @@ async fn nats_stopped_under_writes_loses_nothing(db: Db) {
     assert_exported_once_in_order(&app, &nats, &conversations).await;
 }
 
+/// Items written while export was off are exported once it is turned on: the history not yet
+/// exported, found by the sweep.
+async fn turning_export_on_exports_the_history(db: Db) {
+    let nats = NatsServer::start().await;
+    let app = spawn_app(db).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let mut conversations = Vec::new();
+    for n in 0..5 {
+        let c = alice
+            .create_group(&format!("history {n}"), &["bob", "ext1"])
+            .await
+            .expect("create");
+        for m in 0..20 {
+            alice.send(&c.id, &format!("old {m}")).await.expect("send");
+        }
+        conversations.push(c.id);
+    }
+    let exporting_replica = app.replica_with(exporting(&nats)).await;
+    assert_exported_once_in_order(&app, &nats, &conversations).await;
+    // And what is written after, on the replica that does not export, follows.
+    for id in &conversations {
+        alice.send(id, "new").await.expect("send");
+    }
+    let total: usize = {
+        let admin = app.service(TENANT);
+        let mut n = 0;
+        for id in &conversations {
+            n += admin.timeline(id).await.expect("timeline").len();
+        }
+        n
+    };
+    exported(&nats, total as u64, STUCK).await;
+    assert_exported_once_in_order(&app, &nats, &conversations).await;
+    drop(exporting_replica);
+}
+
 /// Export off: Parley opens no connection to NATS, whatever it writes.
 async fn export_off_connects_nothing(db: Db) {
     let nats = NatsServer::start().await;
@@ -271,6 +308,7 @@ both_dbs!(
     every_item_reaches_the_stream_once_in_order,
     a_killed_replica_loses_nothing,
     nats_stopped_under_writes_loses_nothing,
+    turning_export_on_exports_the_history,
     export_off_connects_nothing,
     items_carry_who_may_see_them,
     a_stream_that_does_not_fit_refuses_the_start,
