@@ -20,7 +20,7 @@ mod m20261205_000014_outbox_acked_apart;
 mod m20261205_000015_timeline_by_type;
 pub mod m20261205_000016_notification_leases;
 mod m20261205_000017_timeline_unchecked_parent;
-mod m20261205_000018_export_cursors;
+pub mod m20261205_000018_export_cursors;
 
 /// Runs `sql` (several statements) if the database is `backend`'s, and nothing otherwise: for a
 /// migration that changes one engine's storage only.

@@ -19,6 +19,17 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
+/// The identifier columns of `export_cursors` (compared by bytes on PostgreSQL, as migration 11
+/// made every other identifier).
+pub const IDENTIFIERS: &[(&str, &[(&str, &str)])] = &[(
+    "export_cursors",
+    &[
+        ("conversation_id", "varchar(36)"),
+        ("holder", "varchar(64)"),
+        ("prior", "varchar(64)"),
+    ],
+)];
+
 const UP_SQLITE: &str = r#"CREATE TABLE "export_cursors" (
     "conversation_id" varchar(36) NOT NULL PRIMARY KEY,
     "done_seq" bigint NOT NULL DEFAULT 0,

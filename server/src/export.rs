@@ -19,7 +19,8 @@
 //! **A round**, at most one per [`PACE`], takes up to [`ROUND`] owed conversations. Those this
 //! replica does not hold yet are leased in `export_cursors` in one statement (one another
 //! replica holds is tried again after [`BUSY_RETRY`]). Items in hand that follow what is
-//! done are published as they are; for the others up to [`BATCH`] items each are read in one
+//! done are published as they are; for the others up to [`READ_PER_ROUND`] items in all
+//! (shared among them, at least [`BATCH`] each) are read in one
 //! statement. Each conversation's items go in seq order, one in flight, the conversations in
 //! parallel. So a replica busy with its own writes reads and writes nothing per round.
 //!
@@ -62,7 +63,10 @@ pub const SUBJECTS: &str = "parley.>";
 /// Conversations one round takes.
 pub const ROUND: usize = 256;
 /// Items of one conversation one round publishes at most.
-pub const BATCH: i64 = 100;
+pub const BATCH: i64 = 50;
+/// Items one round reads from the database at most, shared among its conversations: a
+/// conversation far behind alone reads this many per round.
+pub const READ_PER_ROUND: i64 = 10_000;
 /// The least time between the starts of two rounds: commits told in between join the next
 /// one, so a busy replica runs at most 50 rounds a second, each with more in it.
 pub const PACE: Duration = Duration::from_millis(20);
@@ -193,9 +197,10 @@ impl Default for ExportMetrics {
     }
 }
 
-/// Upper bounds of the lag buckets, in seconds: 1 ms to 60 s.
-const LAG_BUCKETS: [f64; 16] = [
-    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+/// Upper bounds of the lag buckets, in seconds: 1 ms to 60 s, finest around a round's pace.
+const LAG_BUCKETS: [f64; 20] = [
+    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// A conversation known to owe items.
@@ -602,9 +607,7 @@ impl Exporter {
                 self.failed(due, &e.to_string(), &mut log);
                 continue;
             }
-            if let Err(e) = self.round(due.clone(), &mut log).await {
-                self.failed(due, &e.to_string(), &mut log);
-            }
+            self.round(due, &mut log).await;
             // A busy exporter still flushes on time.
             if tokio::time::timeout(Duration::ZERO, flush.tick())
                 .await
@@ -649,12 +652,9 @@ impl Exporter {
         );
     }
 
-    /// One round over `due` (see the module documentation).
-    async fn round(
-        &self,
-        due: Vec<(String, Owed)>,
-        log: &mut LogGate,
-    ) -> Result<(), crate::error::Error> {
+    /// One round over `due` (see the module documentation); what fails is put back to be
+    /// tried again after a backoff.
+    async fn round(&self, due: Vec<(String, Owed)>, log: &mut LogGate) {
         let now = now_micros();
         let lease = self.link.config.lease;
         // Conversations held with a lease that outlasts the round need no claim (the flush
@@ -669,9 +669,20 @@ impl Exporter {
         };
         if !unheld.is_empty() {
             let until = now.saturating_add(micros(lease));
-            let tx = self.writer.begin().await?;
-            let claimed = cursors::claim(&tx, &self.holder, &unheld, now, until).await?;
-            tx.commit().await?;
+            let claimed = async {
+                let tx = self.writer.begin().await?;
+                let claimed = cursors::claim(&tx, &self.holder, &unheld, now, until).await?;
+                tx.commit().await?;
+                Ok::<_, crate::error::Error>(claimed)
+            }
+            .await;
+            let claimed = match claimed {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    self.failed(due, &format!("leasing conversations: {e}"), log);
+                    return;
+                }
+            };
             let mut held = lock(&self.held);
             for c in claimed {
                 // A holder still on the row is one whose record of what it published may
@@ -714,7 +725,7 @@ impl Exporter {
             }
         }
         if work.is_empty() {
-            return Ok(());
+            return;
         }
         // Items in hand that follow what is done without a gap are published as they are;
         // the others are read from the database, one statement for all.
@@ -735,10 +746,12 @@ impl Exporter {
             };
             sources.push((id, h, owed, in_hand));
         }
+        let to_read = sources.iter().filter(|s| s.3.is_none()).count();
+        let each = (READ_PER_ROUND / i64::try_from(to_read.max(1)).unwrap_or(1)).max(BATCH);
         let wanted: Vec<(String, i64, i64)> = sources
             .iter()
             .filter(|(_, _, _, in_hand)| in_hand.is_none())
-            .map(|(id, h, _, _)| (id.clone(), h.done, h.done + BATCH))
+            .map(|(id, h, _, _)| (id.clone(), h.done, h.done + each))
             .collect();
         let mut found = match cursors::items(&self.db, &wanted).await {
             Ok(found) => found,
@@ -747,8 +760,8 @@ impl Exporter {
                     .into_iter()
                     .map(|(id, _, owed, _)| (id, owed))
                     .collect();
-                self.failed(due, &e.to_string(), log);
-                return Ok(());
+                self.failed(due, &format!("reading the items to export: {e}"), log);
+                return;
             }
         };
         let runs = sources.into_iter().map(|(id, h, owed, in_hand)| {
@@ -780,7 +793,7 @@ impl Exporter {
                 }
                 let next_since = items.iter().find(|i| i.seq > done).map(|i| i.create_time);
                 let tenant = (!tenant.is_empty()).then_some(tenant);
-                let full = from_db && items.len() as i64 >= BATCH;
+                let full = from_db && items.len() as i64 >= each;
                 (id, h, owed, full, done, error, next_since, tenant)
             }
         });
@@ -815,7 +828,6 @@ impl Exporter {
         if let Some(error) = first_error {
             self.warn(log, &error);
         }
-        Ok(())
     }
 
     /// Writes how far each held conversation got, renews the leases of those in use and

@@ -35,7 +35,8 @@ fn binary() -> std::path::PathBuf {
 }
 
 impl NatsServer {
-    /// Starts one on a free port and waits until it takes connections.
+    /// Starts one on a free port and waits until it takes connections (on other ports if a
+    /// port was taken in between).
     pub async fn start() -> Self {
         let free = || {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -43,21 +44,40 @@ impl NatsServer {
                 .expect("a free port")
                 .port()
         };
-        let (port, monitor) = (free(), free());
+        let store = tempfile::tempdir().expect("a store directory");
         let mut server = Self {
-            port,
-            monitor,
-            url: format!("nats://127.0.0.1:{port}"),
-            store: tempfile::tempdir().expect("a store directory"),
+            port: 0,
+            monitor: 0,
+            url: String::new(),
+            store,
             child: None,
         };
-        server.resume().await;
-        server
+        for _ in 0..3 {
+            let (port, monitor) = (free(), free());
+            server.port = port;
+            server.monitor = monitor;
+            server.url = format!("nats://127.0.0.1:{port}");
+            if server.try_start().await {
+                return server;
+            }
+        }
+        panic!("nats-server did not start on three pairs of free ports");
     }
 
     /// Starts it again after [`NatsServer::stop`], on the same port with the same store.
     pub async fn resume(&mut self) {
-        let child = tokio::process::Command::new(binary())
+        for _ in 0..3 {
+            if self.try_start().await {
+                return;
+            }
+        }
+        panic!("nats-server did not start again on {}", self.url);
+    }
+
+    /// Starts the process and waits up to 30 s for it to take connections; `false` if it
+    /// exited first (a port taken) or never did.
+    async fn try_start(&mut self) -> bool {
+        let mut child = tokio::process::Command::new(binary())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor.to_string(), "-js", "-sd"])
             .arg(self.store.path())
@@ -66,17 +86,18 @@ impl NatsServer {
             .kill_on_drop(true)
             .spawn()
             .expect("start nats-server");
-        self.child = Some(child);
-        for _ in 0..200 {
+        for _ in 0..600 {
             if async_nats::connect(self.url.as_str()).await.is_ok() {
-                return;
+                self.child = Some(child);
+                return true;
+            }
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!(
-            "nats-server did not take connections on {} in 10 s",
-            self.url
-        );
+        let _ = child.kill().await;
+        false
     }
 
     /// Kills it (SIGKILL) and waits until it is gone.

@@ -657,6 +657,7 @@ async fn ids_page_in_the_order_of_their_bytes(db: Db) {
         parley_migration::m20261204_000011_identifier_collation::IDENTIFIERS
             .iter()
             .chain(parley_migration::m20261205_000016_notification_leases::IDENTIFIERS)
+            .chain(parley_migration::m20261205_000018_export_cursors::IDENTIFIERS)
             .collect();
     for (table, columns) in identifiers.iter().copied() {
         for (column, _) in *columns {
