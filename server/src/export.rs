@@ -128,6 +128,14 @@ impl ExportConfig {
     }
 }
 
+/// Whether a server of this process exports: only then do writes keep their items for it.
+static COLLECTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether writes keep their items for an exporter of this process.
+pub fn collecting() -> bool {
+    COLLECTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// `part` as one subject token (see the module documentation).
 pub fn subject_token(part: &str) -> String {
     if part.is_empty() {
@@ -252,7 +260,7 @@ impl Owed {
 
 /// Items a replica keeps in hand from its commits, in all: past it, a commit's items are read
 /// back from the database instead, so memory stays bounded while NATS is down.
-pub const MAX_ITEMS_IN_HAND: usize = 20_000;
+pub const MAX_ITEMS_IN_HAND: usize = 10_000;
 /// Conversations a replica keeps owed in memory: past half of it, the sweep waits.
 pub const MAX_OWED: usize = 20_000;
 
@@ -554,6 +562,7 @@ impl Exporter {
         db: store::Conn,
         metrics: ExportMetrics,
     ) -> Self {
+        COLLECTING.store(true, std::sync::atomic::Ordering::Relaxed);
         Self {
             link,
             marks,

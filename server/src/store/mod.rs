@@ -1524,9 +1524,12 @@ pub(crate) fn item_row(item: &TimelineItem) -> entities::timeline::ActiveModel {
     row
 }
 
-/// Appends items to a conversation's timeline, a statement per [`ROWS_PER_INSERT`] items.
+/// Appends items to a conversation's timeline, a statement per [`ROWS_PER_INSERT`] items; when
+/// this process exports, the items are kept for the exporter too ([`crate::export::collecting`]).
 pub(crate) fn append_items(w: &mut Writes, items: &[TimelineItem]) {
-    w.appends(items);
+    if crate::export::collecting() {
+        w.appends(items);
+    }
     for batch in items.chunks(ROWS_PER_INSERT) {
         w.insert_models(batch.iter().map(item_row), "");
     }
