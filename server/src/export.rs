@@ -585,6 +585,9 @@ impl Exporter {
         pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             pace.tick().await;
+            if *closing.borrow() {
+                break;
+            }
             let due = match self.marks.take(ROUND) {
                 Ok(due) => due,
                 Err(next) => {
@@ -835,6 +838,11 @@ impl Exporter {
             }
         }
         if let Some(error) = first_error {
+            // The stream may be gone (deleted, or NATS restarted without its store): the next
+            // round looks for it again, and makes it if missing.
+            self.link
+                .ready
+                .store(false, std::sync::atomic::Ordering::Release);
             self.warn(log, &error);
         }
     }

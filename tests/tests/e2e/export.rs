@@ -233,6 +233,39 @@ async fn turning_export_on_exports_the_history(db: Db) {
     drop(exporting_replica);
 }
 
+/// The stream deleted under a running export (an operator's mistake, or NATS started again
+/// without its store): Parley makes it again and goes on with the items not yet exported.
+async fn a_deleted_stream_is_made_again(db: Db) {
+    let nats = NatsServer::start().await;
+    let app = spawn_app_with(db, exporting(&nats)).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let c = alice.create_group("again", &["bob"]).await.expect("create");
+    let first = alice.last_seq(&c.id).await;
+    exported(&nats, first as u64, STUCK).await;
+    nats.jetstream()
+        .await
+        .delete_stream("PARLEY")
+        .await
+        .expect("delete the stream");
+    for m in 0..3 {
+        alice
+            .send(&c.id, &format!("after {m}"))
+            .await
+            .expect("send");
+    }
+    let seqs: Vec<i64> = exported(&nats, 3, STUCK)
+        .await
+        .iter()
+        .map(|m| m.item.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        vec![first + 1, first + 2, first + 3],
+        "what was not exported yet"
+    );
+}
+
 /// Export off: Parley opens no connection to NATS, whatever it writes.
 async fn export_off_connects_nothing(db: Db) {
     let nats = NatsServer::start().await;
@@ -309,6 +342,7 @@ both_dbs!(
     a_killed_replica_loses_nothing,
     nats_stopped_under_writes_loses_nothing,
     turning_export_on_exports_the_history,
+    a_deleted_stream_is_made_again,
     export_off_connects_nothing,
     items_carry_who_may_see_them,
     a_stream_that_does_not_fit_refuses_the_start,
