@@ -188,6 +188,8 @@ pub struct ExportMetrics {
     pub published: Counter,
     /// Publishes that failed.
     pub failures: Counter,
+    /// Publishes JetStream acknowledged as duplicates (dropped by its duplicate window).
+    pub duplicates: Counter,
     /// Time from an item's write to JetStream's acknowledgement of it.
     pub lag: prometheus_client::metrics::histogram::Histogram,
 }
@@ -200,6 +202,7 @@ impl Default for ExportMetrics {
             backlog_age: Gauge::default(),
             published: Counter::default(),
             failures: Counter::default(),
+            duplicates: Counter::default(),
             lag: prometheus_client::metrics::histogram::Histogram::new(LAG_BUCKETS),
         }
     }
@@ -475,12 +478,13 @@ impl Link {
 
     /// Publishes `items` (one conversation's, in seq order) one at a time, each after the
     /// previous one's acknowledgement; returns the last seq acknowledged and the error that
-    /// stopped it, if any. Each acknowledgement's lag from the item's write goes to `lag`.
+    /// stopped it, if any. Each acknowledgement's lag from the item's write, and whether it
+    /// was a duplicate, go to `metrics`.
     async fn publish(
         &self,
         tenant_id: &str,
         items: &[TimelineItem],
-        lag: &prometheus_client::metrics::histogram::Histogram,
+        metrics: &ExportMetrics,
     ) -> (Option<i64>, Option<String>) {
         let mut acked = None;
         for item in items {
@@ -505,13 +509,19 @@ impl Link {
                 )
                 .await;
             let result = match sent {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Ok(ack) => ack.await.map_err(|e| e.to_string()).map(|ack| {
+                    if ack.duplicate {
+                        metrics.duplicates.inc();
+                    }
+                }),
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = result {
                 return (acked, Some(e));
             }
-            lag.observe((now_micros() - item.create_time).max(0) as f64 / 1e6);
+            metrics
+                .lag
+                .observe((now_micros() - item.create_time).max(0) as f64 / 1e6);
             acked = Some(item.seq);
         }
         (acked, None)
@@ -791,10 +801,7 @@ impl Exporter {
                 if error.is_none() {
                     let pending: Vec<TimelineItem> =
                         items.iter().filter(|i| i.seq > done).cloned().collect();
-                    let (acked, failed) = self
-                        .link
-                        .publish(&tenant, &pending, &self.metrics.lag)
-                        .await;
+                    let (acked, failed) = self.link.publish(&tenant, &pending, &self.metrics).await;
                     if let Some(seq) = acked {
                         self.metrics
                             .published

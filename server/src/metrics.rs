@@ -202,6 +202,11 @@ impl Metrics {
             export.lag.clone(),
         );
         registry.register(
+            "export_duplicates",
+            "Publishes JetStream acknowledged as duplicates of a message it held (dropped)",
+            export.duplicates.clone(),
+        );
+        registry.register(
             "export_failures",
             "Export rounds or publishes to JetStream that failed",
             export.failures.clone(),

@@ -118,21 +118,40 @@ impl NatsServer {
     /// The connections it has accepted since it started (`total_connections` of `/varz` on
     /// its monitoring port).
     pub async fn connections_ever(&self) -> u64 {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.monitor))
-            .await
-            .expect("the monitoring port");
-        tcp.write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .await
-            .expect("ask /varz");
-        let mut reply = String::new();
-        tcp.read_to_string(&mut reply).await.expect("read /varz");
-        let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        let varz: serde_json::Value = serde_json::from_str(body).expect("/varz is JSON");
+        let body = http_get(([127, 0, 0, 1], self.monitor).into(), "/varz").await;
+        let varz: serde_json::Value = serde_json::from_str(&body).expect("/varz is JSON");
         varz["total_connections"]
             .as_u64()
             .expect("total_connections")
     }
+}
+
+/// The body of `GET path` at `addr` (HTTP/1.0, the connection closed by the server).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect for a GET");
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .expect("send a GET");
+    let mut reply = String::new();
+    tcp.read_to_string(&mut reply)
+        .await
+        .expect("read the reply");
+    reply
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned())
+}
+
+/// The value of the metric `name` (no labels) a server's `/metrics` at `addr` shows, 0 if
+/// absent.
+pub async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    http_get(addr, "/metrics")
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// One message of the `PARLEY` stream.

@@ -5,16 +5,17 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use parley_tests::nats::{Exported, NatsServer, by_subject, exported};
+use parley_tests::nats::{Exported, NatsServer, by_subject, exported, metric};
 use parley_tests::*;
 
 /// Far above the time any export here takes (a lease ran out, NATS back): reaching it is a
 /// hang or a loss.
 const STUCK: Duration = Duration::from_secs(60);
 
-/// Export to `nats` with leases and sweeps short enough for a test.
+/// Export to `nats` with leases and sweeps short enough for a test, metrics on.
 fn exporting(nats: &NatsServer) -> impl FnOnce(&mut parley_server::Config) + '_ {
     move |config| {
+        config.metrics_listen = Some(([127, 0, 0, 1], 0).into());
         config.export = Some(parley_server::export::ExportConfig {
             lease: Duration::from_secs(6),
             sweep_interval: Duration::from_millis(500),
@@ -104,22 +105,14 @@ async fn every_item_reaches_the_stream_once_in_order(db: Db) {
     drop(replica);
 }
 
-/// A replica killed while it exports (every task dropped mid-flight, leases held): the other
-/// replica takes its conversations over once their leases end, and a new one joins; every
-/// item still arrives, none twice.
+/// A replica killed while it exports the conversations made through it (every task dropped
+/// mid-flight, leases held): the other replica takes them over once their leases end; every
+/// item still arrives, none twice, and none is even sent twice.
 async fn a_killed_replica_loses_nothing(db: Db) {
     let nats = NatsServer::start().await;
     let app = spawn_app_with(db, exporting(&nats)).await;
     seed_standard(&app).await;
     let alice = app.user(TENANT, "alice");
-    let mut conversations = Vec::new();
-    for n in 0..10 {
-        let c = alice
-            .create_group(&format!("kill {n}"), &["bob"])
-            .await
-            .expect("create");
-        conversations.push(c.id);
-    }
     let mut doomed = app.killable_replica().await;
     let doomed_alice = alice.via(
         tonic::transport::Channel::from_shared(format!("http://{}", doomed.addr))
@@ -128,6 +121,15 @@ async fn a_killed_replica_loses_nothing(db: Db) {
             .await
             .expect("connect to the replica"),
     );
+    // Made through the replica, so that it is the one exporting them.
+    let mut conversations = Vec::new();
+    for n in 0..10 {
+        let c = doomed_alice
+            .create_group(&format!("kill {n}"), &["bob"])
+            .await
+            .expect("create");
+        conversations.push(c.id);
+    }
     for n in 0..200 {
         let id = &conversations[n % conversations.len()];
         doomed_alice
@@ -140,9 +142,132 @@ async fn a_killed_replica_loses_nothing(db: Db) {
         let id = &conversations[n % conversations.len()];
         alice.send(id, &format!("after {n}")).await.expect("send");
     }
-    let fresh = app.replica().await;
     assert_exported_once_in_order(&app, &nats, &conversations).await;
-    drop(fresh);
+    assert_nothing_published_twice(&app).await;
+}
+
+/// The server took conversations over from a killed holder without publishing again anything
+/// the stream held: it read the stream's last message of each first (its progress in the
+/// database trailed what it had published by up to a second). The duplicate window would have
+/// dropped such copies; this checks they were never sent.
+async fn assert_nothing_published_twice(app: &TestApp) {
+    let addr = app.metrics_addr.expect("metrics are on");
+    assert!(
+        metric(addr, "parley_export_published_items_total").await > 0.0,
+        "the survivor exported"
+    );
+    assert_eq!(
+        metric(addr, "parley_export_duplicates_total").await,
+        0.0,
+        "nothing the stream held was sent again"
+    );
+}
+
+/// A replica run as a process of its own (this test binary started again on this test
+/// alone, told what to serve by its environment), so that a test can `kill -9` it: it serves,
+/// exporting, until killed. Not a test by itself, hence ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the server process of a_killed_process_loses_nothing"]
+async fn replica_process() {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    if var("PARLEY_PROCESS_DB").is_empty() {
+        return;
+    }
+    let mut config =
+        parley_server::Config::new(var("PARLEY_PROCESS_DB"), var("PARLEY_PROCESS_KEY"));
+    config.export = Some(parley_server::export::ExportConfig {
+        lease: Duration::from_secs(6),
+        sweep_interval: Duration::from_millis(500),
+        ..parley_server::export::ExportConfig::new(var("PARLEY_PROCESS_NATS"))
+    });
+    let app = parley_server::App::prepare(config).await.expect("prepare");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("its address");
+    std::fs::write(var("PARLEY_PROCESS_ADDR"), addr.to_string()).expect("tell the test");
+    app.serve(listener, std::future::pending())
+        .await
+        .expect("serve");
+}
+
+/// `kill -9` of a replica process while it takes writes and exports them: the other replica
+/// takes its conversations over once their leases end; every item arrives, none twice.
+async fn a_killed_process_loses_nothing(db: Db) {
+    let nats = NatsServer::start().await;
+    let app = spawn_app_with(db, exporting(&nats)).await;
+    seed_standard(&app).await;
+    let alice = app.user(TENANT, "alice");
+    let told = app.dir().join("process.addr");
+    let mut process = tokio::process::Command::new(std::env::current_exe().expect("this binary"))
+        .args([
+            "--exact",
+            "export::replica_process",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("PARLEY_PROCESS_DB", app.database_url())
+        .env("PARLEY_PROCESS_KEY", app.dir().join("parley.key"))
+        .env("PARLEY_PROCESS_NATS", &nats.url)
+        .env("PARLEY_PROCESS_ADDR", &told)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the replica process");
+    let deadline = tokio::time::Instant::now() + STUCK;
+    let addr = loop {
+        if let Ok(addr) = std::fs::read_to_string(&told)
+            && !addr.is_empty()
+        {
+            break addr;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the process did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect to the process");
+    let doomed = alice.via(channel);
+    // The conversations are made through the process, so that it is the one exporting them.
+    let mut conversations = Vec::new();
+    for n in 0..10 {
+        let c = doomed
+            .create_group(&format!("kill -9 {n}"), &["bob"])
+            .await
+            .expect("create");
+        conversations.push(c.id);
+    }
+    // Writes go on through the process until it is killed under them.
+    let writing = {
+        let (doomed, ids) = (doomed.clone(), conversations.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while doomed
+                .send(&ids[n % ids.len()], &format!("to the process {n}"))
+                .await
+                .is_ok()
+            {
+                n += 1;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    process.kill().await.expect("kill -9 the process");
+    let written = writing.await.expect("the writer");
+    assert!(written > 20, "the process took writes: {written}");
+    for n in 0..100 {
+        let id = &conversations[n % conversations.len()];
+        alice.send(id, &format!("after {n}")).await.expect("send");
+    }
+    assert_exported_once_in_order(&app, &nats, &conversations).await;
+    assert_nothing_published_twice(&app).await;
 }
 
 /// NATS stopped for 10 s under writes and started again: no write fails, health stays
@@ -340,6 +465,7 @@ async fn a_stream_that_does_not_fit_refuses_the_start(db: Db) {
 both_dbs!(
     every_item_reaches_the_stream_once_in_order,
     a_killed_replica_loses_nothing,
+    a_killed_process_loses_nothing,
     nats_stopped_under_writes_loses_nothing,
     turning_export_on_exports_the_history,
     a_deleted_stream_is_made_again,
