@@ -5,9 +5,9 @@
 //! The timeline is the outbox: every item is written in the transaction that makes it, and
 //! `conversations.last_seq` moves with it, so a conversation owes JetStream every item after
 //! its `export_cursors.done_seq` (no row: all of them). The write path writes nothing more for
-//! export; only the exporter writes `export_cursors`, and only after JetStream acknowledged.
-//! Every function here is one statement, whatever the number of conversations it is given
-//! (up to [`PER_STATEMENT`]).
+//! export; only the exporter writes `export_cursors`: its leases, and `done_seq` only up to
+//! what JetStream acknowledged. Every function here is one statement, whatever the number of
+//! conversations it is given (up to [`PER_STATEMENT`]).
 
 use std::collections::HashMap;
 
