@@ -50,7 +50,7 @@ use async_nats::jetstream;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use prost::Message as _;
 
-use crate::domain::model::{Entry, TimelineItem, now_micros};
+use crate::domain::model::{Entry, TimelineItem, micros, now_micros};
 use crate::domain::visibility::audience;
 use crate::lock;
 use crate::store::{self, export as cursors};
@@ -246,6 +246,16 @@ impl Owed {
             items: Vec::new(),
             read: true,
         }
+    }
+
+    /// A round failed for it: tried again after [`backoff`], reading what is owed and first
+    /// what the stream holds (was the last publish stored?).
+    fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+        self.at = Instant::now() + backoff(self.failures);
+        self.unsure = true;
+        self.read = true;
+        self.items = Vec::new();
     }
 
     fn merge(&mut self, other: Owed) {
@@ -645,11 +655,7 @@ impl Exporter {
     /// Puts `due` back to be tried after a backoff, and logs (at most every [`LOG_EVERY`]).
     fn failed(&self, due: Vec<(String, Owed)>, error: &str, log: &mut LogGate) {
         for (id, mut owed) in due {
-            owed.failures = owed.failures.saturating_add(1);
-            owed.at = Instant::now() + backoff(owed.failures);
-            owed.unsure = true;
-            owed.read = true;
-            owed.items = Vec::new();
+            owed.failed();
             self.marks.put(id, owed);
         }
         self.metrics.failures.inc();
@@ -831,10 +837,7 @@ impl Exporter {
             let _ = h;
             if let Some(error) = error {
                 let mut owed = owed;
-                owed.failures = owed.failures.saturating_add(1);
-                owed.at = Instant::now() + backoff(owed.failures);
-                owed.unsure = true;
-                owed.read = true;
+                owed.failed();
                 owed.since = next_since.unwrap_or(owed.since);
                 self.metrics.failures.inc();
                 first_error.get_or_insert(error);
@@ -1011,11 +1014,6 @@ impl LogGate {
         self.0 = Some(Instant::now());
         true
     }
-}
-
-/// `d` in microseconds.
-fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// The wait before trying again after `failures` failed rounds in a row: 100 ms doubling, up

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::auth::{KeyFile, Verifier};
 use crate::config::Config;
 use crate::domain::model::Conversation;
-use crate::domain::model::{Candidate, UserKind, now_micros};
+use crate::domain::model::{Candidate, UserKind, micros, now_micros};
 use crate::domain::paging::Pager;
 use crate::domain::principal::{
     Actor, DirectoryVerdict, Principal, PrincipalKind, entry_from_token, judge_directory, judged,
@@ -557,10 +557,6 @@ where
             other => return other,
         }
     }
-}
-
-fn micros(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// Deletes request records past their retention and notifications acknowledged longer ago

@@ -12,6 +12,11 @@ pub use parley::pb::{
 /// Microseconds since the Unix epoch.
 pub type Micros = i64;
 
+/// `d` in microseconds (the longest a `Micros` holds, past it).
+pub fn micros(d: std::time::Duration) -> Micros {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
 pub fn now_micros() -> Micros {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

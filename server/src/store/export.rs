@@ -101,25 +101,18 @@ pub async fn claim<C: ConnectionTrait>(
     let backend = tx.get_database_backend();
     let postgres = backend == DatabaseBackend::Postgres;
     let mut values: Vec<Value> = vec![holder.into(), until.into(), now.into()];
-    let rows = if postgres {
-        values.push(strings(ids));
-        "SELECT \"id\", 0, $1, NULL, $2 FROM unnest($4::text[]) AS \"i\" (\"id\") WHERE true"
-            .to_owned()
-    } else {
-        let mut rows = String::from("VALUES ");
-        for (n, id) in ids.iter().enumerate() {
-            if n > 0 {
-                rows.push_str(", ");
-            }
-            rows.push_str(&format!("(?{}, 0, ?1, NULL, ?2)", n + 4));
-            values.push(id.as_str().into());
-        }
-        rows
-    };
+    let rows = table(
+        postgres,
+        ids.iter().map(|id| vec![id.as_str().into()]),
+        &mut values,
+    );
     let now_mark = super::mark(postgres, 3);
+    let (holder_mark, until_mark) = (super::mark(postgres, 1), super::mark(postgres, 2));
+    // `WHERE true`: SQLite reads `ON CONFLICT` after a plain `SELECT … FROM` as a join's.
     let sql = format!(
-        "INSERT INTO \"export_cursors\" \
-         (\"conversation_id\", \"done_seq\", \"holder\", \"prior\", \"lease_until\") {rows} \
+        "WITH \"i\" (\"id\") AS ({rows}) INSERT INTO \"export_cursors\" \
+         (\"conversation_id\", \"done_seq\", \"holder\", \"prior\", \"lease_until\") \
+         SELECT \"id\", 0, {holder_mark}, NULL, {until_mark} FROM \"i\" WHERE true \
          ON CONFLICT (\"conversation_id\") DO UPDATE SET \
          \"prior\" = \"export_cursors\".\"holder\", \"holder\" = \"excluded\".\"holder\", \
          \"lease_until\" = \"excluded\".\"lease_until\" \
@@ -169,36 +162,17 @@ pub async fn settle<C: ConnectionTrait>(
     let backend = tx.get_database_backend();
     let postgres = backend == DatabaseBackend::Postgres;
     let mut values: Vec<Value> = vec![holder.into(), until.into()];
-    let rows = if postgres {
-        values.push(strings(lines.iter().map(|l| &l.conversation_id)));
-        values.push(Value::Array(
-            ArrayType::BigInt,
-            Some(Box::new(
-                lines.iter().map(|l| Value::from(l.done_seq)).collect(),
-            )),
-        ));
-        values.push(Value::Array(
-            ArrayType::Bool,
-            Some(Box::new(
-                lines.iter().map(|l| Value::from(l.keep)).collect(),
-            )),
-        ));
-        "SELECT * FROM unnest($3::text[], $4::int8[], $5::bool[])".to_owned()
-    } else {
-        let mut rows = String::from("VALUES ");
-        for (n, line) in lines.iter().enumerate() {
-            if n > 0 {
-                rows.push_str(", ");
-            }
-            rows.push_str(&format!("(?{}, ?{}, ?{})", 3 * n + 3, 3 * n + 4, 3 * n + 5));
-            values.extend([
-                line.conversation_id.as_str().into(),
-                line.done_seq.into(),
-                line.keep.into(),
-            ]);
-        }
-        rows
-    };
+    let rows = table(
+        postgres,
+        lines.iter().map(|l| {
+            vec![
+                l.conversation_id.as_str().into(),
+                l.done_seq.into(),
+                l.keep.into(),
+            ]
+        }),
+        &mut values,
+    );
     let m = |i| super::mark(postgres, i);
     let sql = format!(
         "WITH \"d\" (\"id\", \"seq\", \"keep\") AS ({rows}) \
@@ -240,28 +214,13 @@ pub async fn items<C: EachRow>(
         .collect::<Vec<_>>()
         .join(", ");
     let mut values: Vec<Value> = Vec::new();
-    let rows = if postgres {
-        values.push(strings(wanted.iter().map(|(id, _, _)| id)));
-        for pick in [|w: &(String, i64, i64)| w.1, |w: &(String, i64, i64)| w.2] {
-            values.push(Value::Array(
-                ArrayType::BigInt,
-                Some(Box::new(
-                    wanted.iter().map(|w| Value::from(pick(w))).collect(),
-                )),
-            ));
-        }
-        "SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[])".to_owned()
-    } else {
-        let mut rows = String::from("VALUES ");
-        for (n, (id, after, upto)) in wanted.iter().enumerate() {
-            if n > 0 {
-                rows.push_str(", ");
-            }
-            rows.push_str(&format!("(?{}, ?{}, ?{})", 3 * n + 1, 3 * n + 2, 3 * n + 3));
-            values.extend([id.as_str().into(), (*after).into(), (*upto).into()]);
-        }
-        rows
-    };
+    let rows = table(
+        postgres,
+        wanted
+            .iter()
+            .map(|(id, after, upto)| vec![id.as_str().into(), (*after).into(), (*upto).into()]),
+        &mut values,
+    );
     let sql = format!(
         "WITH \"w\" (\"id\", \"after\", \"upto\") AS ({rows}) \
          SELECT \"c\".\"tenant_id\", \"t\".\"conversation_id\", {columns} FROM \"w\" \
@@ -296,12 +255,44 @@ impl Cells for Shifted<'_> {
     }
 }
 
-/// `ids` as one PostgreSQL `text[]` parameter.
-fn strings<'a>(ids: impl IntoIterator<Item = &'a String>) -> Value {
-    Value::Array(
-        ArrayType::String,
-        Some(Box::new(
-            ids.into_iter().map(|s| Value::from(s.as_str())).collect(),
-        )),
-    )
+/// `rows` (each the same width and kinds of value) as the body of a `WITH` table, their
+/// values appended to `values` as its parameters: on PostgreSQL one array per column,
+/// `unnest`ed (a statement whose text is the same for any number of rows), on SQLite a
+/// `VALUES` list.
+fn table(
+    postgres: bool,
+    rows: impl Iterator<Item = Vec<Value>>,
+    values: &mut Vec<Value>,
+) -> String {
+    let rows: Vec<Vec<Value>> = rows.collect();
+    let width = rows.first().map_or(0, Vec::len);
+    if postgres {
+        let mut arrays = Vec::with_capacity(width);
+        for column in 0..width {
+            let (kind, name) = rows
+                .first()
+                .and_then(|row| super::writes::array_element(&row[column]))
+                .map_or((ArrayType::String, "text"), |(kind, name, _)| (kind, name));
+            let column: Vec<Value> = rows.iter().map(|row| row[column].clone()).collect();
+            values.push(Value::Array(kind, Some(Box::new(column))));
+            arrays.push(format!("${}::{name}[]", values.len()));
+        }
+        format!("SELECT * FROM unnest({})", arrays.join(", "))
+    } else {
+        let mut out = String::from("VALUES ");
+        for (n, row) in rows.into_iter().enumerate() {
+            if n > 0 {
+                out.push_str(", ");
+            }
+            let marks: Vec<String> = row
+                .into_iter()
+                .map(|v| {
+                    values.push(v);
+                    format!("?{}", values.len())
+                })
+                .collect();
+            out.push_str(&format!("({})", marks.join(", ")));
+        }
+        out
+    }
 }

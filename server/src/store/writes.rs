@@ -291,7 +291,7 @@ impl Rows {
 
 /// How `v` travels in an array: the elements' type, PostgreSQL's name for it, and whether `v`
 /// is present (not `NULL`); `None` for a type no array here carries.
-fn array_element(v: &Value) -> Option<(ArrayType, &'static str, bool)> {
+pub(super) fn array_element(v: &Value) -> Option<(ArrayType, &'static str, bool)> {
     Some(match v {
         Value::String(s) => (ArrayType::String, "text", s.is_some()),
         Value::BigInt(n) => (ArrayType::BigInt, "int8", n.is_some()),
